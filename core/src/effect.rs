@@ -1,0 +1,186 @@
+//! Requests a session makes of the outside world (store, user database), and their answers.
+//!
+//! A session never touches storage: it emits an [`Effect`] with a request id and parks until the
+//! driver hands back the matching [`Completion`].
+
+use crate::smtp::address::{Address, ReversePath};
+use std::fmt;
+
+/// A value that must not appear in logs or debug output (passwords).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    /// Wraps a secret value.
+    pub fn new(value: T) -> Self {
+        Secret(value)
+    }
+    /// The secret itself; call only where it is used, never to log it.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// A user of this server, named by the canonical (lowercase) address of their mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UserId(pub String);
+
+/// A message transaction opened in the store by [`Effect::BeginMessage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TxId(pub u64);
+
+/// One recipient of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// The address as the client gave it (route stripped).
+    pub address: Address,
+    /// The local mailbox it resolved to, or `None` for a remote recipient (outbound queue).
+    pub mailbox: Option<UserId>,
+}
+
+/// The SMTP envelope of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// Session id, for logs.
+    pub session: String,
+    /// Transaction id, as quoted in the Received header and the 250 reply.
+    pub id: String,
+    /// MAIL FROM; `Null` for bounces.
+    pub sender: ReversePath,
+    /// RCPT TO, in the order given, each at most once.
+    pub recipients: Vec<Recipient>,
+    /// The authenticated user who submitted it, if any.
+    pub submitted_by: Option<UserId>,
+}
+
+/// Something a session needs done outside it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Effect {
+    /// Check a password. Answer: [`Completion::Auth`].
+    Authenticate {
+        /// Authentication identity (the login name).
+        username: String,
+        /// The password.
+        password: Secret<Vec<u8>>,
+    },
+    /// Is this address one of our users? Answer: [`Completion::Recipient`].
+    LookupRecipient {
+        /// A recipient in a local domain.
+        address: Address,
+    },
+    /// Open a message transaction; `trace` is written first (Return-Path is the store's). Answer:
+    /// [`Completion::Began`].
+    BeginMessage {
+        /// Who the message is from and for.
+        envelope: Envelope,
+        /// Trace header block (Received:), CRLF-terminated.
+        trace: Vec<u8>,
+    },
+    /// Append message bytes to the transaction. Answer: [`Completion::Appended`].
+    AppendChunk {
+        /// The transaction.
+        tx: TxId,
+        /// The bytes, already dot-unstuffed.
+        bytes: Vec<u8>,
+    },
+    /// Make the message durable for every recipient. `prepend` holds header fields known only
+    /// after the body (Authentication-Results); it goes right after Return-Path. Answer:
+    /// [`Completion::Durable`] only once file and directory entries are on stable storage.
+    Commit {
+        /// The transaction.
+        tx: TxId,
+        /// Header fields to put on top, CRLF-terminated; usually empty.
+        prepend: Vec<u8>,
+    },
+    /// Drop the transaction and anything written for it. Answer: [`Completion::Aborted`].
+    Abort {
+        /// The transaction.
+        tx: TxId,
+    },
+}
+
+/// Temporary (retry later, 4xx) or permanent (5xx) failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The same request may succeed later.
+    Temporary,
+    /// It never will.
+    Permanent,
+}
+
+/// A failed store operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError {
+    /// Temporary or permanent.
+    pub class: ErrorClass,
+    /// For logs; never sent to the peer verbatim.
+    pub message: String,
+}
+
+/// Outcome of a password check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// The password is right; this is the user.
+    Success(UserId),
+    /// Unknown user or wrong password (indistinguishable on purpose).
+    Failure,
+    /// The user database could not be read.
+    TempFail,
+}
+
+/// Outcome of a recipient lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecipientOutcome {
+    /// A local user's mailbox.
+    Local(UserId),
+    /// No such user.
+    Unknown,
+    /// The user database could not be read.
+    TempFail,
+}
+
+/// Proof that a message is on stable storage. Only the store's commit path creates one (by
+/// [`Receipt::durable`]), and the session's success reply to a message can be built only from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    tx: TxId,
+}
+
+impl Receipt {
+    /// Issued by the store after the message file and every directory entry naming it have been
+    /// fsynced. Calling it earlier breaks Petrel's one promise; nothing else may call it.
+    pub fn durable(tx: TxId) -> Self {
+        Receipt { tx }
+    }
+    /// The transaction this receipt is for.
+    pub fn tx(&self) -> TxId {
+        self.tx
+    }
+}
+
+/// The answer to an [`Effect`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Completion {
+    /// Answer to `Authenticate`.
+    Auth(AuthOutcome),
+    /// Answer to `LookupRecipient`.
+    Recipient(RecipientOutcome),
+    /// Answer to `BeginMessage`.
+    Began(TxId),
+    /// Answer to `AppendChunk`.
+    Appended,
+    /// Answer to `Commit`.
+    Durable(Receipt),
+    /// Answer to `Abort`.
+    Aborted,
+    /// Any request failed.
+    Failed(StoreError),
+}

@@ -1,0 +1,68 @@
+//! Petrel's protocol logic as pure, deterministic state machines.
+//!
+//! Nothing in this crate reads a socket, a file or a clock, spawns a thread, or draws an unseeded
+//! random number. A session is fed bytes, time and answers, and hands back bytes to send, requests
+//! for the outside world and the next instant it wants to be woken at. The same machine therefore
+//! runs under the async daemon (`petrel-runtime-smol`), the blocking runtime (`petrel-runtime-std`),
+//! the deterministic simulator and a fuzzer.
+//!
+//! # Driving a session
+//!
+//! Every protocol session implements [`Session`]. The contract, for every driver:
+//!
+//! 1. After every `handle_*` call, drain [`Session::poll_output`] until it returns `false`, then
+//!    [`Session::poll_event`] until it returns `None`, then read [`Session::poll_timeout`].
+//! 2. `now` never goes backwards between calls.
+//! 3. Every [`Event::Request`] is answered exactly once with [`Session::handle_completion`], or the
+//!    session is dropped.
+//! 4. [`Session::handle_input`] returns how many bytes it consumed; the caller keeps the rest and
+//!    offers them again after the next `handle_*` call. A session waiting on storage consumes
+//!    nothing: that is the backpressure that bounds memory.
+//!
+//! [`Pump`] implements this contract once. Both runtimes and the simulator drive sessions only
+//! through it, so there is one driver loop. A blocking driver is this loop, with the socket and the
+//! store filled in:
+//!
+//! ```no_run
+//! # use petrel_core::{Action, Pump, Session};
+//! # use std::time::Instant;
+//! # fn read(_: &mut [u8], _: Option<Instant>) -> Option<usize> { None }
+//! # fn write(_: &[u8]) -> usize { 0 }
+//! # fn execute(_: petrel_core::Effect) -> petrel_core::Completion { unimplemented!() }
+//! # fn drive(session: Box<dyn Session + Send>) {
+//! let mut pump = Pump::new(session);
+//! loop {
+//!     match pump.next_action() {
+//!         Action::Write => {
+//!             let n = write(pump.output());
+//!             pump.wrote(Instant::now(), n);
+//!         }
+//!         Action::Execute(id, effect) => pump.complete(Instant::now(), id, execute(effect)),
+//!         Action::StartTls => { /* wrap the socket, then */ }
+//!         Action::Read { deadline } => match read(pump.read_buffer(), deadline) {
+//!             Some(0) => pump.eof(Instant::now()),
+//!             Some(n) => pump.received(Instant::now(), n),
+//!             None => pump.timeout(Instant::now()),
+//!         },
+//!         Action::Close(_) => break,
+//!     }
+//! }
+//! # }
+//! ```
+
+pub mod clock;
+pub mod effect;
+pub mod pump;
+pub mod sasl;
+pub mod service;
+pub mod session;
+pub mod smtp;
+
+pub use clock::{WallClock, rfc5322_date};
+pub use effect::{
+    AuthOutcome, Completion, Effect, Envelope, ErrorClass, Receipt, Recipient, RecipientOutcome,
+    Secret, StoreError, TxId, UserId,
+};
+pub use pump::{Action, Pump};
+pub use service::{PeerInfo, Service};
+pub use session::{CloseReason, Event, RequestId, Session, TlsInfo};

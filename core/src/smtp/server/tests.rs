@@ -1,0 +1,430 @@
+//! Transcript tests of the SMTP session through the real [`Pump`], with a fake store.
+
+use super::*;
+use crate::clock::WallClock;
+use crate::pump::{Action, Pump};
+use crate::service::Service;
+use crate::smtp::Role;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Debug)]
+struct FixedClock;
+impl WallClock for FixedClock {
+    fn unix_seconds(&self) -> i64 {
+        1_795_525_920
+    }
+}
+
+fn config(role: Role) -> SmtpConfig {
+    let mut c = SmtpConfig::new(
+        "mx.example.test",
+        role,
+        &["example.test".to_string()],
+        Arc::new(FixedClock),
+    );
+    c.max_message_size = 10_000;
+    c.max_recipients = 3;
+    c.chunk_size = 64;
+    c.allow_plaintext_on_loopback = true;
+    c
+}
+
+/// A fake store: users alice and bob, messages kept in memory.
+#[derive(Default)]
+struct FakeStore {
+    open: BTreeMap<u64, (Envelope, Vec<u8>)>,
+    delivered: Vec<(Envelope, Vec<u8>)>,
+    next: u64,
+    effects: Vec<&'static str>,
+}
+
+impl FakeStore {
+    fn execute(&mut self, effect: Effect) -> Completion {
+        match effect {
+            Effect::Authenticate { username, password } => {
+                self.effects.push("auth");
+                let ok = username == "alice@example.test" && password.expose() == b"pw";
+                Completion::Auth(if ok {
+                    AuthOutcome::Success(UserId(username))
+                } else {
+                    AuthOutcome::Failure
+                })
+            }
+            Effect::LookupRecipient { address } => {
+                self.effects.push("lookup");
+                let local = address.local.to_lowercase();
+                let base = local.split('+').next().unwrap_or("").to_string();
+                Completion::Recipient(if base == "alice" || base == "bob" {
+                    RecipientOutcome::Local(UserId(format!("{base}@example.test")))
+                } else {
+                    RecipientOutcome::Unknown
+                })
+            }
+            Effect::BeginMessage { envelope, trace } => {
+                self.effects.push("begin");
+                self.next += 1;
+                self.open.insert(self.next, (envelope, trace));
+                Completion::Began(TxId(self.next))
+            }
+            Effect::AppendChunk { tx, bytes } => {
+                self.effects.push("append");
+                self.open
+                    .get_mut(&tx.0)
+                    .expect("open tx")
+                    .1
+                    .extend_from_slice(&bytes);
+                Completion::Appended
+            }
+            Effect::Commit { tx, .. } => {
+                self.effects.push("commit");
+                let m = self.open.remove(&tx.0).expect("open tx");
+                self.delivered.push(m);
+                Completion::Durable(Receipt::durable(tx))
+            }
+            Effect::Abort { tx } => {
+                self.effects.push("abort");
+                self.open.remove(&tx.0);
+                Completion::Aborted
+            }
+        }
+    }
+}
+
+fn peer() -> PeerInfo {
+    PeerInfo {
+        ip: "127.0.0.1".into(),
+        loopback: true,
+        tls: None,
+        session_id: "S1".into(),
+    }
+}
+
+/// Runs a conversation: `input` is cut into pieces at `cuts`, each piece offered as one read.
+/// Returns everything the server wrote, and the store.
+fn converse(role: Role, input: &[u8], cuts: &[usize]) -> (String, FakeStore) {
+    let start = Instant::now();
+    let service = Service::Smtp(Arc::new(config(role)));
+    let mut pump = Pump::new(service.open(peer(), start));
+    let mut store = FakeStore::default();
+    let mut written = Vec::new();
+    let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+    bounds.push(input.len());
+    bounds.sort();
+    let mut pos = 0;
+    let mut now = start;
+    let mut bound_iter = bounds.into_iter();
+    let mut end = bound_iter.next().unwrap_or(input.len());
+    loop {
+        match pump.next_action() {
+            Action::Write => {
+                written.extend_from_slice(pump.output());
+                let n = pump.output().len();
+                pump.wrote(now, n);
+            }
+            Action::Execute(id, effect) => {
+                let c = store.execute(effect);
+                pump.complete(now, id, c);
+            }
+            Action::StartTls => pump.tls_established(
+                now,
+                TlsInfo {
+                    version: "TLSv1.3".into(),
+                    cipher: "TLS13_AES_128_GCM_SHA256".into(),
+                },
+            ),
+            Action::Read { deadline } => {
+                while pos == end {
+                    match bound_iter.next() {
+                        Some(e) => end = e,
+                        None => break,
+                    }
+                }
+                if pos < end {
+                    let buf = pump.read_buffer();
+                    let n = buf.len().min(end - pos);
+                    buf[..n].copy_from_slice(&input[pos..pos + n]);
+                    pos += n;
+                    pump.received(now, n);
+                } else if let Some(d) =
+                    deadline.filter(|d| d.duration_since(start) < Duration::from_secs(5))
+                {
+                    // Only short delays (AUTH failure) are waited out; the idle timeout ends the test.
+                    now = d;
+                    pump.timeout(now);
+                } else {
+                    pump.eof(now);
+                }
+            }
+            Action::Close(_) => break,
+        }
+    }
+    (String::from_utf8_lossy(&written).into_owned(), store)
+}
+
+fn codes(transcript: &str) -> Vec<&str> {
+    transcript
+        .lines()
+        .filter(|l| l.len() >= 4 && &l[3..4] == " ")
+        .map(|l| &l[..3])
+        .collect()
+}
+
+const SIMPLE: &[u8] =
+    b"EHLO client.example\r\nMAIL FROM:<x@remote.example>\r\nRCPT TO:<alice@example.test>\r\n\
+DATA\r\nSubject: hi\r\n\r\n..dot\r\nline\r\n.\r\nQUIT\r\n";
+
+#[test]
+fn simple_delivery() {
+    let (t, store) = converse(Role::Inbound, SIMPLE, &[]);
+    assert_eq!(
+        codes(&t),
+        ["220", "250", "250", "250", "354", "250", "221"],
+        "{t}"
+    );
+    assert!(t.contains("250 2.0.0 Ok: queued as S101\r\n"), "{t}");
+    assert_eq!(store.delivered.len(), 1);
+    let (env, bytes) = &store.delivered[0];
+    assert_eq!(
+        env.recipients[0].mailbox,
+        Some(UserId("alice@example.test".into()))
+    );
+    let text = String::from_utf8_lossy(bytes);
+    assert!(text.starts_with("Received: from client.example ([127.0.0.1])\r\n\tby mx.example.test (Petrel) with ESMTP id S101\r\n\tfor <alice@example.test>;"), "{text}");
+    assert!(
+        text.ends_with("\r\nSubject: hi\r\n\r\n.dot\r\nline\r\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn ehlo_advertises_by_role() {
+    let (t, _) = converse(Role::Inbound, b"EHLO a\r\n", &[]);
+    assert!(
+        t.contains("250-SIZE 10000\r\n")
+            && t.contains("250-CHUNKING\r\n")
+            && t.contains("STARTTLS")
+    );
+    assert!(!t.contains("AUTH"), "{t}");
+    let (t, _) = converse(Role::Submission, b"EHLO a\r\n", &[]);
+    assert!(t.contains("250 AUTH PLAIN LOGIN\r\n"), "{t}");
+}
+
+#[test]
+fn relay_is_refused_and_unknown_users_rejected() {
+    let script = b"EHLO a\r\nMAIL FROM:<x@y.example>\r\nRCPT TO:<v@elsewhere.example>\r\n\
+RCPT TO:<nobody@example.test>\r\nRCPT TO:<alice%evil.example@example.test>\r\nRCPT TO:<\"a@evil\"@example.test>\r\n\
+RCPT TO:<alice@[127.0.0.1]>\r\nRCPT TO:<@evil.example:alice@example.test>\r\nRCPT TO:<Bob+tag@EXAMPLE.test.>\r\nQUIT\r\n";
+    let (t, _) = converse(Role::Inbound, script, &[]);
+    assert_eq!(
+        codes(&t),
+        [
+            "220", "250", "250", "554", "550", "550", "550", "554", "250", "250", "221"
+        ],
+        "{t}"
+    );
+    assert!(t.contains("550 5.1.1 <nobody@example.test>"), "{t}");
+}
+
+#[test]
+fn submission_requires_auth_and_own_sender() {
+    let auth = "AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABwdw==\r\n";
+    let script = format!(
+        "EHLO a\r\nMAIL FROM:<alice@example.test>\r\n{auth}MAIL FROM:<bob@example.test>\r\n\
+MAIL FROM:<Alice+x@example.test>\r\nRCPT TO:<someone@remote.example>\r\nDATA\r\nhello\r\n.\r\nQUIT\r\n"
+    );
+    let (t, store) = converse(Role::Submission, script.as_bytes(), &[]);
+    assert_eq!(
+        codes(&t),
+        [
+            "220", "250", "530", "235", "553", "250", "250", "354", "250", "221"
+        ],
+        "{t}"
+    );
+    assert_eq!(store.delivered[0].0.recipients[0].mailbox, None);
+    assert!(String::from_utf8_lossy(&store.delivered[0].1).contains("with ESMTPA id"));
+}
+
+#[test]
+fn auth_login_cancel_and_failure_delay() {
+    let script =
+        b"EHLO a\r\nAUTH LOGIN\r\n*\r\nAUTH PLAIN\r\nAGFsaWNlQGV4YW1wbGUudGVzdAB3cm9uZw==\r\n\
+AUTH LOGIN YWxpY2VAZXhhbXBsZS50ZXN0\r\ncHc=\r\nQUIT\r\n";
+    let (t, store) = converse(Role::Submission, script, &[]);
+    assert_eq!(
+        codes(&t),
+        [
+            "220", "250", "334", "501", "334", "535", "334", "235", "221"
+        ],
+        "{t}"
+    );
+    assert!(
+        t.contains("334 VXNlcm5hbWU6\r\n") && t.contains("334 UGFzc3dvcmQ6\r\n"),
+        "{t}"
+    );
+    assert_eq!(store.effects, ["auth", "auth"]);
+}
+
+#[test]
+fn auth_refused_without_tls_unless_loopback_allowed() {
+    let start = Instant::now();
+    let mut c = config(Role::Submission);
+    c.allow_plaintext_on_loopback = false;
+    let mut s = SmtpSession::new(Arc::new(c), peer(), start);
+    let mut out = Vec::new();
+    assert_eq!(
+        s.handle_input(start, b"EHLO a\r\nAUTH PLAIN AGFAYgBj\r\n"),
+        29
+    );
+    while s.poll_output(&mut out) {}
+    let t = String::from_utf8(out).unwrap();
+    assert!(!t.contains("AUTH PLAIN LOGIN"), "{t}");
+    assert!(
+        t.ends_with("530 5.7.0 Must issue a STARTTLS command first\r\n"),
+        "{t}"
+    );
+}
+
+#[test]
+fn smuggling_sequences_are_data() {
+    let script = b"EHLO a\r\nMAIL FROM:<x@y.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n\
+one\n.\nMAIL FROM:<x@y.example>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nsmuggled\r\n.\n\
+two\r\n.\rMAIL FROM:<a@b.example>\r\n\r\n.\r\nQUIT\r\n";
+    let (t, store) = converse(Role::Inbound, script, &[]);
+    assert_eq!(
+        codes(&t),
+        ["220", "250", "250", "250", "354", "250", "221"],
+        "{t}"
+    );
+    assert_eq!(store.delivered.len(), 1);
+    assert!(String::from_utf8_lossy(&store.delivered[0].1).contains("smuggled"));
+}
+
+#[test]
+fn bdat_chunks_and_rules() {
+    let script = b"EHLO a\r\nMAIL FROM:<x@y.example>\r\nRCPT TO:<alice@example.test>\r\nBDAT 5\r\nhel.\nBDAT 0\r\nBDAT 7 LAST\r\nlo\r\n.\r\n\
+MAIL FROM:<x@y.example>\r\nBDAT 3\r\nabcRCPT TO:<bob@example.test>\r\nBDAT 4\r\nabcdDATA\r\nRSET\r\nQUIT\r\n";
+    let (t, store) = converse(Role::Inbound, script, &[]);
+    assert_eq!(
+        codes(&t),
+        [
+            "220", "250", "250", "250", "250", "250", "250", "250", "554", "250", "250", "503",
+            "250", "221"
+        ],
+        "{t}"
+    );
+    assert!(String::from_utf8_lossy(&store.delivered[0].1).ends_with("\r\nhel.\nlo\r\n.\r\n"));
+    assert_eq!(store.delivered.len(), 1);
+    assert_eq!(store.effects.iter().filter(|e| **e == "abort").count(), 1);
+}
+
+#[test]
+fn limits() {
+    let mut script = b"EHLO a\r\n".to_vec();
+    script.extend_from_slice(&[b'N'; 600]);
+    script.extend_from_slice(
+        b"\r\nNO\0OP\r\nMAIL FROM:<x@y.example> SIZE=20000\r\nMAIL FROM:<x@y.example>\r\n",
+    );
+    for _ in 0..4 {
+        script.extend_from_slice(b"RCPT TO:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\n");
+    }
+    script.extend_from_slice(
+        b"RCPT TO:<bob+1@example.test>\r\nRCPT TO:<bob+2@example.test>\r\nDATA\r\n",
+    );
+    script.extend_from_slice(&vec![b'x'; 12_000]);
+    script.extend_from_slice(b"\r\n.\r\nNOOP\r\n");
+    let (t, store) = converse(Role::Inbound, &script, &[]);
+    assert_eq!(
+        codes(&t),
+        [
+            "220", "250", "500", "500", "552", "250", "250", "250", "250", "250", "250", "250",
+            "250", "250", "250", "452", "354", "552", "250"
+        ],
+        "{t}"
+    );
+    assert!(store.delivered.is_empty());
+    assert_eq!(store.effects.last(), Some(&"abort"));
+}
+
+#[test]
+fn eof_mid_data_aborts() {
+    let script =
+        b"EHLO a\r\nMAIL FROM:<x@y.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nhalf a body";
+    let (_, store) = converse(Role::Inbound, script, &[]);
+    assert!(store.delivered.is_empty());
+    assert!(store.open.is_empty());
+    assert_eq!(store.effects.last(), Some(&"abort"));
+}
+
+#[test]
+fn starttls_discards_pipelined_plaintext() {
+    let script = b"EHLO a\r\nSTARTTLS\r\nRSET\r\nMAIL FROM:<x@y.example>\r\n";
+    let (t, _) = converse(Role::Inbound, script, &[]);
+    assert_eq!(codes(&t), ["220", "250", "220"], "{t}");
+}
+
+#[test]
+fn timeout_says_421() {
+    let start = Instant::now();
+    let mut s = SmtpSession::new(Arc::new(config(Role::Inbound)), peer(), start);
+    let deadline = s.poll_timeout().unwrap();
+    assert_eq!(deadline, start + Duration::from_secs(300));
+    s.handle_timeout(start + Duration::from_secs(1));
+    assert!(!s.is_closed());
+    s.handle_timeout(deadline);
+    let mut out = Vec::new();
+    while s.poll_output(&mut out) {}
+    assert!(
+        String::from_utf8(out)
+            .unwrap()
+            .ends_with("421 4.4.2 mx.example.test Error: timeout exceeded\r\n")
+    );
+    assert!(matches!(
+        s.poll_event(),
+        Some(Event::Closed {
+            reason: CloseReason::Timeout
+        })
+    ));
+}
+
+#[test]
+fn shutdown_lets_the_transaction_finish() {
+    let start = Instant::now();
+    let mut s = SmtpSession::new(Arc::new(config(Role::Inbound)), peer(), start);
+    s.handle_input(start, b"EHLO a\r\nMAIL FROM:<x@y.example>\r\n");
+    s.handle_shutdown(start);
+    assert!(!s.is_closed(), "a transaction is open");
+    s.handle_input(start, b"RSET\r\n");
+    let mut out = Vec::new();
+    while s.poll_output(&mut out) {}
+    let idle = SmtpSession::new(Arc::new(config(Role::Inbound)), peer(), start);
+    let mut idle = idle;
+    idle.handle_shutdown(start);
+    assert!(idle.is_closed());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, .. ProptestConfig::default() })]
+    /// Any split of the input gives the same replies and the same stored bytes.
+    #[test]
+    fn any_split_gives_the_same_conversation(cuts in proptest::collection::vec(any::<usize>(), 0..8)) {
+        let script: &[u8] = b"EHLO a\r\nMAIL FROM:<x@y.example>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\n\
+DATA\r\nSubject: split\r\n\r\n..a\r\nb\n.\nc\r\n.\r\nMAIL FROM:<>\r\nRCPT TO:<bob@example.test>\r\nBDAT 3\r\nxyzBDAT 2 LAST\r\n\r\n\
+NOOP\r\nQUIT\r\n";
+        let (whole, s1) = converse(Role::Inbound, script, &[]);
+        let (split, s2) = converse(Role::Inbound, script, &cuts);
+        prop_assert_eq!(&whole, &split);
+        prop_assert_eq!(s1.delivered, s2.delivered);
+        prop_assert_eq!(codes(&whole).len(), 13);
+    }
+
+    /// Random bytes never panic, and every reply line is well formed.
+    #[test]
+    fn garbage_never_panics(input in proptest::collection::vec(any::<u8>(), 0..2000)) {
+        let (t, _) = converse(Role::Submission, &input, &[]);
+        for line in t.split_terminator("\r\n") {
+            prop_assert!(line.len() >= 3 && line[..3].bytes().all(|b| b.is_ascii_digit()), "{}", line);
+        }
+    }
+}
