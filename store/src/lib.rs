@@ -1,0 +1,16 @@
+//! Petrel's storage: Maildir++ mailboxes, the passwd-file user database and the outbound
+//! queue. It executes the requests core's sessions emit ([`Store::execute`]) and reaches the disk
+//! only through the [`fs::FileSystem`] trait.
+
+pub mod fs;
+pub mod group_sync;
+pub mod maildir;
+pub mod passwd;
+pub mod password;
+pub mod queue;
+pub mod store;
+pub mod users;
+
+pub use fs::{FileSystem, RealFs};
+pub use store::{Store, StoreConfig};
+pub use users::UserDb;

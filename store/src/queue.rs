@@ -1,0 +1,30 @@
+//! The outbound queue under `DATA_DIR/queue/`: `msg/ID` holds the message (sharing its bytes
+//! with local copies by a hard link) and `env/ID` the envelope. A message is queued once both
+//! names are durable; an `env` without its `msg` is never written, and a `msg` without an `env`
+//! is an unacknowledged leftover the queue runner removes.
+//!
+//! Envelope file format, one field a line:
+//! ```text
+//! id S0A1B2C301
+//! sender alice@example.com
+//! offset 31
+//! rcpt bob@example.net
+//! ```
+//! `offset` is where the message starts in `msg/ID` (after the Return-Path line, which belongs
+//! only to final delivery). `sender` is empty for the null path.
+
+use petrel_core::Envelope;
+
+/// Directory of message files, relative to the data directory.
+pub const MSG_DIR: &str = "queue/msg";
+/// Directory of envelope files, relative to the data directory.
+pub const ENV_DIR: &str = "queue/env";
+
+/// The envelope file for the remote recipients of `envelope`.
+pub fn envelope_text(envelope: &Envelope, offset: usize) -> String {
+    let mut text = format!("id {}\nsender {}\noffset {offset}\n", envelope.id, envelope.sender);
+    for r in envelope.recipients.iter().filter(|r| r.mailbox.is_none()) {
+        text.push_str(&format!("rcpt {}\n", r.address));
+    }
+    text
+}

@@ -1,0 +1,328 @@
+//! The store: executes core's message and user requests against the filesystem.
+//!
+//! A message is written once, to `DATA_DIR/tmp/`, as `Return-Path` + trace headers + body. At
+//! commit the file is fsynced, then hard-linked into each local recipient's `new/` and, for
+//! remote recipients, into the outbound queue; the directories are fsynced together with other
+//! deliveries' (group commit), and only then is the [`Receipt`] issued. A crash at any instant
+//! leaves either no name in `new/` or a complete, durable file.
+
+use crate::fs::{FileSystem, WriteFile};
+use crate::group_sync::GroupSync;
+use crate::maildir;
+use crate::queue;
+use crate::users::UserDb;
+use petrel_core::{
+    Completion, Effect, Envelope, ErrorClass, Receipt, StoreError, TxId, UserId, WallClock,
+};
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Where and as whom the store writes.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The data directory (CONTRACT.md layout).
+    pub data_dir: PathBuf,
+    /// Host name used in Maildir file names.
+    pub hostname: String,
+    /// Calendar time for file names.
+    pub clock: Arc<dyn WallClock>,
+    /// Process id (or simulated host id) used in file names.
+    pub pid: u32,
+    /// Seed for the random part of file names.
+    pub seed: u64,
+}
+
+/// A message being received.
+struct OpenTx {
+    envelope: Envelope,
+    path: PathBuf,
+    file: Box<dyn WriteFile>,
+    size: u64,
+    /// Length of the Return-Path line at the start of the file.
+    return_path_len: usize,
+}
+
+/// Petrel's storage (see the module docs). Shared by every session of a process.
+pub struct Store {
+    fs: Arc<dyn FileSystem>,
+    config: StoreConfig,
+    users: UserDb,
+    sync: GroupSync,
+    open: Mutex<HashMap<u64, Arc<Mutex<OpenTx>>>>,
+    counter: AtomicU64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("data_dir", &self.config.data_dir).finish_non_exhaustive()
+    }
+}
+
+fn temp(message: impl Into<String>) -> Completion {
+    Completion::Failed(StoreError {
+        class: ErrorClass::Temporary,
+        message: message.into(),
+    })
+}
+
+impl Store {
+    /// Opens the data directory, creating its layout, and removes what a crash left half-done
+    /// in `tmp/` (never acknowledged, so nothing is lost).
+    pub fn open(fs: Arc<dyn FileSystem>, config: StoreConfig) -> io::Result<Store> {
+        let dir = &config.data_dir;
+        for sub in ["tmp", "mail", queue::MSG_DIR, queue::ENV_DIR] {
+            crate::fs::create_dir_all(&*fs, &dir.join(sub))?;
+        }
+        for name in fs.read_dir(&dir.join("tmp"))? {
+            let path = dir.join("tmp").join(&name);
+            if let Err(e) = fs.remove_file(&path) {
+                tracing::warn!(file = %path.display(), error = %e, "cannot remove leftover temporary file");
+            }
+        }
+        Ok(Store {
+            users: UserDb::new(fs.clone(), dir),
+            fs,
+            config,
+            sync: GroupSync::new(),
+            open: Mutex::new(HashMap::new()),
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    /// The user database.
+    pub fn users(&self) -> &UserDb {
+        &self.users
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
+    /// Carries out one request. Blocking: runtimes call it off their event loop.
+    pub fn execute(&self, effect: Effect) -> Completion {
+        match effect {
+            Effect::Authenticate { username, password } => {
+                Completion::Auth(self.users.authenticate(&username, password.expose()))
+            }
+            Effect::LookupRecipient { address } => Completion::Recipient(self.users.lookup_recipient(&address)),
+            Effect::BeginMessage { envelope, trace } => self.begin(envelope, &trace),
+            Effect::AppendChunk { tx, bytes } => self.append(tx, &bytes),
+            Effect::Commit { tx, prepend } => self.commit(tx, &prepend),
+            Effect::Abort { tx } => {
+                self.abort(tx);
+                Completion::Aborted
+            }
+            other => temp(format!("unsupported request {other:?}")),
+        }
+    }
+
+    fn next_unique(&self, size: u64) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let random = (self.config.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).rotate_left(17) as u32;
+        maildir::unique_name(
+            self.config.clock.unix_seconds(),
+            self.config.pid,
+            n,
+            random,
+            &maildir::safe_host(&self.config.hostname),
+            size,
+        )
+    }
+
+    fn begin(&self, envelope: Envelope, trace: &[u8]) -> Completion {
+        let path = self.config.data_dir.join("tmp").join(self.next_unique(0));
+        let return_path = format!("Return-Path: <{}>\r\n", envelope.sender);
+        let result = (|| {
+            let mut file = self.fs.create_new(&path)?;
+            file.write_all(return_path.as_bytes())?;
+            file.write_all(trace)?;
+            Ok::<_, io::Error>(file)
+        })();
+        let file = match result {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = self.fs.remove_file(&path);
+                tracing::error!(session = %envelope.session, error = %e, "cannot create message file");
+                return temp(e.to_string());
+            }
+        };
+        let id = self.counter.fetch_add(1, Ordering::Relaxed);
+        let tx = OpenTx {
+            size: (return_path.len() + trace.len()) as u64,
+            return_path_len: return_path.len(),
+            envelope,
+            path,
+            file,
+        };
+        self.open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, Arc::new(Mutex::new(tx)));
+        Completion::Began(TxId(id))
+    }
+
+    fn get(&self, tx: TxId) -> Option<Arc<Mutex<OpenTx>>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner).get(&tx.0).cloned()
+    }
+
+    fn take(&self, tx: TxId) -> Option<OpenTx> {
+        let arc = self.open.lock().unwrap_or_else(PoisonError::into_inner).remove(&tx.0)?;
+        match Arc::try_unwrap(arc) {
+            Ok(m) => Some(m.into_inner().unwrap_or_else(PoisonError::into_inner)),
+            Err(_) => None,
+        }
+    }
+
+    fn append(&self, tx: TxId, bytes: &[u8]) -> Completion {
+        let Some(open) = self.get(tx) else {
+            return temp("unknown transaction");
+        };
+        let mut open = open.lock().unwrap_or_else(PoisonError::into_inner);
+        match open.file.write_all(bytes) {
+            Ok(()) => {
+                open.size += bytes.len() as u64;
+                Completion::Appended
+            }
+            Err(e) => {
+                tracing::error!(session = %open.envelope.session, error = %e, "cannot write message");
+                temp(e.to_string())
+            }
+        }
+    }
+
+    fn abort(&self, tx: TxId) {
+        if let Some(open) = self.take(tx) {
+            drop(open.file);
+            let _ = self.fs.remove_file(&open.path);
+            tracing::info!(session = %open.envelope.session, id = %open.envelope.id, "transaction aborted");
+        }
+    }
+
+    fn commit(&self, tx: TxId, prepend: &[u8]) -> Completion {
+        let Some(mut open) = self.take(tx) else {
+            return temp("unknown transaction");
+        };
+        let result = self.make_durable(&mut open, prepend);
+        let _ = self.fs.remove_file(&open.path);
+        match result {
+            Ok(()) => {
+                let env = &open.envelope;
+                tracing::info!(
+                    session = %env.session,
+                    id = %env.id,
+                    from = %format!("<{}>", env.sender),
+                    rcpts = env.recipients.len(),
+                    size = open.size,
+                    "message accepted"
+                );
+                for r in &env.recipients {
+                    match &r.mailbox {
+                        Some(user) => tracing::info!(session = %env.session, id = %env.id, to = %user.0, "delivered to mailbox"),
+                        None => tracing::info!(session = %env.session, id = %env.id, to = %r.address, "queued for remote delivery"),
+                    }
+                }
+                Completion::Durable(Receipt::durable(tx))
+            }
+            Err(e) => {
+                tracing::error!(session = %open.envelope.session, id = %open.envelope.id, error = %e, "delivery failed");
+                temp(e.to_string())
+            }
+        }
+    }
+
+    /// Fsyncs the message, gives it its final names, and fsyncs their directories.
+    fn make_durable(&self, open: &mut OpenTx, prepend: &[u8]) -> io::Result<()> {
+        open.file.flush()?;
+        if !prepend.is_empty() {
+            self.rewrite_with_prepend(open, prepend)?;
+        }
+        open.file.sync()?;
+        let size = open.size;
+        let mut created: Vec<PathBuf> = Vec::new();
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        let result = (|| {
+            let mut mailboxes: Vec<&UserId> = open.envelope.recipients.iter().filter_map(|r| r.mailbox.as_ref()).collect();
+            mailboxes.sort();
+            mailboxes.dedup();
+            for user in mailboxes {
+                let root = maildir::user_root(&self.config.data_dir, &user.0)?;
+                maildir::ensure(&*self.fs, &root)?;
+                let new = root.join("new");
+                let name = self.link_unique(&open.path, &new, size)?;
+                created.push(new.join(name));
+                dirs.push(new);
+            }
+            if open.envelope.recipients.iter().any(|r| r.mailbox.is_none()) {
+                let msg_dir = self.config.data_dir.join(queue::MSG_DIR);
+                let env_dir = self.config.data_dir.join(queue::ENV_DIR);
+                let name = self.link_unique(&open.path, &msg_dir, size)?;
+                created.push(msg_dir.join(&name));
+                let text = queue::envelope_text(&open.envelope, open.return_path_len);
+                let tmp = env_dir.join(format!(".{name}.tmp"));
+                let mut f = self.fs.create_new(&tmp)?;
+                f.write_all(text.as_bytes())?;
+                f.sync()?;
+                drop(f);
+                self.fs.rename(&tmp, &env_dir.join(&name))?;
+                created.push(env_dir.join(&name));
+                dirs.push(msg_dir);
+                dirs.push(env_dir);
+            }
+            self.sync.sync_dirs(&*self.fs, &dirs)
+        })();
+        if result.is_err() {
+            for path in created {
+                let _ = self.fs.remove_file(&path);
+            }
+        }
+        result
+    }
+
+    /// Links `src` into `dir` under a fresh unique name; falls back to a copy across devices.
+    fn link_unique(&self, src: &Path, dir: &Path, size: u64) -> io::Result<String> {
+        for _ in 0..16 {
+            let name = self.next_unique(size);
+            match self.fs.hard_link(src, &dir.join(&name)) {
+                Ok(()) => return Ok(name),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
+                    self.copy_into(src, dir, &name)?;
+                    return Ok(name);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::other("no unique file name after 16 tries"))
+    }
+
+    /// Copies `src` to `dir/name` through a durable temporary file beside it.
+    fn copy_into(&self, src: &Path, dir: &Path, name: &str) -> io::Result<()> {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let mut out = self.fs.create_new(&tmp)?;
+        io::copy(&mut self.fs.open_read(src)?, &mut out)?;
+        out.sync()?;
+        drop(out);
+        self.fs.rename(&tmp, &dir.join(name))
+    }
+
+    /// Writes a new file: Return-Path, `prepend`, then the rest of the received file.
+    fn rewrite_with_prepend(&self, open: &mut OpenTx, prepend: &[u8]) -> io::Result<()> {
+        let path = self.config.data_dir.join("tmp").join(self.next_unique(0));
+        let mut out = self.fs.create_new(&path)?;
+        let mut input = self.fs.open_read(&open.path)?;
+        let mut head = vec![0u8; open.return_path_len];
+        io::Read::read_exact(&mut input, &mut head)?;
+        out.write_all(&head)?;
+        out.write_all(prepend)?;
+        io::copy(&mut input, &mut out)?;
+        let _ = self.fs.remove_file(&open.path);
+        open.path = path;
+        open.file = out;
+        open.size += prepend.len() as u64;
+        Ok(())
+    }
+}
