@@ -1,1 +1,220 @@
-fn main() {}
+//! `petrel`: the command line of CONTRACT.md.
+
+mod config;
+mod serve;
+mod tls;
+
+use clap::{Parser, Subcommand};
+use petrel_store::{RealFs, UserDb};
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Petrel mail server: SMTP, submission and delivery in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "petrel", version)]
+struct Cli {
+    /// Configuration file (default: ./petrel.toml when present, else the embedded defaults).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs every configured listener until SIGTERM or SIGINT.
+    Serve {
+        /// `smol` (async, default) or `blocking` (one thread per connection).
+        #[arg(long, value_enum, default_value = "smol")]
+        runtime: serve::RuntimeKind,
+    },
+    /// Manages the users in DATA_DIR/passwd.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Creates a user and their mailbox.
+    Add {
+        /// The user's address, e.g. alice@example.com.
+        address: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Lists the users.
+    List,
+    /// Removes a user; their mail is kept unless --purge.
+    Del {
+        /// The user's address.
+        address: String,
+        /// Also delete the user's mail.
+        #[arg(long)]
+        purge: bool,
+    },
+}
+
+/// How a command failed: bad usage/config (exit 2) or anything else (exit 1).
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad configuration or usage; the message names the key.
+    Config(String),
+    /// Any other failure.
+    Other(String),
+}
+
+/// The system clock, for Received headers and file names.
+#[derive(Debug)]
+pub struct SystemClock;
+
+impl petrel_core::WallClock for SystemClock {
+    fn unix_seconds(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PETREL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .compact()
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A panic is a bug, never a user's error message: say so in one line, no backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("petrel: internal error{location}; please report it");
+    }));
+    let result = run(cli);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(msg)) => {
+            eprintln!("petrel: {msg}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Other(msg)) => {
+            eprintln!("petrel: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let config = config::load(cli.config.as_deref()).map_err(|e| Failure::Config(e.to_string()))?;
+    match cli.command {
+        Command::Serve { runtime } => {
+            init_logging();
+            serve::run(config, runtime)
+        }
+        Command::User { command } => user(&config, command),
+    }
+}
+
+fn user(config: &config::Config, command: UserCommand) -> Result<(), Failure> {
+    let users = UserDb::new(Arc::new(RealFs), &config.data_dir);
+    let other = |e: &dyn std::fmt::Display| Failure::Other(e.to_string());
+    match command {
+        UserCommand::Add {
+            address,
+            password_stdin,
+        } => {
+            let password = read_password(password_stdin).map_err(|e| other(&e))?;
+            if password.is_empty() {
+                return Err(Failure::Config("the password is empty".into()));
+            }
+            let _lock = lock(config)?;
+            match users.add(&address, &password) {
+                Ok(id) => {
+                    println!("added {}", id.0);
+                    Ok(())
+                }
+                Err(petrel_store::users::UserError::Passwd(e)) => {
+                    Err(Failure::Config(e.to_string()))
+                }
+                Err(e) => Err(other(&e)),
+            }
+        }
+        UserCommand::List => {
+            for u in users.list().map_err(|e| other(&e))? {
+                println!("{u}");
+            }
+            Ok(())
+        }
+        UserCommand::Del { address, purge } => {
+            let _lock = lock(config)?;
+            if !users.remove(&address).map_err(|e| other(&e))? {
+                return Err(Failure::Other(format!("no user {address}")));
+            }
+            if purge {
+                let root = petrel_store::maildir::user_root(&config.data_dir, &address)
+                    .map_err(|e| other(&e))?;
+                if root.exists() {
+                    std::fs::remove_dir_all(&root).map_err(|e| other(&e))?;
+                }
+            }
+            println!("removed {address}");
+            Ok(())
+        }
+    }
+}
+
+/// Serialises changes to the passwd file between concurrent `petrel user` commands.
+fn lock(config: &config::Config) -> Result<std::fs::File, Failure> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        Failure::Config(format!(
+            "data_dir: cannot create {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
+    let path = config.data_dir.join("passwd.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Failure::Other(format!("cannot open {}: {e}", path.display())))?;
+    file.lock()
+        .map_err(|e| Failure::Other(format!("cannot lock {}: {e}", path.display())))?;
+    Ok(file)
+}
+
+/// Reads the password from stdin's first line, or prompts for it without echo on a terminal.
+fn read_password(from_stdin: bool) -> std::io::Result<String> {
+    use std::io::IsTerminal;
+    let interactive = !from_stdin && std::io::stdin().is_terminal();
+    let stty = |arg: &str| {
+        let _ = std::process::Command::new("stty")
+            .arg(arg)
+            .stdin(std::process::Stdio::inherit())
+            .status();
+    };
+    if interactive {
+        eprint!("Password: ");
+        stty("-echo");
+    }
+    let mut line = String::new();
+    let read = std::io::stdin().lock().read_line(&mut line);
+    if interactive {
+        stty("echo");
+        eprintln!();
+    }
+    read?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}

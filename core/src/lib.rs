@@ -64,5 +64,5 @@ pub use effect::{
     Secret, StoreError, TxId, UserId,
 };
 pub use pump::{Action, Pump};
-pub use service::{PeerInfo, Service};
+pub use service::{Listener, PeerInfo, ServerLimits, Service, SessionIds};
 pub use session::{CloseReason, Event, RequestId, Session, TlsInfo};

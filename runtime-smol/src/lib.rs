@@ -1,1 +1,388 @@
-//! placeholder
+//! The async runtime on smol: the daemon. One task per connection on a small multi-threaded
+//! executor; store requests run on the `blocking` thread pool so file IO never stalls the
+//! executor.
+//!
+//! All protocol decisions live in `petrel-core`; this crate only moves bytes between a socket and
+//! a [`Pump`], runs the store's requests, and turns deadlines into timers.
+
+use async_io::{Async, Timer};
+use event_listener::Event;
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, future};
+use futures_rustls::TlsAcceptor;
+use futures_rustls::server::TlsStream;
+use petrel_core::{Action, Listener, PeerInfo, Pump, ServerLimits, SessionIds, TlsInfo};
+use petrel_store::Store;
+use rustls::ServerConfig;
+use smol::Executor;
+use std::io;
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// State shared by the listener tasks, the connections and the [`ShutdownHandle`].
+#[derive(Debug)]
+struct Shared {
+    store: Arc<Store>,
+    tls: Option<Arc<ServerConfig>>,
+    limits: ServerLimits,
+    ids: SessionIds,
+    stopping: AtomicBool,
+    stop: Event,
+    active: AtomicUsize,
+    idle: Event,
+}
+
+impl Shared {
+    /// Resolves once shutdown has been requested.
+    async fn stopped(&self) {
+        loop {
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let listener = self.stop.listen();
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
+/// Asks a running [`Server`] to stop: listeners close, sessions finish what they are doing.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle(Arc<Shared>);
+
+impl ShutdownHandle {
+    /// Requests the shutdown; returns at once. Safe to call from any thread.
+    pub fn shutdown(&self) {
+        self.0.stopping.store(true, Ordering::SeqCst);
+        self.0.stop.notify(usize::MAX);
+    }
+}
+
+/// The async server.
+#[derive(Debug)]
+pub struct Server {
+    listeners: Vec<Listener<TcpListener>>,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// Prepares a server over already-bound listeners. `seed` varies the session ids.
+    pub fn new(
+        listeners: Vec<Listener<TcpListener>>,
+        store: Arc<Store>,
+        tls: Option<Arc<ServerConfig>>,
+        limits: ServerLimits,
+        seed: u64,
+    ) -> Self {
+        let shared = Arc::new(Shared {
+            store,
+            tls,
+            limits,
+            ids: SessionIds::new(seed),
+            stopping: AtomicBool::new(false),
+            stop: Event::new(),
+            active: AtomicUsize::new(0),
+            idle: Event::new(),
+        });
+        Server { listeners, shared }
+    }
+
+    /// A handle to stop the server from another thread (a signal handler).
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shared.clone())
+    }
+
+    /// Serves until shutdown is requested, then lets sessions finish (bounded by the grace
+    /// period) and returns.
+    pub fn run(self) -> io::Result<()> {
+        let ex = Arc::new(Executor::new());
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let shared = self.shared.clone();
+        let mut workers = Vec::new();
+        for i in 1..threads {
+            let (ex, shared) = (ex.clone(), shared.clone());
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("smol-{i}"))
+                    .spawn(move || future::block_on(ex.run(shared.stopped_and_idle())))?,
+            );
+        }
+        let mut accept_tasks = Vec::new();
+        for listener in self.listeners {
+            let socket = Async::new(listener.socket.try_clone()?)?;
+            let (ex2, shared) = (ex.clone(), self.shared.clone());
+            let listener = Arc::new(Listener {
+                socket,
+                service: listener.service,
+                implicit_tls: listener.implicit_tls,
+            });
+            accept_tasks.push(ex.spawn(accept_loop(ex2, listener, shared)));
+        }
+        let shared = self.shared.clone();
+        future::block_on(ex.run(async move {
+            shared.stopped().await;
+            tracing::info!("shutting down: no new connections");
+            for t in accept_tasks {
+                t.cancel().await;
+            }
+            let grace = Timer::after(shared.limits.shutdown_grace);
+            let drained = async {
+                shared.wait_idle().await;
+                true
+            };
+            if !drained
+                .or(async {
+                    grace.await;
+                    false
+                })
+                .await
+            {
+                tracing::warn!(
+                    connections = shared.active.load(Ordering::SeqCst),
+                    "grace period over; closing unfinished sessions"
+                );
+            }
+        }));
+        for w in workers {
+            let _ = w.join();
+        }
+        Ok(())
+    }
+}
+
+impl Shared {
+    async fn wait_idle(&self) {
+        loop {
+            if self.active.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            let listener = self.idle.listen();
+            if self.active.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// What worker threads run until: shutdown requested and every connection gone, or the
+    /// grace period over.
+    async fn stopped_and_idle(self: Arc<Self>) {
+        self.stopped().await;
+        self.wait_idle()
+            .or(async {
+                Timer::after(self.limits.shutdown_grace).await;
+            })
+            .await;
+    }
+}
+
+async fn accept_loop(
+    ex: Arc<Executor<'static>>,
+    listener: Arc<Listener<Async<TcpListener>>>,
+    shared: Arc<Shared>,
+) {
+    loop {
+        let (stream, _) = match listener.socket.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                Timer::after(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let busy = shared.active.fetch_add(1, Ordering::SeqCst) >= shared.limits.max_connections;
+        let (shared, listener) = (shared.clone(), listener.clone());
+        ex.spawn(async move {
+            let _count = ActiveGuard(&shared);
+            let id = shared.ids.next_id();
+            if let Err(e) = serve(stream, &listener, &shared, &id, busy).await {
+                tracing::debug!(session = %id, error = %e, "connection error");
+            }
+        })
+        .detach();
+    }
+}
+
+/// Decrements the connection count however the connection task ends.
+struct ActiveGuard<'a>(&'a Shared);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+        self.0.idle.notify(usize::MAX);
+    }
+}
+
+/// A connection, plain or TLS.
+enum Conn {
+    Plain(Async<TcpStream>),
+    Tls(Box<TlsStream<Async<TcpStream>>>),
+    /// Only while the handshake runs.
+    Gone,
+}
+
+impl Conn {
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf).await,
+            Conn::Tls(s) => s.read(buf).await,
+            Conn::Gone => Ok(0),
+        }
+    }
+
+    async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.write_all(buf).await,
+            Conn::Tls(s) => {
+                s.write_all(buf).await?;
+                s.flush().await
+            }
+            Conn::Gone => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    async fn into_tls(self, config: &Arc<ServerConfig>) -> io::Result<(Conn, TlsInfo)> {
+        let Conn::Plain(tcp) = self else {
+            return Err(io::Error::other("TLS already active"));
+        };
+        let stream = TlsAcceptor::from(config.clone()).accept(tcp).await?;
+        let (_, tls) = stream.get_ref();
+        let info = TlsInfo::from_names(
+            &format!(
+                "{:?}",
+                tls.protocol_version()
+                    .ok_or_else(|| io::Error::other("no TLS version"))?
+            ),
+            &format!(
+                "{:?}",
+                tls.negotiated_cipher_suite()
+                    .map(|s| s.suite())
+                    .ok_or_else(|| io::Error::other("no cipher"))?
+            ),
+        );
+        Ok((Conn::Tls(Box::new(stream)), info))
+    }
+}
+
+/// Runs `fut` with a time limit.
+async fn limited<T>(limit: Duration, fut: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    fut.or(async {
+        Timer::after(limit).await;
+        Err(io::ErrorKind::TimedOut.into())
+    })
+    .await
+}
+
+/// What ended a wait for input.
+enum Woke {
+    Read(io::Result<usize>),
+    Deadline,
+    Shutdown,
+}
+
+/// Drives one connection to its end.
+async fn serve(
+    tcp: Async<TcpStream>,
+    listener: &Listener<Async<TcpListener>>,
+    shared: &Shared,
+    id: &str,
+    busy: bool,
+) -> io::Result<()> {
+    let addr = tcp.get_ref().peer_addr()?;
+    tcp.get_ref().set_nodelay(true)?;
+    let limits = &shared.limits;
+    let service = listener.service.name();
+    let mut conn = Conn::Plain(tcp);
+    let mut tls = None;
+    if listener.implicit_tls {
+        let config = shared
+            .tls
+            .as_ref()
+            .ok_or_else(|| io::Error::other("no TLS configured"))?;
+        let (c, info) = limited(limits.handshake_timeout, conn.into_tls(config)).await?;
+        conn = c;
+        tls = Some(info);
+    }
+    let peer = PeerInfo {
+        ip: addr.ip().to_string(),
+        loopback: addr.ip().is_loopback(),
+        tls,
+        session_id: id.to_string(),
+    };
+    tracing::info!(session = %id, %service, peer = %addr, "connection opened");
+    let now = Instant::now();
+    let session = if busy {
+        listener.service.refuse(peer, now)
+    } else {
+        listener.service.open(peer, now)
+    };
+    let mut pump = Pump::new(session);
+    let mut told_shutdown = false;
+    let reason = loop {
+        match pump.next_action() {
+            Action::Write => {
+                let n = pump.output().len();
+                match limited(limits.write_timeout, conn.write_all(pump.output())).await {
+                    Ok(()) => pump.wrote(Instant::now(), n),
+                    Err(_) => pump.write_failed(Instant::now()),
+                }
+            }
+            Action::Execute(req, effect) => {
+                let store = shared.store.clone();
+                let completion = blocking::unblock(move || store.execute(effect)).await;
+                pump.complete(Instant::now(), req, completion);
+            }
+            Action::StartTls => {
+                let config = shared
+                    .tls
+                    .as_ref()
+                    .ok_or_else(|| io::Error::other("no TLS configured"))?;
+                let plain = std::mem::replace(&mut conn, Conn::Gone);
+                match limited(limits.handshake_timeout, plain.into_tls(config)).await {
+                    Ok((c, info)) => {
+                        conn = c;
+                        pump.tls_established(Instant::now(), info);
+                    }
+                    Err(e) => {
+                        tracing::info!(session = %id, error = %e, "TLS handshake failed");
+                        return Ok(());
+                    }
+                }
+            }
+            Action::Read { deadline } => {
+                let read = async { Woke::Read(conn.read(pump.read_buffer()).await) };
+                let timer = async {
+                    match deadline {
+                        Some(d) => {
+                            Timer::at(d).await;
+                            Woke::Deadline
+                        }
+                        None => future::pending().await,
+                    }
+                };
+                let stop = async {
+                    if told_shutdown {
+                        future::pending::<()>().await;
+                    }
+                    shared.stopped().await;
+                    Woke::Shutdown
+                };
+                match read.or(timer).or(stop).await {
+                    Woke::Read(Ok(0)) | Woke::Read(Err(_)) => pump.eof(Instant::now()),
+                    Woke::Read(Ok(n)) => pump.received(Instant::now(), n),
+                    Woke::Deadline => pump.timeout(Instant::now()),
+                    Woke::Shutdown => {
+                        told_shutdown = true;
+                        pump.shutdown(Instant::now());
+                    }
+                }
+            }
+            Action::Close(reason) => break reason,
+        }
+    };
+    tracing::info!(session = %id, ?reason, "connection closed");
+    Ok(())
+}

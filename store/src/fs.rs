@@ -75,8 +75,15 @@ pub fn create_dir_all(fs: &dyn FileSystem, path: &Path) -> io::Result<()> {
 
 /// Replaces `path` with `bytes` atomically and durably: temporary file, fsync, rename, fsync of
 /// the directory. Readers see the old or the new content, never a mix.
-pub fn write_atomic(fs: &dyn FileSystem, path: &Path, bytes: &[u8], unique: &str) -> io::Result<()> {
-    let dir = path.parent().ok_or_else(|| io::Error::other("no parent directory"))?;
+pub fn write_atomic(
+    fs: &dyn FileSystem,
+    path: &Path,
+    bytes: &[u8],
+    unique: &str,
+) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("no parent directory"))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.{unique}.tmp"));
     let result = (|| {

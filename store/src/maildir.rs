@@ -19,7 +19,10 @@ pub fn user_root(data_dir: &Path, address: &str) -> io::Result<PathBuf> {
 
 /// Creates a Maildir root with `cur/ new/ tmp/` if missing; every new entry is durable.
 pub fn ensure(fs: &dyn FileSystem, root: &Path) -> io::Result<()> {
-    if SUBDIRS.iter().all(|d| matches!(fs.stamp(&root.join(d)), Ok(Some(_)))) {
+    if SUBDIRS
+        .iter()
+        .all(|d| matches!(fs.stamp(&root.join(d)), Ok(Some(_))))
+    {
         return Ok(());
     }
     create_dir_all(fs, root)?;
@@ -36,7 +39,14 @@ pub fn safe_host(host: &str) -> String {
 
 /// A unique Maildir file name: `SECS.PpidQcounterRrandom.HOST,S=SIZE`. The `,S=` size lets
 /// Dovecot and Petrel's IMAP skip a stat.
-pub fn unique_name(secs: i64, pid: u32, counter: u64, random: u32, host: &str, size: u64) -> String {
+pub fn unique_name(
+    secs: i64,
+    pid: u32,
+    counter: u64,
+    random: u32,
+    host: &str,
+    size: u64,
+) -> String {
     format!("{secs}.P{pid}Q{counter}R{random:08x}.{host},S={size}")
 }
 

@@ -22,7 +22,10 @@ pub const ENV_DIR: &str = "queue/env";
 
 /// The envelope file for the remote recipients of `envelope`.
 pub fn envelope_text(envelope: &Envelope, offset: usize) -> String {
-    let mut text = format!("id {}\nsender {}\noffset {offset}\n", envelope.id, envelope.sender);
+    let mut text = format!(
+        "id {}\nsender {}\noffset {offset}\n",
+        envelope.id, envelope.sender
+    );
     for r in envelope.recipients.iter().filter(|r| r.mailbox.is_none()) {
         text.push_str(&format!("rcpt {}\n", r.address));
     }

@@ -57,7 +57,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("data_dir", &self.config.data_dir).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("data_dir", &self.config.data_dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -108,7 +110,9 @@ impl Store {
             Effect::Authenticate { username, password } => {
                 Completion::Auth(self.users.authenticate(&username, password.expose()))
             }
-            Effect::LookupRecipient { address } => Completion::Recipient(self.users.lookup_recipient(&address)),
+            Effect::LookupRecipient { address } => {
+                Completion::Recipient(self.users.lookup_recipient(&address))
+            }
             Effect::BeginMessage { envelope, trace } => self.begin(envelope, &trace),
             Effect::AppendChunk { tx, bytes } => self.append(tx, &bytes),
             Effect::Commit { tx, prepend } => self.commit(tx, &prepend),
@@ -122,7 +126,8 @@ impl Store {
 
     fn next_unique(&self, size: u64) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let random = (self.config.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).rotate_left(17) as u32;
+        let random =
+            (self.config.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).rotate_left(17) as u32;
         maildir::unique_name(
             self.config.clock.unix_seconds(),
             self.config.pid,
@@ -166,11 +171,19 @@ impl Store {
     }
 
     fn get(&self, tx: TxId) -> Option<Arc<Mutex<OpenTx>>> {
-        self.open.lock().unwrap_or_else(PoisonError::into_inner).get(&tx.0).cloned()
+        self.open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&tx.0)
+            .cloned()
     }
 
     fn take(&self, tx: TxId) -> Option<OpenTx> {
-        let arc = self.open.lock().unwrap_or_else(PoisonError::into_inner).remove(&tx.0)?;
+        let arc = self
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&tx.0)?;
         match Arc::try_unwrap(arc) {
             Ok(m) => Some(m.into_inner().unwrap_or_else(PoisonError::into_inner)),
             Err(_) => None,
@@ -221,8 +234,12 @@ impl Store {
                 );
                 for r in &env.recipients {
                     match &r.mailbox {
-                        Some(user) => tracing::info!(session = %env.session, id = %env.id, to = %user.0, "delivered to mailbox"),
-                        None => tracing::info!(session = %env.session, id = %env.id, to = %r.address, "queued for remote delivery"),
+                        Some(user) => {
+                            tracing::info!(session = %env.session, id = %env.id, to = %user.0, "delivered to mailbox")
+                        }
+                        None => {
+                            tracing::info!(session = %env.session, id = %env.id, to = %r.address, "queued for remote delivery")
+                        }
                     }
                 }
                 Completion::Durable(Receipt::durable(tx))
@@ -245,7 +262,12 @@ impl Store {
         let mut created: Vec<PathBuf> = Vec::new();
         let mut dirs: Vec<PathBuf> = Vec::new();
         let result = (|| {
-            let mut mailboxes: Vec<&UserId> = open.envelope.recipients.iter().filter_map(|r| r.mailbox.as_ref()).collect();
+            let mut mailboxes: Vec<&UserId> = open
+                .envelope
+                .recipients
+                .iter()
+                .filter_map(|r| r.mailbox.as_ref())
+                .collect();
             mailboxes.sort();
             mailboxes.dedup();
             for user in mailboxes {

@@ -138,9 +138,15 @@ impl UserDb {
         let (local, domain) = validate_address(address).map_err(UserError::Passwd)?;
         let canonical = format!("{local}@{domain}");
         let mut file = (*self.load()?).clone();
-        file.insert(&canonical, &hash_password(password)).map_err(UserError::Passwd)?;
+        file.insert(&canonical, &hash_password(password))
+            .map_err(UserError::Passwd)?;
         crate::fs::create_dir_all(&*self.fs, &self.data_dir)?;
-        write_atomic(&*self.fs, &self.path(), file.to_text().as_bytes(), &std::process::id().to_string())?;
+        write_atomic(
+            &*self.fs,
+            &self.path(),
+            file.to_text().as_bytes(),
+            &std::process::id().to_string(),
+        )?;
         maildir::ensure(&*self.fs, &maildir::user_root(&self.data_dir, &canonical)?)?;
         Ok(UserId(canonical))
     }
@@ -151,7 +157,12 @@ impl UserDb {
         if !file.remove(address) {
             return Ok(false);
         }
-        write_atomic(&*self.fs, &self.path(), file.to_text().as_bytes(), &std::process::id().to_string())?;
+        write_atomic(
+            &*self.fs,
+            &self.path(),
+            file.to_text().as_bytes(),
+            &std::process::id().to_string(),
+        )?;
         Ok(true)
     }
 

@@ -1,7 +1,10 @@
 //! The store on a real filesystem in a temp dir: delivery, queueing, abort, recovery, users.
 
 use petrel_core::smtp::address::{ReversePath, parse_mailbox};
-use petrel_core::{AuthOutcome, Completion, Effect, Envelope, Recipient, RecipientOutcome, Secret, UserId, WallClock};
+use petrel_core::{
+    AuthOutcome, Completion, Effect, Envelope, Recipient, RecipientOutcome, Secret, UserId,
+    WallClock,
+};
 use petrel_store::{RealFs, Store, StoreConfig};
 use std::path::Path;
 use std::sync::Arc;
@@ -27,7 +30,10 @@ fn store(dir: &Path) -> Store {
 
 fn files(dir: &Path) -> Vec<Vec<u8>> {
     let mut out: Vec<Vec<u8>> = std::fs::read_dir(dir)
-        .map(|rd| rd.map(|e| std::fs::read(e.unwrap().path()).unwrap()).collect())
+        .map(|rd| {
+            rd.map(|e| std::fs::read(e.unwrap().path()).unwrap())
+                .collect()
+        })
         .unwrap_or_default();
     out.sort();
     out
@@ -66,22 +72,58 @@ fn delivers_to_each_local_user_and_queues_remote() {
         ("bob@example.test", Some("bob@example.test")),
         ("carol@remote.example", None),
     ]);
-    let tx = began(s.execute(Effect::BeginMessage { envelope: env, trace: b"Received: x\r\n".to_vec() }));
-    assert!(matches!(s.execute(Effect::AppendChunk { tx, bytes: b"Subject: a\r\n\r\n".to_vec() }), Completion::Appended));
-    assert!(matches!(s.execute(Effect::AppendChunk { tx, bytes: b"body\r\n".to_vec() }), Completion::Appended));
-    assert!(matches!(s.execute(Effect::Commit { tx, prepend: vec![] }), Completion::Durable(r) if r.tx() == tx));
-    let expected = b"Return-Path: <x@remote.example>\r\nReceived: x\r\nSubject: a\r\n\r\nbody\r\n".to_vec();
+    let tx = began(s.execute(Effect::BeginMessage {
+        envelope: env,
+        trace: b"Received: x\r\n".to_vec(),
+    }));
+    assert!(matches!(
+        s.execute(Effect::AppendChunk {
+            tx,
+            bytes: b"Subject: a\r\n\r\n".to_vec()
+        }),
+        Completion::Appended
+    ));
+    assert!(matches!(
+        s.execute(Effect::AppendChunk {
+            tx,
+            bytes: b"body\r\n".to_vec()
+        }),
+        Completion::Appended
+    ));
+    assert!(
+        matches!(s.execute(Effect::Commit { tx, prepend: vec![] }), Completion::Durable(r) if r.tx() == tx)
+    );
+    let expected =
+        b"Return-Path: <x@remote.example>\r\nReceived: x\r\nSubject: a\r\n\r\nbody\r\n".to_vec();
     let mail = tmp.path().join("mail/example.test");
-    assert_eq!(files(&mail.join("alice/new")), vec![expected.clone()], "alice gets one copy");
+    assert_eq!(
+        files(&mail.join("alice/new")),
+        vec![expected.clone()],
+        "alice gets one copy"
+    );
     assert_eq!(files(&mail.join("bob/new")), vec![expected.clone()]);
     assert_eq!(files(&tmp.path().join("queue/msg")), vec![expected]);
     let env_files = files(&tmp.path().join("queue/env"));
     assert_eq!(env_files.len(), 1);
     let text = String::from_utf8(env_files[0].clone()).unwrap();
-    assert!(text.contains("rcpt carol@remote.example\n") && text.contains("offset 33\n"), "{text}");
-    assert!(files(&tmp.path().join("tmp")).is_empty(), "spool file removed");
-    let name = std::fs::read_dir(mail.join("alice/new")).unwrap().next().unwrap().unwrap().file_name();
-    assert!(name.to_str().unwrap().ends_with(".mx.example.test,S=66"), "{name:?}");
+    assert!(
+        text.contains("rcpt carol@remote.example\n") && text.contains("offset 33\n"),
+        "{text}"
+    );
+    assert!(
+        files(&tmp.path().join("tmp")).is_empty(),
+        "spool file removed"
+    );
+    let name = std::fs::read_dir(mail.join("alice/new"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    assert!(
+        name.to_str().unwrap().ends_with(".mx.example.test,S=66"),
+        "{name:?}"
+    );
 }
 
 #[test]
@@ -89,10 +131,19 @@ fn prepend_goes_after_return_path() {
     let tmp = tempfile::tempdir().unwrap();
     let s = store(tmp.path());
     let env = envelope(&[("bob@example.test", Some("bob@example.test"))]);
-    let tx = began(s.execute(Effect::BeginMessage { envelope: env, trace: b"Received: x\r\n".to_vec() }));
-    let _ = s.execute(Effect::AppendChunk { tx, bytes: b"\r\nhi\r\n".to_vec() });
+    let tx = began(s.execute(Effect::BeginMessage {
+        envelope: env,
+        trace: b"Received: x\r\n".to_vec(),
+    }));
+    let _ = s.execute(Effect::AppendChunk {
+        tx,
+        bytes: b"\r\nhi\r\n".to_vec(),
+    });
     let prepend = b"Authentication-Results: mx; none\r\n".to_vec();
-    assert!(matches!(s.execute(Effect::Commit { tx, prepend }), Completion::Durable(_)));
+    assert!(matches!(
+        s.execute(Effect::Commit { tx, prepend }),
+        Completion::Durable(_)
+    ));
     let got = files(&tmp.path().join("mail/example.test/bob/new"));
     assert_eq!(got, vec![b"Return-Path: <x@remote.example>\r\nAuthentication-Results: mx; none\r\nReceived: x\r\n\r\nhi\r\n".to_vec()]);
     assert!(files(&tmp.path().join("tmp")).is_empty());
@@ -103,13 +154,28 @@ fn abort_and_restart_leave_nothing_behind() {
     let tmp = tempfile::tempdir().unwrap();
     let s = store(tmp.path());
     let env = envelope(&[("bob@example.test", Some("bob@example.test"))]);
-    let tx = began(s.execute(Effect::BeginMessage { envelope: env.clone(), trace: vec![] }));
-    let _ = s.execute(Effect::AppendChunk { tx, bytes: b"half".to_vec() });
-    assert!(matches!(s.execute(Effect::Abort { tx }), Completion::Aborted));
+    let tx = began(s.execute(Effect::BeginMessage {
+        envelope: env.clone(),
+        trace: vec![],
+    }));
+    let _ = s.execute(Effect::AppendChunk {
+        tx,
+        bytes: b"half".to_vec(),
+    });
+    assert!(matches!(
+        s.execute(Effect::Abort { tx }),
+        Completion::Aborted
+    ));
     assert!(files(&tmp.path().join("tmp")).is_empty());
     // A crash mid-transaction leaves a file in tmp/; the next start removes it.
-    let tx = began(s.execute(Effect::BeginMessage { envelope: env, trace: vec![] }));
-    let _ = s.execute(Effect::AppendChunk { tx, bytes: b"half".to_vec() });
+    let tx = began(s.execute(Effect::BeginMessage {
+        envelope: env,
+        trace: vec![],
+    }));
+    let _ = s.execute(Effect::AppendChunk {
+        tx,
+        bytes: b"half".to_vec(),
+    });
     drop(s);
     assert_eq!(files(&tmp.path().join("tmp")).len(), 1);
     let _again = store(tmp.path());
@@ -127,9 +193,21 @@ fn concurrent_commits_all_land() {
             std::thread::spawn(move || {
                 for i in 0..10 {
                     let env = envelope(&[("bob@example.test", Some("bob@example.test"))]);
-                    let tx = began(s.execute(Effect::BeginMessage { envelope: env, trace: vec![] }));
-                    let _ = s.execute(Effect::AppendChunk { tx, bytes: format!("m{t}-{i}").into_bytes() });
-                    assert!(matches!(s.execute(Effect::Commit { tx, prepend: vec![] }), Completion::Durable(_)));
+                    let tx = began(s.execute(Effect::BeginMessage {
+                        envelope: env,
+                        trace: vec![],
+                    }));
+                    let _ = s.execute(Effect::AppendChunk {
+                        tx,
+                        bytes: format!("m{t}-{i}").into_bytes(),
+                    });
+                    assert!(matches!(
+                        s.execute(Effect::Commit {
+                            tx,
+                            prepend: vec![]
+                        }),
+                        Completion::Durable(_)
+                    ));
                 }
             })
         })
@@ -137,7 +215,10 @@ fn concurrent_commits_all_land() {
     for t in threads {
         t.join().unwrap();
     }
-    assert_eq!(files(&tmp.path().join("mail/example.test/bob/new")).len(), 80);
+    assert_eq!(
+        files(&tmp.path().join("mail/example.test/bob/new")).len(),
+        80
+    );
 }
 
 #[test]
@@ -145,26 +226,58 @@ fn users_add_authenticate_lookup_remove() {
     let tmp = tempfile::tempdir().unwrap();
     let s = store(tmp.path());
     let users = s.users();
-    assert_eq!(users.add("Alice@Example.TEST", "pw").unwrap(), UserId("alice@example.test".into()));
-    assert!(users.add("alice@example.test", "again").is_err(), "duplicate");
+    assert_eq!(
+        users.add("Alice@Example.TEST", "pw").unwrap(),
+        UserId("alice@example.test".into())
+    );
+    assert!(
+        users.add("alice@example.test", "again").is_err(),
+        "duplicate"
+    );
     assert!(users.add("../evil@example.test", "pw").is_err());
     assert!(tmp.path().join("mail/example.test/alice/new").is_dir());
     let line = std::fs::read_to_string(tmp.path().join("passwd")).unwrap();
-    assert!(line.starts_with("alice@example.test:{ARGON2ID}$argon2id$"), "{line}");
-    let ok = s.execute(Effect::Authenticate { username: "alice@example.test".into(), password: Secret::new(b"pw".to_vec()) });
-    assert!(matches!(ok, Completion::Auth(AuthOutcome::Success(UserId(u))) if u == "alice@example.test"));
-    let bad = s.execute(Effect::Authenticate { username: "alice@example.test".into(), password: Secret::new(b"no".to_vec()) });
+    assert!(
+        line.starts_with("alice@example.test:{ARGON2ID}$argon2id$"),
+        "{line}"
+    );
+    let ok = s.execute(Effect::Authenticate {
+        username: "alice@example.test".into(),
+        password: Secret::new(b"pw".to_vec()),
+    });
+    assert!(
+        matches!(ok, Completion::Auth(AuthOutcome::Success(UserId(u))) if u == "alice@example.test")
+    );
+    let bad = s.execute(Effect::Authenticate {
+        username: "alice@example.test".into(),
+        password: Secret::new(b"no".to_vec()),
+    });
     assert!(matches!(bad, Completion::Auth(AuthOutcome::Failure)));
     let tagged = users.lookup_recipient(&parse_mailbox("ALICE+news@example.test").unwrap());
-    assert_eq!(tagged, RecipientOutcome::Local(UserId("alice@example.test".into())));
-    assert_eq!(users.lookup_recipient(&parse_mailbox("bob@example.test").unwrap()), RecipientOutcome::Unknown);
+    assert_eq!(
+        tagged,
+        RecipientOutcome::Local(UserId("alice@example.test".into()))
+    );
+    assert_eq!(
+        users.lookup_recipient(&parse_mailbox("bob@example.test").unwrap()),
+        RecipientOutcome::Unknown
+    );
     // A Dovecot line pasted in by hand is picked up without a restart.
     let dovecot = "bob@example.test:{SHA512-CRYPT}$6$FRVdKQ.yQCvmMsjF$X3VLNIIg906L1XrJRRho7Co6CnvnpXOJVvRJyMyuV3pOMMqKMBeuXNgnO4eOPWUS093WQCm/lKp/l4MPpkPXT/
 ";
     std::fs::write(tmp.path().join("passwd"), format!("{line}{dovecot}")).unwrap();
-    assert_eq!(users.list().unwrap(), ["alice@example.test", "bob@example.test"]);
-    let bob = s.execute(Effect::Authenticate { username: "bob@example.test".into(), password: Secret::new(b"secret".to_vec()) });
-    assert!(matches!(bob, Completion::Auth(AuthOutcome::Success(_))), "{bob:?}");
+    assert_eq!(
+        users.list().unwrap(),
+        ["alice@example.test", "bob@example.test"]
+    );
+    let bob = s.execute(Effect::Authenticate {
+        username: "bob@example.test".into(),
+        password: Secret::new(b"secret".to_vec()),
+    });
+    assert!(
+        matches!(bob, Completion::Auth(AuthOutcome::Success(_))),
+        "{bob:?}"
+    );
     assert!(users.remove("alice@example.test").unwrap());
     assert_eq!(users.list().unwrap(), ["bob@example.test"]);
 }

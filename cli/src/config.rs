@@ -1,0 +1,450 @@
+//! The configuration file of CONTRACT.md: parsing, embedded defaults, and validation that
+//! names the offending key in one line.
+
+use petrel_core::smtp::address::{Domain, parse_domain};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration problem: the key and what is wrong, printed as one line, exit code 2.
+#[derive(Debug)]
+pub struct ConfigError {
+    /// Dotted key path (`listen.smtp`), or the file for syntax errors.
+    pub key: String,
+    /// The problem.
+    pub problem: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "config error: {}: {}",
+            self.key,
+            self.problem.replace('\n', " ")
+        )
+    }
+}
+
+fn bad(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// One address or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenFile {
+    smtp: Option<OneOrMany>,
+    submission: Option<OneOrMany>,
+    submissions: Option<OneOrMany>,
+    imap: Option<OneOrMany>,
+    imaps: Option<OneOrMany>,
+    pop3: Option<OneOrMany>,
+    pop3s: Option<OneOrMany>,
+    lmtp: Option<OneOrMany>,
+    managesieve: Option<OneOrMany>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    max_message_size: Option<u64>,
+    max_recipients: Option<usize>,
+    command_timeout: Option<u64>,
+    max_connections: Option<usize>,
+    max_errors: Option<u32>,
+    shutdown_grace: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFile {
+    allow_plaintext_on_loopback: Option<bool>,
+    failure_delay_ms: Option<u64>,
+}
+
+// Accepted so CONTRACT.md files load; the outbound issue acts on these keys.
+#[allow(dead_code)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RelayFile {
+    resolver: Option<String>,
+    smarthost: Option<String>,
+}
+
+// Accepted so CONTRACT.md files load; the content-filtering issue acts on these keys.
+#[allow(dead_code)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilterFile {
+    clamd: Option<String>,
+    spamd: Option<String>,
+    rspamd: Option<String>,
+    milters: Option<Vec<String>>,
+    timeout: Option<u64>,
+    on_failure: Option<String>,
+    spam_reject_score: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    hostname: Option<String>,
+    data_dir: Option<PathBuf>,
+    domains: Option<Vec<String>>,
+    listen: Option<ListenFile>,
+    tls: Option<TlsFile>,
+    limits: Option<LimitsFile>,
+    auth: Option<AuthFile>,
+    relay: Option<RelayFile>,
+    filter: Option<FilterFile>,
+}
+
+/// Where a listener is and what it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ListenerKind {
+    /// Inbound SMTP (25).
+    Smtp,
+    /// Submission with STARTTLS (587).
+    Submission,
+    /// Submission over implicit TLS (465).
+    Submissions,
+    /// IMAP with STARTTLS (143).
+    Imap,
+    /// IMAP over TLS (993).
+    Imaps,
+    /// POP3 with STLS (110).
+    Pop3,
+    /// POP3 over TLS (995).
+    Pop3s,
+    /// LMTP.
+    Lmtp,
+    /// ManageSieve.
+    ManageSieve,
+}
+
+impl ListenerKind {
+    /// The key under `[listen]`.
+    pub fn key(self) -> &'static str {
+        match self {
+            ListenerKind::Smtp => "smtp",
+            ListenerKind::Submission => "submission",
+            ListenerKind::Submissions => "submissions",
+            ListenerKind::Imap => "imap",
+            ListenerKind::Imaps => "imaps",
+            ListenerKind::Pop3 => "pop3",
+            ListenerKind::Pop3s => "pop3s",
+            ListenerKind::Lmtp => "lmtp",
+            ListenerKind::ManageSieve => "managesieve",
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Our host name.
+    pub hostname: String,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Local domains, lowercased.
+    pub domains: Vec<String>,
+    /// Listeners to open.
+    pub listen: Vec<(ListenerKind, SocketAddr)>,
+    /// Certificate and key files, if configured.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Largest message, octets.
+    pub max_message_size: u64,
+    /// Recipients per message.
+    pub max_recipients: usize,
+    /// Idle time allowed between client commands.
+    pub command_timeout: Duration,
+    /// Concurrent connections.
+    pub max_connections: usize,
+    /// Protocol errors allowed per session.
+    pub max_errors: u32,
+    /// How long sessions get to finish at shutdown.
+    pub shutdown_grace: Duration,
+    /// AUTH without TLS from loopback clients.
+    pub allow_plaintext_on_loopback: bool,
+    /// Delay before a failed AUTH is answered.
+    pub auth_failure_delay: Duration,
+    /// Sections accepted for forward compatibility but not acted on by this version.
+    pub unimplemented_sections: Vec<&'static str>,
+}
+
+/// The embedded defaults' listeners (CONTRACT.md).
+const DEFAULT_LISTEN: [(ListenerKind, &str); 9] = [
+    (ListenerKind::Smtp, "127.0.0.1:2525"),
+    (ListenerKind::Submission, "127.0.0.1:2587"),
+    (ListenerKind::Submissions, "127.0.0.1:2465"),
+    (ListenerKind::Imap, "127.0.0.1:2143"),
+    (ListenerKind::Imaps, "127.0.0.1:2993"),
+    (ListenerKind::Pop3, "127.0.0.1:2110"),
+    (ListenerKind::Pop3s, "127.0.0.1:2995"),
+    (ListenerKind::Lmtp, "127.0.0.1:2424"),
+    (ListenerKind::ManageSieve, "127.0.0.1:2419"),
+];
+
+/// Loads `path`, or `./petrel.toml` when present, or the embedded defaults.
+pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    let default_path = Path::new("petrel.toml");
+    let path = match path {
+        Some(p) => Some(p),
+        None if default_path.exists() => Some(default_path),
+        None => None,
+    };
+    let file = match path {
+        None => FileConfig::default(),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| bad(&p.display().to_string(), format!("cannot read: {e}")))?;
+            parse(&text).map_err(|mut e| {
+                if e.key.is_empty() {
+                    e.key = p.display().to_string();
+                }
+                e
+            })?
+        }
+    };
+    validate(file)
+}
+
+/// Parses TOML text into the file structure, naming the key of any error.
+fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
+        let problem = match line {
+            Some(l) => format!("line {l}: {}", e.message()),
+            None => e.message().to_string(),
+        };
+        bad("", problem)
+    })?;
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // serde reports an unknown key at its parent; name the key itself.
+        if let Some(rest) = inner.strip_prefix("unknown field `")
+            && let Some(field) = rest.split('`').next()
+        {
+            let key = if path == "." || path.is_empty() {
+                field.to_string()
+            } else {
+                format!("{path}.{field}")
+            };
+            return bad(&key, "unknown key");
+        }
+        bad(if path == "." { "(top level)" } else { &path }, inner)
+    })
+}
+
+fn addresses(key: &str, value: &OneOrMany) -> Result<Vec<SocketAddr>, ConfigError> {
+    let list = match value {
+        OneOrMany::One(s) => vec![s.clone()],
+        OneOrMany::Many(v) => v.clone(),
+    };
+    list.iter()
+        .map(|s| {
+            s.parse::<SocketAddr>().map_err(|_| {
+                bad(
+                    key,
+                    format!("{s:?} is not an address (expected IP:PORT, e.g. 127.0.0.1:25)"),
+                )
+            })
+        })
+        .collect()
+}
+
+fn validate(file: FileConfig) -> Result<Config, ConfigError> {
+    let hostname = file.hostname.unwrap_or_else(|| "localhost".to_string());
+    if !matches!(parse_domain(&hostname), Ok(Domain::Name(_))) {
+        return Err(bad("hostname", format!("{hostname:?} is not a host name")));
+    }
+    let mut domains = Vec::new();
+    for d in file
+        .domains
+        .unwrap_or_else(|| vec!["localhost".to_string()])
+    {
+        match parse_domain(&d) {
+            Ok(Domain::Name(n)) => domains.push(n),
+            _ => return Err(bad("domains", format!("{d:?} is not a domain name"))),
+        }
+    }
+    if domains.is_empty() {
+        return Err(bad("domains", "at least one local domain is needed"));
+    }
+    let mut listen = Vec::new();
+    match file.listen {
+        None => {
+            for (kind, addr) in DEFAULT_LISTEN {
+                listen.push((kind, addr.parse().expect("default addresses are valid")));
+            }
+        }
+        Some(l) => {
+            let entries = [
+                (ListenerKind::Smtp, l.smtp),
+                (ListenerKind::Submission, l.submission),
+                (ListenerKind::Submissions, l.submissions),
+                (ListenerKind::Imap, l.imap),
+                (ListenerKind::Imaps, l.imaps),
+                (ListenerKind::Pop3, l.pop3),
+                (ListenerKind::Pop3s, l.pop3s),
+                (ListenerKind::Lmtp, l.lmtp),
+                (ListenerKind::ManageSieve, l.managesieve),
+            ];
+            for (kind, value) in entries {
+                if let Some(v) = value {
+                    for addr in addresses(&format!("listen.{}", kind.key()), &v)? {
+                        listen.push((kind, addr));
+                    }
+                }
+            }
+        }
+    }
+    let tls = match file.tls {
+        None => None,
+        Some(TlsFile {
+            cert: Some(c),
+            key: Some(k),
+        }) => {
+            for (key, path) in [("tls.cert", &c), ("tls.key", &k)] {
+                std::fs::File::open(path)
+                    .map_err(|e| bad(key, format!("cannot read {}: {e}", path.display())))?;
+            }
+            Some((c, k))
+        }
+        Some(TlsFile { cert: None, .. }) => {
+            return Err(bad("tls.cert", "missing (tls.key is set)"));
+        }
+        Some(TlsFile { key: None, .. }) => return Err(bad("tls.key", "missing (tls.cert is set)")),
+    };
+    let limits = file.limits.unwrap_or_default();
+    let auth = file.auth.unwrap_or_default();
+    let positive = |key: &str, v: Option<u64>, default: u64| match v {
+        Some(0) => Err(bad(key, "must be greater than 0")),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    };
+    let max_recipients = positive(
+        "limits.max_recipients",
+        limits.max_recipients.map(|v| v as u64),
+        100,
+    )?;
+    let max_connections = positive(
+        "limits.max_connections",
+        limits.max_connections.map(|v| v as u64),
+        1000,
+    )?;
+    let mut unimplemented_sections = Vec::new();
+    if file.relay.is_some() {
+        unimplemented_sections.push("relay");
+    }
+    if let Some(f) = &file.filter {
+        if let Some(mode) = &f.on_failure
+            && mode != "tempfail"
+            && mode != "accept"
+        {
+            return Err(bad(
+                "filter.on_failure",
+                format!("{mode:?} must be \"tempfail\" or \"accept\""),
+            ));
+        }
+        unimplemented_sections.push("filter");
+    }
+    Ok(Config {
+        hostname: hostname.to_lowercase(),
+        data_dir: file
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("./petrel-data")),
+        domains,
+        listen,
+        tls,
+        max_message_size: positive(
+            "limits.max_message_size",
+            limits.max_message_size,
+            52_428_800,
+        )?,
+        max_recipients: max_recipients as usize,
+        command_timeout: Duration::from_secs(positive(
+            "limits.command_timeout",
+            limits.command_timeout,
+            300,
+        )?),
+        max_connections: max_connections as usize,
+        max_errors: positive("limits.max_errors", limits.max_errors.map(u64::from), 20)? as u32,
+        shutdown_grace: Duration::from_secs(limits.shutdown_grace.unwrap_or(30)),
+        allow_plaintext_on_loopback: auth.allow_plaintext_on_loopback.unwrap_or(false),
+        auth_failure_delay: Duration::from_millis(auth.failure_delay_ms.unwrap_or(1000)),
+        unimplemented_sections,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        match parse(text).and_then(validate) {
+            Ok(_) => panic!("{text} should be refused"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults_serve_everything_on_loopback() {
+        let c = validate(FileConfig::default()).unwrap();
+        assert_eq!(c.listen.len(), 9);
+        assert_eq!(c.domains, ["localhost"]);
+        assert_eq!(c.max_message_size, 52_428_800);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert_eq!(
+            err("[listen]\nsmpt = \"127.0.0.1:25\""),
+            "config error: listen.smpt: unknown key"
+        );
+        assert_eq!(err("colour = 1"), "config error: colour: unknown key");
+        assert!(
+            err("[listen]\nsmtp = \"nope\"")
+                .starts_with("config error: listen.smtp: \"nope\" is not an address")
+        );
+        assert!(
+            err("[limits]\nmax_message_size = \"big\"")
+                .starts_with("config error: limits.max_message_size: invalid type")
+        );
+        assert!(
+            err("[tls]\ncert = \"/nonexistent.pem\"\nkey = \"/nonexistent.pem\"")
+                .starts_with("config error: tls.cert: cannot read")
+        );
+        assert!(err("domains = [\"bad domain\"]").starts_with("config error: domains:"));
+        assert!(err("hostname = ").contains("line 1"));
+        assert!(!err("[limits]\nmax_recipients = 0").contains('\n'));
+    }
+
+    #[test]
+    fn lists_of_addresses() {
+        let c = parse("[listen]\nsmtp = [\"127.0.0.1:1\", \"[::1]:2\"]")
+            .and_then(validate)
+            .unwrap();
+        assert_eq!(c.listen.len(), 2);
+    }
+}

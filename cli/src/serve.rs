@@ -1,0 +1,145 @@
+//! `petrel serve`: builds the store, TLS and listeners from the config and runs a runtime until
+//! SIGTERM or SIGINT.
+
+use crate::config::{Config, ListenerKind};
+use crate::{Failure, SystemClock, tls};
+use petrel_core::smtp::{Role, SmtpConfig};
+use petrel_core::{Listener, ServerLimits, Service, WallClock};
+use petrel_store::{RealFs, Store, StoreConfig};
+use std::net::TcpListener;
+use std::sync::Arc;
+
+/// Which runtime drives the sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    /// The async daemon on smol.
+    Smol,
+    /// One thread per connection, for tiny hosts.
+    Blocking,
+}
+
+/// A seed that differs between runs, from the OS's hash randomisation.
+fn os_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+fn smtp_config(
+    config: &Config,
+    role: Role,
+    clock: &Arc<dyn WallClock>,
+    starttls: bool,
+) -> Arc<SmtpConfig> {
+    let mut c = SmtpConfig::new(&config.hostname, role, &config.domains, clock.clone());
+    c.max_message_size = config.max_message_size;
+    c.max_recipients = config.max_recipients;
+    c.command_timeout = config.command_timeout;
+    c.max_errors = config.max_errors;
+    c.allow_plaintext_on_loopback = config.allow_plaintext_on_loopback;
+    c.auth_failure_delay = config.auth_failure_delay;
+    c.starttls = starttls;
+    Arc::new(c)
+}
+
+/// Runs the server; returns when it has shut down.
+pub fn run(config: Config, runtime: RuntimeKind) -> Result<(), Failure> {
+    for section in &config.unimplemented_sections {
+        tracing::warn!(
+            section,
+            "this section is accepted but not acted on by this version of petrel"
+        );
+    }
+    let clock: Arc<dyn WallClock> = Arc::new(SystemClock);
+    let (cert, key, keys) = match &config.tls {
+        Some((c, k)) => (c.clone(), k.clone(), ("tls.cert", "tls.key")),
+        None => {
+            let (c, k) = tls::ensure_self_signed(&config.data_dir, &config.hostname)
+                .map_err(Failure::Config)?;
+            (c, k, ("data_dir", "data_dir"))
+        }
+    };
+    let tls = tls::load(&cert, &key, keys).map_err(Failure::Config)?;
+
+    let store_config = StoreConfig {
+        data_dir: config.data_dir.clone(),
+        hostname: config.hostname.clone(),
+        clock: clock.clone(),
+        pid: std::process::id(),
+        seed: os_seed(),
+    };
+    let store = Store::open(Arc::new(RealFs), store_config).map_err(|e| {
+        Failure::Config(format!(
+            "data_dir: cannot use {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
+    let store = Arc::new(store);
+
+    let mut listeners = Vec::new();
+    for (kind, addr) in &config.listen {
+        let (role, implicit_tls) = match kind {
+            ListenerKind::Smtp => (Role::Inbound, false),
+            ListenerKind::Submission => (Role::Submission, false),
+            ListenerKind::Submissions => (Role::Submissions, true),
+            other => {
+                tracing::warn!(listener = other.key(), %addr, "not served yet by this version of petrel; skipped");
+                continue;
+            }
+        };
+        let socket = TcpListener::bind(addr).map_err(|e| {
+            Failure::Config(format!(
+                "listen.{}: cannot listen on {addr}: {e}",
+                kind.key()
+            ))
+        })?;
+        let service = Service::Smtp(smtp_config(&config, role, &clock, !implicit_tls));
+        tracing::info!(listener = kind.key(), %addr, "listening");
+        listeners.push(Listener {
+            socket,
+            service,
+            implicit_tls,
+        });
+    }
+    let limits = ServerLimits {
+        max_connections: config.max_connections,
+        shutdown_grace: config.shutdown_grace,
+        write_timeout: config.command_timeout,
+        ..ServerLimits::default()
+    };
+    let seed = os_seed();
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(|e| Failure::Other(format!("cannot install signal handlers: {e}")))?;
+    let handle = signals.handle();
+    let result = match runtime {
+        RuntimeKind::Smol => {
+            let server =
+                petrel_runtime_smol::Server::new(listeners, store, Some(tls), limits, seed);
+            let stop = server.shutdown_handle();
+            on_signal(signals, move || stop.shutdown());
+            server.run()
+        }
+        RuntimeKind::Blocking => {
+            let server = petrel_runtime_std::Server::new(listeners, store, Some(tls), limits, seed);
+            let stop = server.shutdown_handle();
+            on_signal(signals, move || stop.shutdown());
+            server.run()
+        }
+    };
+    handle.close();
+    tracing::info!("stopped");
+    result.map_err(|e| Failure::Other(format!("server failed: {e}")))
+}
+
+fn on_signal(mut signals: signal_hook::iterator::Signals, stop: impl Fn() + Send + 'static) {
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            tracing::info!(signal = sig, "shutdown requested");
+            stop();
+        }
+    });
+}
