@@ -655,7 +655,6 @@ impl SmtpSession {
                 "Error: local error in processing, try again later",
             );
         }
-        self.after_transaction();
     }
 
     fn finish_message(&mut self, receipt: Receipt) {
@@ -663,13 +662,14 @@ impl SmtpSession {
         debug_assert_eq!(Some(receipt.tx()), tx.body.tx);
         let text = format!("Ok: queued as {}", tx.id);
         self.reply(250, "2.0.0", &text);
-        self.after_transaction();
     }
 
-    fn after_transaction(&mut self) {
-        if self.shutting_down {
-            self.say_shutdown();
-        }
+    /// Between transactions, with no command half-read: a safe point to close at shutdown.
+    fn is_idle(&self) -> bool {
+        self.pending.is_none()
+            && matches!(self.phase, Phase::Command)
+            && !self.lines.is_partial()
+            && self.tx.is_none()
     }
 
     fn say_shutdown(&mut self) {
@@ -685,6 +685,9 @@ impl SmtpSession {
         self.advance_message();
         if self.pending.is_some() || self.closed {
             return;
+        }
+        if self.shutting_down && self.ending.is_none() && self.is_idle() {
+            self.say_shutdown();
         }
         if let Some(reason) = self.ending {
             if let Some(id) = self.tx.as_ref().and_then(|t| t.body.tx) {
@@ -904,13 +907,6 @@ impl Session for SmtpSession {
             return;
         }
         self.shutting_down = true;
-        let idle = self.pending.is_none()
-            && matches!(self.phase, Phase::Command)
-            && !self.lines.is_partial()
-            && self.tx.is_none();
-        if idle && self.ending.is_none() {
-            self.say_shutdown();
-        }
         self.step();
     }
 

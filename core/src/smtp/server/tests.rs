@@ -401,6 +401,12 @@ fn shutdown_lets_the_transaction_finish() {
     s.handle_input(start, b"RSET\r\n");
     let mut out = Vec::new();
     while s.poll_output(&mut out) {}
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.ends_with("250 2.0.0 Ok\r\n421 4.3.2 mx.example.test Service shutting down\r\n"),
+        "{text}"
+    );
+    assert!(s.is_closed());
     let idle = SmtpSession::new(Arc::new(config(Role::Inbound)), peer(), start);
     let mut idle = idle;
     idle.handle_shutdown(start);
