@@ -106,7 +106,10 @@ pub fn run(config: Config, runtime: RuntimeKind) -> Result<(), Failure> {
         max_connections: config.max_connections,
         shutdown_grace: config.shutdown_grace,
         write_timeout: config.command_timeout,
-        ..ServerLimits::default()
+        // A stalled handshake is a silent client: it gets no longer than a silent command.
+        handshake_timeout: config
+            .command_timeout
+            .min(ServerLimits::default().handshake_timeout),
     };
     let seed = os_seed();
     let signals = signal_hook::iterator::Signals::new([

@@ -419,7 +419,23 @@ impl SmtpSession {
                 last,
             };
         } else {
-            self.begin_message(now, Some((size, last)));
+            return self.begin_message(now, Some((size, last)));
+        }
+        // `BDAT 0 [LAST]` has no bytes to wait for.
+        if size == 0 {
+            self.empty_chunk();
+        }
+    }
+
+    /// Completes a BDAT chunk of size 0 at once, as no input will arrive for it.
+    fn empty_chunk(&mut self) {
+        match std::mem::replace(&mut self.phase, Phase::Command) {
+            Phase::BdatDiscard { reply, .. } => self.send(reply),
+            phase @ Phase::Bdat { .. } => {
+                self.phase = phase;
+                self.body_input(&[]);
+            }
+            other => self.phase = other,
         }
     }
 
@@ -844,9 +860,8 @@ impl Session for SmtpSession {
                             tx.body.bdat = true;
                         }
                         self.phase = Phase::Bdat { remaining, last };
-                        // `BDAT 0 LAST` has no bytes to wait for.
                         if remaining == 0 {
-                            self.body_input(&[]);
+                            self.empty_chunk();
                         }
                     }
                 }

@@ -1,0 +1,382 @@
+//! Scripted SMTP senders: numbered messages to local users, random valid bodies, pipelining,
+//! BDAT, some junk; each records which attempts the server acknowledged.
+
+use super::rng::Rng;
+use petrel_core::smtp::data::dot_stuff;
+use std::collections::VecDeque;
+
+/// The local users the world creates.
+pub const USERS: [&str; 3] = ["alice", "bob", "carol"];
+/// The local domain.
+pub const DOMAIN: &str = "example.test";
+const MAX_TRIES: usize = 4;
+
+/// One try at sending one message (each try has its own id, so a retry after a lost reply may
+/// duplicate the message without breaking exactly-once per acknowledgement).
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// `c<client>-m<message>-a<try>`, also in the body's `X-Sim-Id` header.
+    pub id: String,
+    /// The envelope sender.
+    pub sender: String,
+    /// The message as the client meant it (before dot-stuffing).
+    pub body: Vec<u8>,
+    /// Local parts of the recipients asked for.
+    pub requested: Vec<String>,
+    /// Local parts the server accepted with 250.
+    pub accepted: Vec<String>,
+    /// The body breaks the line-length limit; the server must refuse it.
+    pub invalid: bool,
+    /// The `250 ... queued as` reply was seen.
+    pub acked: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Greeting,
+    Ehlo,
+    Mail,
+    Rcpt(usize),
+    Data,
+    DataEnd,
+    Bdat { last: bool },
+    Junk,
+    Rset,
+    Quit,
+}
+
+#[derive(Debug, Default)]
+struct Conn {
+    inbox: Vec<u8>,
+    reply: Vec<String>,
+    expects: VecDeque<Expect>,
+    plan: VecDeque<(Vec<u8>, Expect)>,
+    body_wire: Vec<u8>,
+    ready: bool,
+    closing: bool,
+}
+
+/// One SMTP sender.
+#[derive(Debug)]
+pub struct Client {
+    /// Index of the client in the world.
+    pub idx: usize,
+    /// Every attempt made, in order.
+    pub attempts: Vec<Attempt>,
+    messages: usize,
+    msg: usize,
+    tries: usize,
+    pipelining: bool,
+    bdat: bool,
+    junk: u64,
+    conn: Option<Conn>,
+    current: Option<usize>,
+    /// Everything is sent (or given up) and the client said QUIT.
+    pub done: bool,
+    /// Replies received, for stats.
+    pub replies: u64,
+}
+
+impl Client {
+    /// A client with its own habits drawn from `rng`.
+    pub fn new(idx: usize, rng: &mut Rng) -> Client {
+        Client {
+            idx,
+            attempts: Vec::new(),
+            messages: rng.range(1, 8),
+            msg: 0,
+            tries: 0,
+            pipelining: rng.one_in(2),
+            bdat: rng.one_in(3),
+            junk: [0, 4, 10][rng.range(0, 2)],
+            conn: None,
+            current: None,
+            done: false,
+            replies: 0,
+        }
+    }
+
+    /// True when the client is not connected and still has work.
+    pub fn wants_connect(&self) -> bool {
+        !self.done && self.conn.is_none()
+    }
+
+    /// A new connection was opened to the server.
+    pub fn connect(&mut self) {
+        let mut c = Conn::default();
+        c.expects.push_back(Expect::Greeting);
+        self.conn = Some(c);
+        self.current = None;
+    }
+
+    /// The connection is gone (reset, closed or server crash).
+    pub fn disconnected(&mut self) {
+        if self.conn.take().is_some() && self.current.take().is_some() {
+            self.retry();
+        }
+        if self.msg >= self.messages {
+            self.done = true;
+        }
+    }
+
+    fn retry(&mut self) {
+        self.tries += 1;
+        if self.tries >= MAX_TRIES {
+            self.next_message();
+        }
+    }
+
+    fn next_message(&mut self) {
+        self.msg += 1;
+        self.tries = 0;
+    }
+
+    /// Bytes from the server; returns the bytes the client sends in response.
+    pub fn receive(&mut self, bytes: &[u8], rng: &mut Rng) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(out);
+        };
+        conn.inbox.extend_from_slice(bytes);
+        while let Some(pos) = self
+            .conn
+            .as_ref()
+            .and_then(|c| c.inbox.windows(2).position(|w| w == b"\r\n"))
+        {
+            let conn = self.conn.as_mut().expect("checked");
+            let line: Vec<u8> = conn.inbox.drain(..pos + 2).collect();
+            let line = String::from_utf8_lossy(&line[..pos]).into_owned();
+            let b = line.as_bytes();
+            if b.len() < 3 || !b[..3].iter().all(u8::is_ascii_digit) {
+                return Err(format!("malformed reply line {line:?}"));
+            }
+            if b.len() > 3 && b[3] != b' ' && b[3] != b'-' {
+                return Err(format!("malformed reply line {line:?}"));
+            }
+            if let Some(first) = conn.reply.first()
+                && first[..3] != line[..3]
+            {
+                return Err(format!("reply code changed inside a reply: {line:?}"));
+            }
+            let last = b.len() == 3 || b[3] == b' ';
+            conn.reply.push(line);
+            if last {
+                let reply = std::mem::take(&mut conn.reply);
+                self.replies += 1;
+                self.on_reply(&reply, rng, &mut out)?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn on_reply(
+        &mut self,
+        reply: &[String],
+        rng: &mut Rng,
+        out: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        let conn = self.conn.as_mut().expect("connected");
+        let code: u16 = reply[0][..3].parse().unwrap_or(0);
+        let last = reply.last().map(String::as_str).unwrap_or("");
+        if code == 421 {
+            conn.closing = true;
+            conn.expects.clear();
+            conn.plan.clear();
+            return Ok(());
+        }
+        let Some(expect) = conn.expects.pop_front() else {
+            return Err(format!("unsolicited reply {last:?}"));
+        };
+        let ok = (200..300).contains(&code);
+        match expect {
+            Expect::Greeting if code == 220 => {
+                out.extend_from_slice(b"EHLO client.remote.test\r\n");
+                conn.expects.push_back(Expect::Ehlo);
+            }
+            Expect::Greeting => conn.closing = true,
+            Expect::Ehlo if ok => conn.ready = true,
+            Expect::Ehlo => return Err(format!("EHLO refused: {last:?}")),
+            Expect::Mail | Expect::Rset | Expect::Junk => {}
+            Expect::Rcpt(i) => {
+                if ok && let Some(a) = self.current.and_then(|c| self.attempts.get_mut(c)) {
+                    let user = a.requested[i].clone();
+                    a.accepted.push(user);
+                }
+            }
+            Expect::Data if code == 354 => {
+                let wire = std::mem::take(&mut conn.body_wire);
+                out.extend_from_slice(&wire);
+                conn.expects.push_back(Expect::DataEnd);
+            }
+            Expect::Data if ok => return Err(format!("DATA answered {last:?}")),
+            Expect::Data => self.finish(code, out),
+            Expect::Bdat { last: false } => {}
+            Expect::DataEnd | Expect::Bdat { last: true } => {
+                if ok {
+                    if !last.contains("queued as") {
+                        return Err(format!("final 250 without queue id: {last:?}"));
+                    }
+                    let a = self.current.and_then(|c| self.attempts.get_mut(c));
+                    let Some(a) = a else {
+                        return Err("ack without a transaction".into());
+                    };
+                    if a.invalid {
+                        return Err(format!("{} has an over-long line but was accepted", a.id));
+                    }
+                    a.acked = true;
+                }
+                self.finish(code, out);
+            }
+            Expect::Quit => {
+                self.done = true;
+                conn.closing = true;
+            }
+        }
+        let idle = self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.ready && !c.closing && c.expects.is_empty() && c.plan.is_empty());
+        if idle && self.current.is_none() {
+            self.start_next(rng, out);
+        }
+        self.flush(out);
+        Ok(())
+    }
+
+    /// The transaction ended with `code`.
+    fn finish(&mut self, code: u16, out: &mut Vec<u8>) {
+        if self.current.take().is_none() {
+            return;
+        }
+        let ok = (200..300).contains(&code);
+        if let Some(conn) = self.conn.as_mut() {
+            conn.plan.clear();
+            if !ok {
+                out.extend_from_slice(b"RSET\r\n");
+                conn.expects.push_back(Expect::Rset);
+            }
+        }
+        if ok || (500..600).contains(&code) {
+            self.next_message();
+        } else {
+            self.retry();
+        }
+    }
+
+    /// Sends the next planned commands: all up to DATA when pipelining, else one at a time.
+    fn flush(&mut self, out: &mut Vec<u8>) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        while !conn.closing && (self.pipelining || conn.expects.is_empty()) {
+            let Some((bytes, expect)) = conn.plan.pop_front() else {
+                break;
+            };
+            out.extend_from_slice(&bytes);
+            conn.expects.push_back(expect);
+            if expect == Expect::Data {
+                break;
+            }
+        }
+    }
+
+    fn start_next(&mut self, rng: &mut Rng, out: &mut Vec<u8>) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        if conn.closing {
+            return;
+        }
+        if self.junk > 0 && rng.one_in(self.junk) {
+            if rng.one_in(2) {
+                out.extend_from_slice(b"XYZZY plugh\r\n");
+            } else {
+                out.extend(std::iter::repeat_n(b'A', rng.range(600, 3000)));
+                out.extend_from_slice(b"\r\n");
+            }
+            conn.expects.push_back(Expect::Junk);
+        }
+        if self.msg >= self.messages {
+            out.extend_from_slice(b"QUIT\r\n");
+            conn.expects.push_back(Expect::Quit);
+            return;
+        }
+        let id = format!("c{}-m{}-a{}", self.idx, self.msg, self.tries);
+        let sender = format!("sender{}@remote.test", self.idx);
+        let invalid = !self.bdat && self.junk > 0 && rng.one_in(self.junk * 2);
+        let body = make_body(&id, invalid, rng);
+        let mut requested = Vec::new();
+        for _ in 0..rng.range(1, 3) {
+            let user = match rng.below(8) {
+                0 => "nobody".to_string(),
+                n => USERS[n as usize % USERS.len()].to_string(),
+            };
+            if !requested.contains(&user) {
+                requested.push(user);
+            }
+        }
+        conn.plan.push_back((
+            format!("MAIL FROM:<{sender}>\r\n").into_bytes(),
+            Expect::Mail,
+        ));
+        for (i, user) in requested.iter().enumerate() {
+            let cmd = format!("RCPT TO:<{user}@{DOMAIN}>\r\n").into_bytes();
+            conn.plan.push_back((cmd, Expect::Rcpt(i)));
+        }
+        if self.bdat {
+            let mut rest: &[u8] = &body;
+            loop {
+                let n = if rng.one_in(2) {
+                    rest.len()
+                } else {
+                    rng.range(0, rest.len())
+                };
+                let last = n == rest.len();
+                let mut cmd =
+                    format!("BDAT {n}{}\r\n", if last { " LAST" } else { "" }).into_bytes();
+                cmd.extend_from_slice(&rest[..n]);
+                rest = &rest[n..];
+                conn.plan.push_back((cmd, Expect::Bdat { last }));
+                if last {
+                    break;
+                }
+            }
+        } else {
+            conn.plan.push_back((b"DATA\r\n".to_vec(), Expect::Data));
+            conn.body_wire.clear();
+            dot_stuff(&body, &mut conn.body_wire);
+        }
+        self.attempts.push(Attempt {
+            id,
+            sender,
+            body,
+            requested,
+            accepted: Vec::new(),
+            invalid,
+            acked: false,
+        });
+        self.current = Some(self.attempts.len() - 1);
+    }
+}
+
+/// A random message: an id header, then lines that start with dots, long lines under 998,
+/// 8-bit bytes and empty lines; always ends with CRLF. `invalid` adds a line over 998 octets.
+fn make_body(id: &str, invalid: bool, rng: &mut Rng) -> Vec<u8> {
+    let mut b = format!("X-Sim-Id: {id}\r\nSubject: message {id}\r\n\r\n").into_bytes();
+    for _ in 0..rng.range(0, 40) {
+        match rng.below(7) {
+            0 => b.extend_from_slice(b"."),
+            1 => b.extend_from_slice(b".. leading dots"),
+            2 => b.extend(std::iter::repeat_n(b'x', rng.range(500, 998))),
+            3 => b.extend((0..rng.range(1, 60)).map(|_| 0x80 + rng.below(128) as u8)),
+            4 => {}
+            _ => b.extend_from_slice(format!("line {} of {id}", rng.below(1000)).as_bytes()),
+        }
+        b.extend_from_slice(b"\r\n");
+    }
+    if invalid {
+        b.extend(std::iter::repeat_n(b'y', rng.range(999, 2000)));
+        b.extend_from_slice(b"\r\n");
+    }
+    b
+}
