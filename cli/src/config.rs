@@ -247,6 +247,8 @@ fn parse(text: &str) -> Result<FileConfig, ConfigError> {
         {
             let key = if path == "." || path.is_empty() {
                 field.to_string()
+            } else if path == field || path.ends_with(&format!(".{field}")) {
+                path
             } else {
                 format!("{path}.{field}")
             };
