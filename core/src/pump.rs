@@ -191,6 +191,20 @@ impl Pump {
         self.feed(now);
     }
 
+    /// Bytes held by this connection: unconsumed input, unwritten output and the session's own
+    /// buffers. The simulator asserts it stays under [`Pump::MAX_BUFFERED`].
+    pub fn buffered_bytes(&self) -> usize {
+        (self.in_end - self.in_start)
+            + (self.output.len() - self.out_pos)
+            + self.session.buffered_bytes()
+    }
+
+    /// Upper bound of [`Pump::buffered_bytes`] for any session Petrel has: the read buffer, the
+    /// output high-water mark plus one reply, a message chunk plus one decoded input buffer, and
+    /// one maximal line.
+    pub const MAX_BUFFERED: usize =
+        READ_CHUNK + 2 * 64 * 1024 + 64 * 1024 + 2 * READ_CHUNK + 12_288 + 4096;
+
     /// Unanswered requests handed out by [`Action::Execute`].
     pub fn outstanding(&self) -> usize {
         self.outstanding

@@ -81,4 +81,8 @@ pub trait Session {
     fn poll_timeout(&self) -> Option<Instant>;
     /// True once the session has ended; no further input is consumed.
     fn is_closed(&self) -> bool;
+    /// Bytes the session holds in its own buffers (output not yet polled, partial lines,
+    /// message chunks). Bounded by the session's limits whatever the peer does; the simulator
+    /// checks it after every step.
+    fn buffered_bytes(&self) -> usize;
 }

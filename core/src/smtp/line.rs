@@ -71,6 +71,11 @@ impl LineReader {
         !self.buf.is_empty() || self.discarding.is_some()
     }
 
+    /// Bytes held for the partial line.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Forgets any partial line (after STARTTLS).
     pub fn clear(&mut self) {
         self.buf = Vec::new();

@@ -957,6 +957,14 @@ impl Session for SmtpSession {
     fn is_closed(&self) -> bool {
         self.closed
     }
+
+    fn buffered_bytes(&self) -> usize {
+        let chunk = self.tx.as_ref().map_or(0, |t| t.body.chunk.len());
+        self.out.len()
+            + self.lines.buffered()
+            + chunk
+            + self.delayed.as_ref().map_or(0, |(_, r)| r.2.len())
+    }
 }
 
 impl std::fmt::Debug for SmtpSession {
