@@ -31,6 +31,8 @@ pub enum Command {
     },
     /// `RCPT TO:<path>`.
     Rcpt(Address),
+    /// `RCPT TO:<Postmaster>` without a domain (RFC 5321 4.1.1.3: always accepted).
+    RcptPostmaster,
     /// `DATA`.
     Data,
     /// `BDAT size [LAST]` (RFC 3030).
@@ -224,6 +226,12 @@ fn parse_mail(args: &str) -> Result<Command, CommandError> {
 
 fn parse_rcpt(args: &str, utf8: bool) -> Result<Command, CommandError> {
     let rest = strip_keyword(args, "TO:").ok_or(RCPT_SYNTAX)?;
+    if rest
+        .trim_start_matches(' ')
+        .eq_ignore_ascii_case("<postmaster>")
+    {
+        return Ok(Command::RcptPostmaster);
+    }
     let (to, params) = parse_path(rest, utf8).map_err(|e| path_error(e, RCPT_SYNTAX))?;
     if params.split(' ').any(|p| !p.is_empty()) {
         return Err(BAD_PARAM);
@@ -318,5 +326,9 @@ mod tests {
         assert_eq!(parse(b"RCPT TO:<\xc3\xbc@x>", false).unwrap_err().code, 553);
         assert!(parse(b"RCPT TO:<\xc3\xbc@x>", true).is_ok());
         assert!(parse(b"MAIL FROM:<\xc3\xbc@x> SMTPUTF8", false).is_ok());
+        assert_eq!(
+            parse(b"RCPT TO:<PostMaster>", false),
+            Ok(Command::RcptPostmaster)
+        );
     }
 }

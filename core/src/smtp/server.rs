@@ -9,6 +9,7 @@ use super::SmtpConfig;
 use super::address::{Address, Domain, ReversePath};
 use super::command::{self, BodyType, Command};
 use super::data::DataReceiver;
+use super::hops::{HopCounter, MAX_HOPS};
 use super::line::{Line, LineReader};
 use super::received::Trace;
 use crate::effect::{
@@ -78,6 +79,8 @@ struct Body {
     long_line: bool,
     failed: bool,
     bdat: bool,
+    hops: HopCounter,
+    looping: bool,
 }
 
 /// A mail transaction: from MAIL to the final reply.
@@ -240,6 +243,20 @@ impl SmtpSession {
                 smtputf8,
             } => self.mail(from, size, body, smtputf8),
             Command::Rcpt(address) => self.rcpt(address),
+            Command::RcptPostmaster => {
+                // The domainless form names the postmaster of our primary domain.
+                let domain = self
+                    .config
+                    .local_domains
+                    .first()
+                    .cloned()
+                    .unwrap_or_default();
+                self.rcpt(Address {
+                    local: "postmaster".into(),
+                    quoted: false,
+                    domain: Domain::Name(domain),
+                });
+            }
             Command::Data => self.data(now),
             Command::Bdat { size, last } => self.bdat(now, size, last),
             Command::Rset => {
@@ -608,10 +625,14 @@ impl SmtpSession {
             _ => 0,
         };
         body.size += (body.chunk.len() - before) as u64;
+        body.hops.feed(&body.chunk[before..]);
+        if body.hops.hops() > MAX_HOPS {
+            body.looping = true;
+        }
         if body.size > max {
             body.too_big = true;
         }
-        if body.too_big || body.failed || body.long_line {
+        if body.too_big || body.failed || body.long_line || body.looping {
             // Keep reading to the end of the data, but store nothing more.
             body.chunk.clear();
         }
@@ -638,7 +659,7 @@ impl SmtpSession {
         let Some(tx) = &mut self.tx else { return };
         let Some(id) = tx.body.tx else { return };
         let body = &mut tx.body;
-        let healthy = !(body.too_big || body.failed || body.long_line);
+        let healthy = !(body.too_big || body.failed || body.long_line || body.looping);
         if healthy && (body.chunk.len() >= chunk_size || (body.ended && !body.chunk.is_empty())) {
             let bytes =
                 std::mem::replace(&mut body.chunk, Vec::with_capacity(chunk_size.min(8192)));
@@ -662,6 +683,8 @@ impl SmtpSession {
         let b = &tx.body;
         if b.too_big {
             self.reply(552, "5.3.4", "Error: message too large");
+        } else if b.looping {
+            self.reply(554, "5.4.6", "Error: too many hops, mail loop?");
         } else if b.long_line {
             self.reply(500, "5.5.2", "Error: message line longer than 998 octets");
         } else {

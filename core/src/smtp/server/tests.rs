@@ -437,3 +437,16 @@ NOOP\r\nQUIT\r\n";
         }
     }
 }
+
+#[test]
+fn mail_loops_are_refused() {
+    let mut script =
+        b"EHLO a\r\nMAIL FROM:<x@y.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n".to_vec();
+    for i in 0..101 {
+        script.extend_from_slice(format!("Received: from hop{i}\r\n").as_bytes());
+    }
+    script.extend_from_slice(b"\r\nbody\r\n.\r\nQUIT\r\n");
+    let (t, store) = converse(Role::Inbound, &script, &[]);
+    assert!(t.contains("554 5.4.6"), "{t}");
+    assert!(store.delivered.is_empty());
+}
