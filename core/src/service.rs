@@ -41,6 +41,16 @@ impl Service {
         }
     }
 
+    /// Opens the session for a new connection and wraps it in the driver; a `busy` server
+    /// only tells the peer so and closes.
+    pub fn start(&self, peer: PeerInfo, busy: bool, now: Instant) -> crate::Pump {
+        crate::Pump::new(if busy {
+            self.refuse(peer, now)
+        } else {
+            self.open(peer, now)
+        })
+    }
+
     /// Short protocol name for logs.
     pub fn name(&self) -> &'static str {
         match self {

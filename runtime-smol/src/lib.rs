@@ -10,7 +10,7 @@ use event_listener::Event;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, future};
 use futures_rustls::TlsAcceptor;
 use futures_rustls::server::TlsStream;
-use petrel_core::{Action, Listener, PeerInfo, Pump, ServerLimits, SessionIds, TlsInfo};
+use petrel_core::{Action, Listener, PeerInfo, ServerLimits, SessionIds, TlsInfo};
 use petrel_store::Store;
 use rustls::ServerConfig;
 use smol::Executor;
@@ -313,13 +313,7 @@ async fn serve(
         session_id: id.to_string(),
     };
     tracing::info!(session = %id, %service, peer = %addr, "connection opened");
-    let now = Instant::now();
-    let session = if busy {
-        listener.service.refuse(peer, now)
-    } else {
-        listener.service.open(peer, now)
-    };
-    let mut pump = Pump::new(session);
+    let mut pump = listener.service.start(peer, busy, Instant::now());
     let mut told_shutdown = false;
     let reason = loop {
         match pump.next_action() {

@@ -4,7 +4,7 @@
 //! All protocol decisions live in `petrel-core`; this crate only moves bytes between a socket and
 //! a [`Pump`], runs the store's requests inline, and turns deadlines into read timeouts.
 
-use petrel_core::{Action, Listener, PeerInfo, Pump, ServerLimits, SessionIds, TlsInfo};
+use petrel_core::{Action, Listener, PeerInfo, ServerLimits, SessionIds, TlsInfo};
 use petrel_store::Store;
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use std::io::{self, Read, Write};
@@ -272,13 +272,7 @@ fn serve(
         session_id: id.to_string(),
     };
     tracing::info!(session = %id, %service, peer = %addr, "connection opened");
-    let now = Instant::now();
-    let session = if busy {
-        listener.service.refuse(peer, now)
-    } else {
-        listener.service.open(peer, now)
-    };
-    let mut pump = Pump::new(session);
+    let mut pump = listener.service.start(peer, busy, Instant::now());
     let mut told_shutdown = false;
     let reason = loop {
         match pump.next_action() {
