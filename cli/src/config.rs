@@ -177,6 +177,8 @@ pub struct Config {
     pub max_recipients: usize,
     /// Idle time allowed between client commands.
     pub command_timeout: Duration,
+    /// The same for POP3: RFC 1939 asks for at least 10 minutes unless configured otherwise.
+    pub pop3_timeout: Duration,
     /// Concurrent connections.
     pub max_connections: usize,
     /// Protocol errors allowed per session.
@@ -390,6 +392,7 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
             limits.command_timeout,
             300,
         )?),
+        pop3_timeout: Duration::from_secs(limits.command_timeout.unwrap_or(600)),
         max_connections: max_connections as usize,
         max_errors: positive("limits.max_errors", limits.max_errors.map(u64::from), 20)? as u32,
         shutdown_grace: Duration::from_secs(limits.shutdown_grace.unwrap_or(30)),

@@ -3,6 +3,7 @@
 
 use crate::config::{Config, ListenerKind};
 use crate::{Failure, SystemClock, tls};
+use petrel_core::pop3::Pop3Config;
 use petrel_core::smtp::{Role, SmtpConfig};
 use petrel_core::{Listener, ServerLimits, Service, WallClock};
 use petrel_store::{RealFs, Store, StoreConfig};
@@ -43,6 +44,16 @@ fn smtp_config(
     Arc::new(c)
 }
 
+fn pop3_config(config: &Config, stls: bool) -> Arc<Pop3Config> {
+    let mut c = Pop3Config::new(&config.hostname);
+    c.command_timeout = config.pop3_timeout;
+    c.allow_plaintext_on_loopback = config.allow_plaintext_on_loopback;
+    c.auth_failure_delay = config.auth_failure_delay;
+    c.max_errors = config.max_errors;
+    c.stls = stls;
+    Arc::new(c)
+}
+
 /// Runs the server; returns when it has shut down.
 pub fn run(config: Config, runtime: RuntimeKind) -> Result<(), Failure> {
     for section in &config.unimplemented_sections {
@@ -79,10 +90,21 @@ pub fn run(config: Config, runtime: RuntimeKind) -> Result<(), Failure> {
 
     let mut listeners = Vec::new();
     for (kind, addr) in &config.listen {
-        let (role, implicit_tls) = match kind {
-            ListenerKind::Smtp => (Role::Inbound, false),
-            ListenerKind::Submission => (Role::Submission, false),
-            ListenerKind::Submissions => (Role::Submissions, true),
+        let (service, implicit_tls) = match kind {
+            ListenerKind::Smtp => (
+                Service::Smtp(smtp_config(&config, Role::Inbound, &clock, true)),
+                false,
+            ),
+            ListenerKind::Submission => (
+                Service::Smtp(smtp_config(&config, Role::Submission, &clock, true)),
+                false,
+            ),
+            ListenerKind::Submissions => (
+                Service::Smtp(smtp_config(&config, Role::Submissions, &clock, false)),
+                true,
+            ),
+            ListenerKind::Pop3 => (Service::Pop3(pop3_config(&config, true)), false),
+            ListenerKind::Pop3s => (Service::Pop3(pop3_config(&config, false)), true),
             other => {
                 tracing::warn!(listener = other.key(), %addr, "not served yet by this version of petrel; skipped");
                 continue;
@@ -94,7 +116,6 @@ pub fn run(config: Config, runtime: RuntimeKind) -> Result<(), Failure> {
                 kind.key()
             ))
         })?;
-        let service = Service::Smtp(smtp_config(&config, role, &clock, !implicit_tls));
         tracing::info!(listener = kind.key(), %addr, "listening");
         listeners.push(Listener {
             socket,

@@ -104,6 +104,57 @@ pub enum Effect {
         /// The transaction.
         tx: TxId,
     },
+    /// Lock the user's INBOX for POP3 and list it. Answer: [`Completion::Maildrop`].
+    OpenMaildrop {
+        /// Whose INBOX.
+        user: UserId,
+    },
+    /// Read part of a message. Answer: [`Completion::Data`], empty at the end.
+    ReadMessage {
+        /// Whose mailbox.
+        user: UserId,
+        /// The message's base name, from [`MaildropEntry::name`].
+        name: String,
+        /// Where to start.
+        offset: u64,
+        /// At most this many bytes.
+        max: u32,
+    },
+    /// Delete these messages durably, then unlock the maildrop (POP3 UPDATE state; an empty
+    /// list just unlocks). Answer: [`Completion::Done`].
+    CloseMaildrop {
+        /// Whose INBOX.
+        user: UserId,
+        /// Base names of the messages to delete.
+        delete: Vec<String>,
+    },
+}
+
+/// A message in a POP3 maildrop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaildropEntry {
+    /// Its IMAP UID (POP3 UIDL is derived from it).
+    pub uid: u32,
+    /// Size in octets, CRLF line ends.
+    pub size: u64,
+    /// The store's name for it.
+    pub name: String,
+}
+
+/// Outcome of opening a maildrop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MaildropOutcome {
+    /// Locked and listed.
+    Ready {
+        /// The folder's UIDVALIDITY.
+        uidvalidity: u32,
+        /// Messages in UID order.
+        messages: Vec<MaildropEntry>,
+    },
+    /// Another POP3 session holds the lock.
+    InUse,
+    /// The mailbox cannot be read now.
+    TempFail,
 }
 
 /// Temporary (retry later, 4xx) or permanent (5xx) failure.
@@ -181,6 +232,12 @@ pub enum Completion {
     Durable(Receipt),
     /// Answer to `Abort`.
     Aborted,
+    /// Answer to `OpenMaildrop`.
+    Maildrop(MaildropOutcome),
+    /// Answer to `ReadMessage`: the bytes, empty at the end of the message.
+    Data(Vec<u8>),
+    /// Answer to requests that only succeed or fail (`CloseMaildrop`).
+    Done,
     /// Any request failed.
     Failed(StoreError),
 }

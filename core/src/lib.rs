@@ -52,6 +52,8 @@
 
 pub mod clock;
 pub mod effect;
+pub mod line;
+pub mod pop3;
 pub mod pump;
 pub mod sasl;
 pub mod service;
@@ -60,8 +62,8 @@ pub mod smtp;
 
 pub use clock::{WallClock, rfc5322_date};
 pub use effect::{
-    AuthOutcome, Completion, Effect, Envelope, ErrorClass, Receipt, Recipient, RecipientOutcome,
-    Secret, StoreError, TxId, UserId,
+    AuthOutcome, Completion, Effect, Envelope, ErrorClass, MaildropEntry, MaildropOutcome, Receipt,
+    Recipient, RecipientOutcome, Secret, StoreError, TxId, UserId,
 };
 pub use pump::{Action, Pump};
 pub use service::{Listener, PeerInfo, ServerLimits, Service, SessionIds};

@@ -1,5 +1,6 @@
 //! What a listener serves, and who is connecting: the runtimes' recipe for opening sessions.
 
+use crate::pop3::{Pop3Config, Pop3Session};
 use crate::session::{Session, TlsInfo};
 use crate::smtp::{SmtpConfig, SmtpSession};
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub struct PeerInfo {
 pub enum Service {
     /// SMTP in one of its roles (inbound, submission).
     Smtp(Arc<SmtpConfig>),
+    /// POP3 over the users' INBOX.
+    Pop3(Arc<Pop3Config>),
 }
 
 impl Service {
@@ -31,6 +34,7 @@ impl Service {
     pub fn open(&self, peer: PeerInfo, now: Instant) -> Box<dyn Session + Send> {
         match self {
             Service::Smtp(config) => Box::new(SmtpSession::new(config.clone(), peer, now)),
+            Service::Pop3(config) => Box::new(Pop3Session::new(config.clone(), peer, now)),
         }
     }
 
@@ -38,6 +42,7 @@ impl Service {
     pub fn refuse(&self, peer: PeerInfo, now: Instant) -> Box<dyn Session + Send> {
         match self {
             Service::Smtp(config) => Box::new(SmtpSession::refuse(config.clone(), peer, now)),
+            Service::Pop3(config) => Box::new(Pop3Session::refuse(config.clone(), peer, now)),
         }
     }
 
@@ -55,6 +60,7 @@ impl Service {
     pub fn name(&self) -> &'static str {
         match self {
             Service::Smtp(config) => config.role.name(),
+            Service::Pop3(_) => "pop3",
         }
     }
 }

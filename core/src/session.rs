@@ -43,6 +43,8 @@ pub enum CloseReason {
     Shutdown,
     /// The server refused the connection (too many connections).
     Refused,
+    /// The server could not go on (storage failed mid-response).
+    LocalError,
 }
 
 /// The negotiated TLS parameters, for trace headers and logs.

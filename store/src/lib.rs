@@ -4,11 +4,14 @@
 
 pub mod fs;
 pub mod group_sync;
+pub mod mailbox;
 pub mod maildir;
+pub mod maildrop;
 pub mod passwd;
 pub mod password;
 pub mod queue;
 pub mod store;
+pub mod uidlist;
 pub mod users;
 
 pub use fs::{FileSystem, RealFs};

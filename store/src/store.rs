@@ -8,7 +8,9 @@
 
 use crate::fs::{FileSystem, WriteFile};
 use crate::group_sync::GroupSync;
+use crate::mailbox::FolderLocks;
 use crate::maildir;
+use crate::maildrop::{self, MaildropLocks};
 use crate::queue;
 use crate::users::UserDb;
 use petrel_core::{
@@ -53,6 +55,8 @@ pub struct Store {
     sync: GroupSync,
     open: Mutex<HashMap<u64, Arc<Mutex<OpenTx>>>>,
     counter: AtomicU64,
+    folders: FolderLocks,
+    maildrops: MaildropLocks,
 }
 
 impl std::fmt::Debug for Store {
@@ -91,6 +95,8 @@ impl Store {
             sync: GroupSync::new(),
             open: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
+            folders: FolderLocks::default(),
+            maildrops: MaildropLocks::default(),
         })
     }
 
@@ -119,6 +125,48 @@ impl Store {
             Effect::Abort { tx } => {
                 self.abort(tx);
                 Completion::Aborted
+            }
+            Effect::OpenMaildrop { user } => Completion::Maildrop(maildrop::open(
+                &*self.fs,
+                &self.config.data_dir,
+                &self.folders,
+                &self.maildrops,
+                &user,
+                self.config.clock.unix_seconds(),
+            )),
+            Effect::ReadMessage {
+                user,
+                name,
+                offset,
+                max,
+            } => {
+                match maildrop::read(&*self.fs, &self.config.data_dir, &user, &name, offset, max) {
+                    Ok(bytes) => Completion::Data(bytes),
+                    Err(e) => temp(e.to_string()),
+                }
+            }
+            Effect::CloseMaildrop { user, delete } => {
+                let now = self.config.clock.unix_seconds();
+                match maildrop::close(
+                    &*self.fs,
+                    &self.config.data_dir,
+                    &self.folders,
+                    &self.maildrops,
+                    &user,
+                    &delete,
+                    now,
+                ) {
+                    Ok(()) => {
+                        if !delete.is_empty() {
+                            tracing::info!(user = %user.0, deleted = delete.len(), "POP3 deletions done");
+                        }
+                        Completion::Done
+                    }
+                    Err(e) => {
+                        tracing::error!(user = %user.0, error = %e, "POP3 deletions failed");
+                        temp(e.to_string())
+                    }
+                }
             }
             other => temp(format!("unsupported request {other:?}")),
         }

@@ -5,7 +5,6 @@ pub mod address;
 pub mod command;
 pub mod data;
 pub mod hops;
-pub mod line;
 pub mod received;
 pub mod server;
 

@@ -10,12 +10,12 @@ use super::address::{Address, Domain, ReversePath};
 use super::command::{self, BodyType, Command};
 use super::data::DataReceiver;
 use super::hops::{HopCounter, MAX_HOPS};
-use super::line::{Line, LineReader};
 use super::received::Trace;
 use crate::effect::{
     AuthOutcome, Completion, Effect, Envelope, Receipt, Recipient, RecipientOutcome, Secret, TxId,
     UserId,
 };
+use crate::line::{Line, LineReader};
 use crate::sasl::{self, SaslError};
 use crate::service::PeerInfo;
 use crate::session::{CloseReason, Event, RequestId, Session, TlsInfo};

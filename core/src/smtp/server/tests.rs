@@ -91,6 +91,7 @@ impl FakeStore {
                 self.open.remove(&tx.0);
                 Completion::Aborted
             }
+            other => panic!("SMTP never asks {other:?}"),
         }
     }
 }

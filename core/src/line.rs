@@ -1,4 +1,4 @@
-//! Splits a byte stream into command lines, with a hard bound on the memory a line may take.
+//! Splits a byte stream into command lines (SMTP, POP3, IMAP command parts), with a hard bound on the memory a line may take.
 
 /// Longest line kept (RFC 4954 allows AUTH lines of 12288 octets); longer ones are discarded.
 pub const MAX_LINE: usize = 12_288 + 2;

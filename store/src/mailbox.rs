@@ -1,0 +1,224 @@
+//! A Maildir folder as the readers (POP3, IMAP) see it: its messages in UID order, with UIDs
+//! kept in `dovecot-uidlist` and assigned to files that other programs (our own delivery, a
+//! Dovecot LDA, Courier) dropped into `new/` or `cur/`.
+
+use crate::fs::{FileSystem, write_atomic};
+use crate::maildir;
+use crate::uidlist::{self, UidEntry, UidList};
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// One message of a folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageInfo {
+    /// Its UID.
+    pub uid: u32,
+    /// `new` or `cur`.
+    pub subdir: &'static str,
+    /// The current file name.
+    pub name: String,
+    /// Size in octets with CRLF line ends (what POP3 and IMAP report).
+    pub size: u64,
+}
+
+impl MessageInfo {
+    /// The message's base name: stable across flag changes, unique in the folder.
+    pub fn base(&self) -> &str {
+        uidlist::base_name(&self.name)
+    }
+}
+
+/// A folder's state after a sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderView {
+    /// IMAP UIDVALIDITY.
+    pub uidvalidity: u32,
+    /// The UID the next message will get.
+    pub next_uid: u32,
+    /// Messages in UID order.
+    pub messages: Vec<MessageInfo>,
+}
+
+/// Serialises index updates per folder within the process.
+#[derive(Debug, Default)]
+pub struct FolderLocks(Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>);
+
+impl FolderLocks {
+    /// The lock of `dir`.
+    pub fn get(&self, dir: &Path) -> Arc<Mutex<()>> {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.entry(dir.to_path_buf()).or_default().clone()
+    }
+}
+
+/// Reads the size a Maildir name carries: `W=` (CRLF size) first, then `S=`.
+fn size_from_name(name: &str) -> Option<u64> {
+    let base = uidlist::base_name(name);
+    let fields: Vec<&str> = base.split(',').skip(1).collect();
+    let get = |key: &str| {
+        fields
+            .iter()
+            .find_map(|f| f.strip_prefix(key)?.parse().ok())
+    };
+    get("W=").or_else(|| get("S="))
+}
+
+/// The size of a message with bare LFs counted as CRLF.
+fn crlf_size(fs: &dyn FileSystem, path: &Path) -> io::Result<u64> {
+    let bytes = fs.read(path)?;
+    let bare_lf = bytes
+        .iter()
+        .enumerate()
+        .filter(|&(i, &b)| b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'))
+        .count();
+    Ok((bytes.len() + bare_lf) as u64)
+}
+
+/// Brings the folder's UID list up to date with its files and returns the folder's messages.
+/// New files get UIDs in name order (names start with the delivery time); vanished files lose
+/// theirs. A missing or unreadable list is rebuilt with a new UIDVALIDITY (`now_secs`).
+pub fn sync(
+    fs: &dyn FileSystem,
+    locks: &FolderLocks,
+    dir: &Path,
+    now_secs: i64,
+) -> io::Result<FolderView> {
+    let lock = locks.get(dir);
+    let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+    maildir::ensure(fs, dir)?;
+    let mut present: HashMap<String, (&'static str, String)> = HashMap::new();
+    for subdir in ["new", "cur"] {
+        for name in fs.read_dir(&dir.join(subdir))? {
+            if name.starts_with('.') {
+                continue;
+            }
+            present.insert(uidlist::base_name(&name).to_string(), (subdir, name));
+        }
+    }
+    let list_path = dir.join(uidlist::FILE_NAME);
+    let stored = match fs.read(&list_path) {
+        Ok(bytes) => UidList::parse(&String::from_utf8_lossy(&bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let mut changed = stored.is_none();
+    let mut list = stored.unwrap_or_else(|| {
+        let validity = u32::try_from(now_secs).unwrap_or(1).max(1);
+        UidList::new(validity, format!("{validity:08x}{:024x}", 0))
+    });
+    let mut messages = Vec::with_capacity(present.len());
+    let mut kept = Vec::with_capacity(list.entries.len());
+    for entry in list.entries.drain(..) {
+        let base = uidlist::base_name(&entry.name).to_string();
+        match present.remove(&base) {
+            Some((subdir, name)) => {
+                if name != entry.name {
+                    changed = true;
+                }
+                messages.push((entry.uid, subdir, name.clone()));
+                kept.push(UidEntry { name, ..entry });
+            }
+            None => changed = true,
+        }
+    }
+    let mut new: Vec<(&'static str, String)> = present.into_values().collect();
+    new.sort_by(|a, b| a.1.cmp(&b.1));
+    for (subdir, name) in new {
+        let uid = list.next_uid;
+        list.next_uid = list.next_uid.saturating_add(1);
+        messages.push((uid, subdir, name.clone()));
+        kept.push(UidEntry {
+            uid,
+            ext: String::new(),
+            name,
+        });
+        changed = true;
+    }
+    list.entries = kept;
+    if changed {
+        write_atomic(fs, &list_path, list.to_text().as_bytes(), "petrel")?;
+    }
+    let mut infos = Vec::with_capacity(messages.len());
+    for (uid, subdir, name) in messages {
+        let size = match size_from_name(&name) {
+            Some(s) => s,
+            None => crlf_size(fs, &dir.join(subdir).join(&name))?,
+        };
+        infos.push(MessageInfo {
+            uid,
+            subdir,
+            name,
+            size,
+        });
+    }
+    Ok(FolderView {
+        uidvalidity: list.uidvalidity,
+        next_uid: list.next_uid,
+        messages: infos,
+    })
+}
+
+/// Finds a message's current file by its base name (flags may have renamed it).
+pub fn find(fs: &dyn FileSystem, dir: &Path, base: &str) -> io::Result<Option<PathBuf>> {
+    if base.is_empty() || base.contains('/') || base.starts_with('.') {
+        return Ok(None);
+    }
+    for subdir in ["cur", "new"] {
+        let d = dir.join(subdir);
+        for name in fs.read_dir(&d)? {
+            if uidlist::base_name(&name) == base {
+                return Ok(Some(d.join(name)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::RealFs;
+
+    #[test]
+    fn assigns_keeps_and_forgets_uids() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("box");
+        let fs = RealFs;
+        let locks = FolderLocks::default();
+        let view = sync(&fs, &locks, &dir, 1000).unwrap();
+        assert_eq!(
+            (view.uidvalidity, view.next_uid, view.messages.len()),
+            (1000, 1, 0)
+        );
+        std::fs::write(dir.join("new/2.b,S=4"), "abcd").unwrap();
+        std::fs::write(dir.join("new/1.a"), "x\ny\n").unwrap();
+        let view = sync(&fs, &locks, &dir, 2000).unwrap();
+        assert_eq!(view.uidvalidity, 1000);
+        let got: Vec<(u32, &str, u64)> = view
+            .messages
+            .iter()
+            .map(|m| (m.uid, m.name.as_str(), m.size))
+            .collect();
+        assert_eq!(got, [(1, "1.a", 6), (2, "2.b,S=4", 4)]);
+        // A flag change renames; a deletion forgets; a new file gets the next UID.
+        std::fs::rename(dir.join("new/2.b,S=4"), dir.join("cur/2.b,S=4:2,S")).unwrap();
+        std::fs::remove_file(dir.join("new/1.a")).unwrap();
+        std::fs::write(dir.join("new/0.c"), "z").unwrap();
+        let view = sync(&fs, &locks, &dir, 3000).unwrap();
+        let got: Vec<(u32, &str)> = view
+            .messages
+            .iter()
+            .map(|m| (m.uid, m.name.as_str()))
+            .collect();
+        assert_eq!(got, [(2, "2.b,S=4:2,S"), (3, "0.c")]);
+        assert_eq!(
+            find(&fs, &dir, "2.b,S=4").unwrap(),
+            Some(dir.join("cur/2.b,S=4:2,S"))
+        );
+        assert_eq!(find(&fs, &dir, "../x").unwrap(), None);
+        let text = std::fs::read_to_string(dir.join(uidlist::FILE_NAME)).unwrap();
+        assert!(text.starts_with("3 V1000 N4 G"), "{text}");
+    }
+}
