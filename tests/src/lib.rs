@@ -15,6 +15,7 @@
 //! (config, Maildirs, queue and the server's stderr) for inspection.
 
 pub mod client;
+pub mod fuzzing;
 pub mod message;
 pub mod server;
 pub mod tools;

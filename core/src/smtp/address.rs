@@ -215,11 +215,16 @@ fn is_dot_string(s: &str) -> bool {
 pub fn parse_domain(s: &str) -> Result<Domain, PathError> {
     if let Some(lit) = s.strip_prefix('[') {
         let lit = lit.strip_suffix(']').ok_or(PathError::Syntax)?;
-        if lit.is_empty()
-            || !lit
-                .chars()
-                .all(|c| c.is_ascii_graphic() && c != '[' && c != ']' && c != '\\')
-        {
+        // RFC 5321 4.1.3: IPv4, `IPv6:...` or `tag:dcontent`; characters that would end a path
+        // or a quoted string are refused, so every literal can be written back as a path.
+        let ok_char = |c: char| c.is_ascii_graphic() && !"[]\\\"<>".contains(c);
+        let ipv4 = lit.split('.').count() == 4 && lit.split('.').all(|p| p.parse::<u8>().is_ok());
+        let tagged = lit.split_once(':').is_some_and(|(tag, rest)| {
+            !tag.is_empty()
+                && tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !rest.is_empty()
+        });
+        if lit.len() > 64 || !lit.chars().all(ok_char) || !(ipv4 || tagged) {
             return Err(PathError::Syntax);
         }
         return Ok(Domain::Literal(lit.to_string()));
@@ -309,6 +314,9 @@ mod tests {
             path(&format!("<{}@x>", "a".repeat(65))).unwrap_err(),
             PathError::TooLong
         );
+        assert!(path("<a@[x(y;z]>").is_err());
+        assert!(parse_mailbox("at0gser@[<\"1.1U]").is_err());
+        assert!(path("<a@[IPv6:::1]>").is_ok());
         let lit = path("<a@[127.0.0.1]>").unwrap().unwrap();
         assert_eq!(lit.domain, Domain::Literal("127.0.0.1".into()));
     }

@@ -1,0 +1,150 @@
+//! Runs every fuzz target's logic ([`petrel_tests::fuzzing`]) without cargo-fuzz: over the seed
+//! corpus, over the committed crash reproducers in `fuzz/regressions/<target>/`, and over inputs
+//! from a seeded generator. A failure prints the target and the input in hex.
+//!
+//! `PETREL_FUZZ_CASES=N` sets the generated inputs per target (default 3000; `smtp_session` gets
+//! half), `PETREL_FUZZ_SEED=S` the generator's seed, and `PETREL_FUZZ_CORPUS=1` also replays
+//! whatever `cargo fuzz` left in `fuzz/corpus/<target>/`. `PETREL_WRITE_SEEDS=1 cargo test -p petrel-tests
+//! --test fuzz_regression seed_corpus_for_cargo_fuzz` writes the seed corpus for cargo-fuzz.
+
+use petrel_tests::fuzzing::{SplitMix, TARGETS, generate, run_session, seeds};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::path::{Path, PathBuf};
+
+fn fuzz_dir() -> PathBuf {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR"));
+    tests.parent().unwrap_or(tests).join("fuzz")
+}
+
+fn hex(data: &[u8]) -> String {
+    data.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs `f` on `data`; on a panic, names the input before passing the panic on.
+fn run(name: &str, origin: &str, f: fn(&[u8]), data: &[u8]) {
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(data))) {
+        eprintln!(
+            "fuzz target {name} failed on {origin} ({} bytes): {}",
+            data.len(),
+            hex(data)
+        );
+        resume_unwind(panic);
+    }
+}
+
+/// Every file in `dir`, sorted by name; nothing if it does not exist.
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, Vec<u8>)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_file())
+        .map(|e| {
+            let path = e.path();
+            let data = std::fs::read(&path).expect("read corpus file");
+            (path.display().to_string(), data)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+fn seed_corpus() {
+    for (name, f) in TARGETS {
+        let corpus = seeds(name);
+        assert!(!corpus.is_empty(), "{name} has no seeds");
+        for (i, data) in corpus.iter().enumerate() {
+            run(name, &format!("seed {i}"), *f, data);
+        }
+    }
+}
+
+/// The session harness really converses: the first seed delivers its message, with the same
+/// replies when read in small pieces.
+#[test]
+fn session_seed_delivers() {
+    let corpus = seeds("smtp_session");
+    let first = run_session(&corpus[0]);
+    let text = String::from_utf8_lossy(&first.written);
+    assert_eq!(first.delivered, 1, "{text}");
+    assert!(text.contains("250 2.0.0 Ok: queued as"), "{text}");
+    assert!(text.contains("\r\n221 "), "{text}");
+    assert_eq!(
+        run_session(&corpus[1]),
+        first,
+        "a split changed the conversation"
+    );
+}
+
+#[test]
+fn committed_regressions() {
+    for (name, f) in TARGETS {
+        for (path, data) in files(&fuzz_dir().join("regressions").join(name)) {
+            run(name, &path, *f, &data);
+        }
+    }
+}
+
+#[test]
+fn fuzz_corpus_if_asked() {
+    if std::env::var_os("PETREL_FUZZ_CORPUS").is_none() {
+        return;
+    }
+    for (name, f) in TARGETS {
+        for (path, data) in files(&fuzz_dir().join("corpus").join(name)) {
+            run(name, &path, *f, &data);
+        }
+    }
+}
+
+#[test]
+fn generated_inputs() {
+    let cases = env_u64("PETREL_FUZZ_CASES", 3000);
+    let seed = env_u64("PETREL_FUZZ_SEED", 0x5045_5452_454c);
+    for (t, (name, f)) in TARGETS.iter().enumerate() {
+        let n = if *name == "smtp_session" {
+            cases / 2
+        } else {
+            cases
+        };
+        let mut rng = SplitMix::new(seed ^ (t as u64) << 56);
+        for i in 0..n {
+            let data = generate(name, &mut rng);
+            run(
+                name,
+                &format!("generated case {i} (seed {seed})"),
+                *f,
+                &data,
+            );
+        }
+    }
+}
+
+/// Every target has seeds; with `PETREL_WRITE_SEEDS=1` (fuzz/seeds.sh) they are also written to
+/// `fuzz/corpus/<target>/seed-NNN` for cargo-fuzz.
+#[test]
+fn seed_corpus_for_cargo_fuzz() {
+    let write = std::env::var_os("PETREL_WRITE_SEEDS").is_some();
+    for (name, _) in TARGETS {
+        let seeds = seeds(name);
+        assert!(!seeds.is_empty(), "target {name} has no seeds");
+        if !write {
+            continue;
+        }
+        let dir = fuzz_dir().join("corpus").join(name);
+        std::fs::create_dir_all(&dir).expect("create corpus dir");
+        for (i, data) in seeds.iter().enumerate() {
+            std::fs::write(dir.join(format!("seed-{i:03}")), data).expect("write seed");
+        }
+        println!("{}: {} seeds", dir.display(), seeds.len());
+    }
+}
