@@ -92,7 +92,8 @@ pub enum Effect {
     },
     /// Make the message durable for every recipient. `prepend` holds header fields known only
     /// after the body (Authentication-Results); it goes right after Return-Path. Answer:
-    /// [`Completion::Durable`] only once file and directory entries are on stable storage.
+    /// [`Completion::Durable`] only once file and directory entries are on stable storage. Either
+    /// way the transaction is over: after a failed commit the store has already cleaned up.
     Commit {
         /// The transaction.
         tx: TxId,
