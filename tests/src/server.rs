@@ -38,7 +38,8 @@ impl Runtime {
     }
 }
 
-/// One of the three SMTP listeners the harness configures.
+/// One of the listeners the harness configures: the three SMTP ones always, the two POP3 ones
+/// when [`ServerOptions::pop3`] is set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Listener {
     /// Inbound MTA (`[listen] smtp`, port 25 in production).
@@ -47,10 +48,14 @@ pub enum Listener {
     Submission,
     /// Submission over implicit TLS (`[listen] submissions`, 465).
     Submissions,
+    /// POP3 with STLS (`[listen] pop3`, 110); only with [`ServerOptions::pop3`].
+    Pop3,
+    /// POP3 over implicit TLS (`[listen] pop3s`, 995); only with [`ServerOptions::pop3`].
+    Pop3s,
 }
 
 impl Listener {
-    /// All three listeners.
+    /// The three SMTP listeners every server has.
     pub const ALL: [Listener; 3] = [Listener::Smtp, Listener::Submission, Listener::Submissions];
 
     /// The key of this listener in the `[listen]` table.
@@ -59,6 +64,8 @@ impl Listener {
             Listener::Smtp => "smtp",
             Listener::Submission => "submission",
             Listener::Submissions => "submissions",
+            Listener::Pop3 => "pop3",
+            Listener::Pop3s => "pop3s",
         }
     }
 }
@@ -105,6 +112,8 @@ pub struct ServerOptions {
     pub users: Vec<Account>,
     /// Raw lines appended to `DATA_DIR/passwd` after the users are created (e.g. Dovecot hashes).
     pub extra_passwd_lines: Vec<String>,
+    /// Also enable the `pop3` (STLS) and `pop3s` (implicit TLS) listeners. Default false.
+    pub pop3: bool,
 }
 
 impl Default for ServerOptions {
@@ -116,6 +125,7 @@ impl Default for ServerOptions {
             max_connections: 1000,
             users: DEFAULT_USERS.to_vec(),
             extra_passwd_lines: Vec::new(),
+            pop3: false,
         }
     }
 }
@@ -214,6 +224,8 @@ pub struct Server {
     smtp: u16,
     submission: u16,
     submissions: u16,
+    pop3: u16,
+    pop3s: u16,
     child: Option<Child>,
 }
 
@@ -235,6 +247,8 @@ impl Server {
             smtp: 0,
             submission: 0,
             submissions: 0,
+            pop3: 0,
+            pop3s: 0,
             child: None,
         };
         server.pick_ports();
@@ -274,11 +288,32 @@ impl Server {
         self.smtp = free_port();
         self.submission = free_port();
         self.submissions = free_port();
+        if self.opts.pop3 {
+            self.pop3 = free_port();
+            self.pop3s = free_port();
+        }
+    }
+
+    /// The ports of every configured listener.
+    fn ports(&self) -> Vec<u16> {
+        let mut ports = vec![self.smtp, self.submission, self.submissions];
+        if self.opts.pop3 {
+            ports.extend([self.pop3, self.pop3s]);
+        }
+        ports
     }
 
     /// The text of `petrel.toml` for the current ports and options.
     fn config_text(&self) -> String {
         let o = &self.opts;
+        let pop3 = if o.pop3 {
+            format!(
+                "pop3 = \"127.0.0.1:{}\"\npop3s = \"127.0.0.1:{}\"\n",
+                self.pop3, self.pop3s
+            )
+        } else {
+            String::new()
+        };
         format!(
             "hostname = \"mail.test.example\"\n\
              data_dir = {data}\n\
@@ -288,6 +323,7 @@ impl Server {
              smtp = \"127.0.0.1:{smtp}\"\n\
              submission = \"127.0.0.1:{sub}\"\n\
              submissions = \"127.0.0.1:{subs}\"\n\
+             {pop3}\
              \n\
              [limits]\n\
              max_message_size = {size}\n\
@@ -358,7 +394,7 @@ impl Server {
             .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
         self.child = Some(child);
         let deadline = Instant::now() + READY_TIMEOUT;
-        for port in [self.smtp, self.submission, self.submissions] {
+        for port in self.ports() {
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             loop {
                 if let Some(status) = self
@@ -404,6 +440,17 @@ impl Server {
             Listener::Smtp => self.smtp,
             Listener::Submission => self.submission,
             Listener::Submissions => self.submissions,
+            Listener::Pop3 | Listener::Pop3s => {
+                assert!(
+                    self.opts.pop3,
+                    "{listener:?} is only configured with ServerOptions::pop3"
+                );
+                if listener == Listener::Pop3 {
+                    self.pop3
+                } else {
+                    self.pop3s
+                }
+            }
         }
     }
 

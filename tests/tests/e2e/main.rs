@@ -39,6 +39,7 @@ mod ehlo;
 mod inbound;
 mod limits;
 mod pipelining;
+mod pop3;
 mod robustness;
 mod shutdown;
 mod smuggling;
