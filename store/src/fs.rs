@@ -73,6 +73,21 @@ pub fn create_dir_all(fs: &dyn FileSystem, path: &Path) -> io::Result<()> {
     }
 }
 
+/// Makes the entry of `path` and of each of its ancestors below `root` durable, whether this
+/// process created them or found them: a directory found on disk may have been created by a
+/// run whose parent fsync failed or never happened, and would vanish at the next crash.
+pub fn sync_ancestors(fs: &dyn FileSystem, path: &Path, root: &Path) -> io::Result<()> {
+    for dir in path.ancestors() {
+        if dir == root || !dir.starts_with(root) {
+            break;
+        }
+        if let Some(parent) = dir.parent() {
+            fs.sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
 /// Replaces `path` with `bytes` atomically and durably: temporary file, fsync, rename, fsync of
 /// the directory. Readers see the old or the new content, never a mix.
 pub fn write_atomic(

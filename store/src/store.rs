@@ -57,6 +57,8 @@ pub struct Store {
     counter: AtomicU64,
     folders: FolderLocks,
     maildrops: MaildropLocks,
+    /// Maildirs whose `new/` entry chain this process has made durable.
+    durable_maildirs: Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -81,6 +83,7 @@ impl Store {
         let dir = &config.data_dir;
         for sub in ["tmp", "mail", queue::MSG_DIR, queue::ENV_DIR] {
             crate::fs::create_dir_all(&*fs, &dir.join(sub))?;
+            crate::fs::sync_ancestors(&*fs, &dir.join(sub), dir)?;
         }
         for name in fs.read_dir(&dir.join("tmp"))? {
             let path = dir.join("tmp").join(&name);
@@ -97,6 +100,7 @@ impl Store {
             counter: AtomicU64::new(0),
             folders: FolderLocks::default(),
             maildrops: MaildropLocks::default(),
+            durable_maildirs: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -320,7 +324,7 @@ impl Store {
             mailboxes.dedup();
             for user in mailboxes {
                 let root = maildir::user_root(&self.config.data_dir, &user.0)?;
-                maildir::ensure(&*self.fs, &root)?;
+                self.ensure_durable_maildir(&root)?;
                 let new = root.join("new");
                 let name = self.link_unique(&open.path, &new, size)?;
                 created.push(new.join(name));
@@ -350,6 +354,27 @@ impl Store {
             }
         }
         result
+    }
+
+    /// Creates the Maildir if needed and, once per process, makes the entries leading to its
+    /// `new/` durable: a link into `new/` is only as durable as `new/` itself.
+    fn ensure_durable_maildir(&self, root: &Path) -> io::Result<()> {
+        let known = |set: &std::collections::HashSet<PathBuf>| set.contains(root);
+        if known(
+            &self
+                .durable_maildirs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        ) {
+            return Ok(());
+        }
+        maildir::ensure(&*self.fs, root)?;
+        crate::fs::sync_ancestors(&*self.fs, &root.join("new"), &self.config.data_dir)?;
+        self.durable_maildirs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(root.to_path_buf());
+        Ok(())
     }
 
     /// Links `src` into `dir` under a fresh unique name; falls back to a copy across devices.
