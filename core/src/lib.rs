@@ -44,6 +44,9 @@
 //!             Some(n) => pump.received(Instant::now(), n),
 //!             None => pump.timeout(Instant::now()),
 //!         },
+//!         Action::Wait { deadline } => { /* sleep until the deadline, then */
+//!             pump.timeout(Instant::now());
+//!         }
 //!         Action::Close(_) => break,
 //!     }
 //! }

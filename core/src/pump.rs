@@ -27,6 +27,13 @@ pub enum Action {
         /// When the session wants `handle_timeout` called, if ever.
         deadline: Option<Instant>,
     },
+    /// The input buffer is full and the session takes nothing more until `deadline` (a delayed
+    /// reply) or an outstanding request's answer: do not read; call [`Pump::timeout`] once
+    /// `deadline` has passed.
+    Wait {
+        /// When to call [`Pump::timeout`]; `None` only while a request is outstanding.
+        deadline: Option<Instant>,
+    },
     /// Close the connection; the session is over.
     Close(CloseReason),
 }
@@ -100,12 +107,16 @@ impl Pump {
                 self.closed = Some(CloseReason::PeerClosed);
                 Action::Close(CloseReason::PeerClosed)
             }
-            // A session that neither consumes its full input buffer nor waits for anything can
-            // never make progress: end it rather than spin.
-            None if !self.can_read() => {
-                self.closed = Some(CloseReason::TooManyErrors);
-                Action::Close(CloseReason::TooManyErrors)
-            }
+            // A full input buffer: wait for the session's timer or its outstanding request. A
+            // session that waits for neither can never make progress: end it rather than spin.
+            None if !self.can_read() => match self.session.poll_timeout() {
+                deadline @ Some(_) => Action::Wait { deadline },
+                None if self.outstanding > 0 => Action::Wait { deadline: None },
+                None => {
+                    self.closed = Some(CloseReason::TooManyErrors);
+                    Action::Close(CloseReason::TooManyErrors)
+                }
+            },
             None => Action::Read {
                 deadline: self.session.poll_timeout(),
             },

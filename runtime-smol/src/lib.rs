@@ -10,7 +10,7 @@ use event_listener::Event;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, future};
 use futures_rustls::TlsAcceptor;
 use futures_rustls::server::TlsStream;
-use petrel_core::{Action, Listener, PeerInfo, ServerLimits, SessionIds, TlsInfo};
+use petrel_core::{Action, CloseReason, Listener, PeerInfo, ServerLimits, SessionIds, TlsInfo};
 use petrel_store::Store;
 use rustls::ServerConfig;
 use smol::Executor;
@@ -373,6 +373,14 @@ async fn serve(
                         pump.shutdown(Instant::now());
                     }
                 }
+            }
+            Action::Wait { deadline } => {
+                // Requests are awaited inline, so only a delayed reply waits with input full.
+                let Some(d) = deadline else {
+                    break CloseReason::LocalError;
+                };
+                Timer::at(d).await;
+                pump.timeout(Instant::now());
             }
             Action::Close(reason) => break reason,
         }

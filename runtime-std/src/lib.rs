@@ -4,7 +4,7 @@
 //! All protocol decisions live in `petrel-core`; this crate only moves bytes between a socket and
 //! a [`Pump`], runs the store's requests inline, and turns deadlines into read timeouts.
 
-use petrel_core::{Action, Listener, PeerInfo, ServerLimits, SessionIds, TlsInfo};
+use petrel_core::{Action, CloseReason, Listener, PeerInfo, ServerLimits, SessionIds, TlsInfo};
 use petrel_store::Store;
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use std::io::{self, Read, Write};
@@ -325,6 +325,17 @@ fn serve(
                     Err(e) if is_timeout(&e) => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => pump.eof(Instant::now()),
+                }
+            }
+            Action::Wait { deadline } => {
+                // Only a delayed reply makes a blocking session wait with its input full.
+                let Some(d) = deadline else {
+                    break CloseReason::LocalError;
+                };
+                let now = Instant::now();
+                std::thread::sleep(d.saturating_duration_since(now).min(SHUTDOWN_POLL));
+                if Instant::now() >= d {
+                    pump.timeout(Instant::now());
                 }
             }
             Action::Close(reason) => break reason,

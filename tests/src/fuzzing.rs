@@ -567,6 +567,10 @@ pub fn run_session(data: &[u8]) -> SessionReport {
                     pump.eof(now);
                 }
             }
+            Action::Wait { deadline } => {
+                now = now.max(deadline.expect("requests are answered at once here"));
+                pump.timeout(now);
+            }
             Action::Close(_) => break,
         }
         let held = pump.buffered_bytes();

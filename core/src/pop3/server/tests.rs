@@ -138,6 +138,10 @@ fn converse(input: &[u8], cuts: &[usize], store: &mut FakeStore) -> String {
                     pump.eof(now);
                 }
             }
+            Action::Wait { deadline } => {
+                now = deadline.expect("no request is ever outstanding here");
+                pump.timeout(now);
+            }
             Action::Close(_) => break,
         }
     }

@@ -161,6 +161,10 @@ fn converse(role: Role, input: &[u8], cuts: &[usize]) -> (String, FakeStore) {
                     pump.eof(now);
                 }
             }
+            Action::Wait { deadline } => {
+                now = deadline.expect("no request is ever outstanding here");
+                pump.timeout(now);
+            }
             Action::Close(_) => break,
         }
     }
@@ -450,4 +454,20 @@ fn mail_loops_are_refused() {
     let (t, store) = converse(Role::Inbound, &script, &[]);
     assert!(t.contains("554 5.4.6"), "{t}");
     assert!(store.delivered.is_empty());
+}
+
+#[test]
+fn pipelining_through_an_auth_failure_delay() {
+    // More than the driver's input buffer arrives while the 535 is held back: the connection
+    // waits for the delay instead of being dropped, then answers everything in order.
+    let mut script = b"EHLO a\r\nAUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdAB3cm9uZw==\r\n".to_vec();
+    for _ in 0..4000 {
+        script.extend_from_slice(b"NOOP\r\n");
+    }
+    script.extend_from_slice(b"QUIT\r\n");
+    let (t, _) = converse(Role::Submission, &script, &[]);
+    let codes = codes(&t);
+    assert_eq!(&codes[..3], ["220", "250", "535"], "{}", &t[..200]);
+    assert_eq!(codes.iter().filter(|c| **c == "250").count(), 4001);
+    assert_eq!(codes.last(), Some(&"221"));
 }
