@@ -3,7 +3,9 @@
 //! `PETREL_SEED=S cargo test -p petrel-tests --test sim -- --nocapture` replays seed S and prints
 //! `seed S trace-hash H`; `PETREL_SEEDS=N` runs N consecutive seeds from S (defaults: S=0, N=200).
 //! Other knobs: `PETREL_MAX_OPS` (steps per run), `PETREL_TRACE` (print whole traces),
-//! `PETREL_PLANTED` (run on a disk that ignores directory fsyncs, to see a failure report).
+//! `PETREL_PLANTED` (run on a disk that ignores directory fsyncs, to see a failure report),
+//! `PETREL_FRESH_MAILDIRS` (no Maildirs at the start: the store creates them under faults),
+//! `PETREL_KEEP_GOING` (run every seed, list all failures; `scripts/sim-campaign` sets it).
 
 #[path = "../src/dst/mod.rs"]
 #[allow(dead_code)]
@@ -24,6 +26,8 @@ fn options(seed: u64) -> RunOptions {
     }
     // Demonstrates a failure report: the disk ignores directory fsyncs.
     o.planted_bug = std::env::var("PETREL_PLANTED").is_ok();
+    // Let the store create the Maildirs under faults (exposes the directory-durability bug).
+    o.fresh_maildirs = std::env::var("PETREL_FRESH_MAILDIRS").is_ok();
     o
 }
 
@@ -50,27 +54,40 @@ fn seeds() {
     });
     let t0 = std::time::Instant::now();
     let (mut acked, mut crashes, mut faults, mut stuck) = (0, 0, 0, Vec::new());
+    let (mut parked, mut stalls, mut peak) = (0, 0, 0);
+    // Campaigns run every seed and report all failures at the end.
+    let keep_going = std::env::var("PETREL_KEEP_GOING").is_ok();
+    let mut failed = Vec::new();
     for seed in start..start + count {
         let out = run_seed(options(seed));
         if std::env::var("PETREL_TRACE").is_ok() {
             out.trace.iter().for_each(|l| println!("  {l}"));
         }
         println!("seed {seed} trace-hash {:016x}", out.trace_hash);
-        if out.failure.is_some() {
-            report_failure(&out);
+        if let Some(f) = &out.failure {
+            if !keep_going {
+                report_failure(&out);
+            }
+            eprintln!("PETREL_SEED={seed} failed: {f}");
+            failed.push(seed);
         }
         acked += out.acked;
         crashes += out.crashes;
         faults += out.faults;
+        parked += out.parked;
+        stalls += out.stalls;
+        peak = peak.max(out.peak_buffered);
         if out.unfinished > 0 {
             stuck.push(seed);
         }
     }
     let secs = t0.elapsed().as_secs_f64();
     println!(
-        "{count} seeds in {secs:.2}s ({:.1} seeds/s): {acked} messages acknowledged, {crashes} crashes, {faults} disk faults; seeds out of steps with clients unfinished: {stuck:?}",
-        count as f64 / secs
+        "{count} seeds in {secs:.2}s ({:.1} seeds/s): {acked} messages acknowledged, {crashes} crashes, {faults} disk faults, {parked} late store answers, {stalls} reader stalls, peak buffered {peak} of {}; seeds out of steps with clients unfinished: {stuck:?}",
+        count as f64 / secs,
+        petrel_core::Pump::MAX_BUFFERED
     );
+    assert!(failed.is_empty(), "failing seeds: {failed:?}");
 }
 
 #[test]
@@ -119,4 +136,32 @@ fn planted_torn_file_is_found() {
         failing.len()
     );
     assert!(!failing.is_empty(), "the torn-file bug was not found");
+}
+
+#[test]
+fn planted_lost_completion_is_found() {
+    // The runtime never answers slow store requests: the liveness phase must report a client
+    // that waits forever.
+    let found = (0..40).find_map(|seed| {
+        let mut o = options(seed);
+        o.planted_lost = true;
+        o.max_steps = 3000;
+        run_seed(o).failure.map(|f| (seed, f))
+    });
+    println!("planted bug (lost completion) found: {found:?}");
+    let (_, f) = found.expect("a lost completion was not found");
+    assert!(f.contains("liveness"), "{f}");
+}
+
+#[test]
+fn maildir_created_under_faults_survives_crash() {
+    // Seed 42 with no Maildirs at the start: a commit creates mail/example.test, its parent's
+    // fsync fails (EIO), a later commit finds the directory and never fsyncs mail/ again, and
+    // the crash loses the whole domain directory with acknowledged mail in it.
+    let mut o = options(42);
+    o.fresh_maildirs = true;
+    let out = run_seed(o);
+    if out.failure.is_some() {
+        report_failure(&out);
+    }
 }

@@ -62,12 +62,104 @@ pub fn mailboxes(fs: &SimFs, clients: &[Client]) -> Result<usize, String> {
                 .copied()
                 .unwrap_or(0);
             if n != 1 {
+                let mail = Path::new(DATA_DIR).join("mail");
                 return Err(format!(
-                    "acknowledged message {} is in {user}/new {n} times",
-                    a.id
+                    "acknowledged message {} is in {user}/new {n} times (mail/ holds {:?}, mail/{DOMAIN}/ holds {:?})",
+                    a.id,
+                    fs.list(&mail),
+                    fs.list(&mail.join(DOMAIN))
                 ));
             }
         }
     }
     Ok(files)
+}
+
+/// Checks the outbound queue: every acknowledged message with remote recipients has exactly one
+/// `queue/env/*` naming its queue id, listing exactly those recipients, and the `queue/msg/*`
+/// file of the same name holds the whole message. Returns the number of envelopes seen.
+pub fn queue(fs: &SimFs, clients: &[Client]) -> Result<usize, String> {
+    let attempts: BTreeMap<&str, &Attempt> = clients
+        .iter()
+        .flat_map(|c| c.attempts.iter())
+        .map(|a| (a.id.as_str(), a))
+        .collect();
+    let env_dir = Path::new(DATA_DIR).join("queue/env");
+    let msg_dir = Path::new(DATA_DIR).join("queue/msg");
+    // queue id -> (file names, recipients of the last one)
+    let mut by_id: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    let mut seen = 0;
+    for name in fs.list(&env_dir) {
+        if name.starts_with('.') {
+            continue;
+        }
+        seen += 1;
+        let text = fs.contents(&env_dir.join(&name)).unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
+        let id = text
+            .lines()
+            .find_map(|l| l.strip_prefix("id "))
+            .ok_or_else(|| format!("queue/env/{name}: no id line: {text:?}"))?;
+        let mut rcpts: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("rcpt "))
+            .map(str::to_lowercase)
+            .collect();
+        rcpts.sort();
+        let e = by_id.entry(id.to_string()).or_default();
+        e.0.push(name.clone());
+        e.1 = rcpts;
+        if let Some(data) = fs.contents(&msg_dir.join(&name)) {
+            let what = format!("queue/msg/{name} ({} bytes)", data.len());
+            let sid = sim_id(&data).ok_or_else(|| format!("{what}: no X-Sim-Id (partial?)"))?;
+            let a = attempts
+                .get(sid.as_str())
+                .ok_or_else(|| format!("{what}: unknown message {sid}"))?;
+            let head = format!("Return-Path: <{}>\r\n", a.sender);
+            if !data.starts_with(head.as_bytes()) || !data.ends_with(&a.body) {
+                return Err(format!("{what}: is not message {sid} byte for byte"));
+            }
+        }
+    }
+    for a in attempts
+        .values()
+        .filter(|a| a.acked && !a.remote.is_empty())
+    {
+        let qid = a
+            .queue_id
+            .as_deref()
+            .ok_or_else(|| format!("acknowledged {} has no queue id", a.id))?;
+        let Some((names, rcpts)) = by_id.get(qid) else {
+            return Err(format!(
+                "acknowledged message {} (queued as {qid}) has no queue/env file",
+                a.id
+            ));
+        };
+        if names.len() != 1 {
+            return Err(format!(
+                "{} is queued {} times: {names:?}",
+                a.id,
+                names.len()
+            ));
+        }
+        let mut want: Vec<String> = a.remote.iter().map(|r| r.to_lowercase()).collect();
+        want.sort();
+        want.dedup();
+        if *rcpts != want {
+            return Err(format!(
+                "queue/env/{} lists {rcpts:?}, want {want:?}",
+                names[0]
+            ));
+        }
+        let data = fs.contents(&msg_dir.join(&names[0])).unwrap_or_default();
+        if sim_id(&data).as_deref() != Some(a.id.as_str()) || !data.ends_with(&a.body) {
+            return Err(format!(
+                "acknowledged {} has queue/env/{} but queue/msg holds {} other bytes",
+                a.id,
+                names[0],
+                data.len()
+            ));
+        }
+    }
+    Ok(seen)
 }

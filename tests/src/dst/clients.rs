@@ -29,6 +29,23 @@ pub struct Attempt {
     pub invalid: bool,
     /// The `250 ... queued as` reply was seen.
     pub acked: bool,
+    /// Remote addresses the server accepted (submission relays them through the queue).
+    pub remote: Vec<String>,
+    /// The id from `250 ... queued as ID` (the queue envelope's `id` line).
+    pub queue_id: Option<String>,
+}
+
+/// One AUTH try of a submission client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuthTry {
+    /// The right password as an initial response.
+    Right,
+    /// The right password after an empty 334 challenge.
+    RightChallenge,
+    /// A wrong password (535, after the failure delay).
+    Wrong,
+    /// `AUTH PLAIN`, then `*` (501).
+    Cancel,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +60,10 @@ enum Expect {
     Junk,
     Rset,
     Quit,
+    StartTls,
+    Challenge(AuthTry),
+    Auth(AuthTry),
+    Burst,
 }
 
 #[derive(Debug, Default)]
@@ -54,6 +75,8 @@ struct Conn {
     body_wire: Vec<u8>,
     ready: bool,
     closing: bool,
+    tls: bool,
+    auth: VecDeque<AuthTry>,
 }
 
 /// One SMTP sender.
@@ -75,6 +98,13 @@ pub struct Client {
     pub done: bool,
     /// Replies received, for stats.
     pub replies: u64,
+    /// Submission client: STARTTLS, AUTH, then local and remote recipients.
+    pub submission: bool,
+    /// Slow reader: sends bursts of pipelined commands and then stops reading for a while.
+    pub slow: bool,
+    /// Set after a burst: the world should stop this client's reading now.
+    pub stall_request: bool,
+    lockouts: u32,
 }
 
 impl Client {
@@ -93,6 +123,10 @@ impl Client {
             current: None,
             done: false,
             replies: 0,
+            submission: rng.one_in(2),
+            slow: rng.one_in(3),
+            stall_request: false,
+            lockouts: 0,
         }
     }
 
@@ -102,8 +136,30 @@ impl Client {
     }
 
     /// A new connection was opened to the server.
-    pub fn connect(&mut self) {
+    pub fn connect(&mut self, rng: &mut Rng) {
         let mut c = Conn::default();
+        if self.submission {
+            let fails = if self.lockouts == 0 && rng.one_in(8) {
+                self.lockouts += 1;
+                3
+            } else {
+                rng.range(0, 2)
+            };
+            for _ in 0..fails {
+                let t = if rng.one_in(2) {
+                    AuthTry::Wrong
+                } else {
+                    AuthTry::Cancel
+                };
+                c.auth
+                    .push_back(if fails == 3 { AuthTry::Wrong } else { t });
+            }
+            c.auth.push_back(if rng.one_in(2) {
+                AuthTry::Right
+            } else {
+                AuthTry::RightChallenge
+            });
+        }
         c.expects.push_back(Expect::Greeting);
         self.conn = Some(c);
         self.current = None;
@@ -194,13 +250,60 @@ impl Client {
                 conn.expects.push_back(Expect::Ehlo);
             }
             Expect::Greeting => conn.closing = true,
+            Expect::Ehlo if ok && self.submission && !conn.tls => {
+                if !reply.iter().any(|l| l.ends_with("STARTTLS")) {
+                    return Err(format!(
+                        "submission EHLO does not offer STARTTLS: {reply:?}"
+                    ));
+                }
+                out.extend_from_slice(b"STARTTLS\r\n");
+                conn.expects.push_back(Expect::StartTls);
+            }
+            Expect::Ehlo if ok && self.submission && !conn.ready => {
+                if !reply.iter().any(|l| l.contains("AUTH PLAIN")) {
+                    return Err(format!(
+                        "EHLO after STARTTLS does not offer AUTH: {reply:?}"
+                    ));
+                }
+                next_auth(conn, self.idx, out);
+            }
             Expect::Ehlo if ok => conn.ready = true,
+            Expect::StartTls if code == 220 => {
+                conn.tls = true;
+                out.extend_from_slice(b"EHLO client.remote.test\r\n");
+                conn.expects.push_back(Expect::Ehlo);
+            }
+            Expect::StartTls => return Err(format!("STARTTLS refused: {last:?}")),
+            Expect::Challenge(t) if code == 334 => {
+                if t == AuthTry::Cancel {
+                    out.extend_from_slice(b"*\r\n");
+                } else {
+                    out.extend_from_slice(plain(self.idx, true).as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+                conn.expects.push_back(Expect::Auth(t));
+            }
+            Expect::Challenge(t) => return Err(format!("AUTH {t:?} challenge was {last:?}")),
+            Expect::Auth(t) => match (t, code) {
+                (AuthTry::Right | AuthTry::RightChallenge, 235) => conn.ready = true,
+                (AuthTry::Wrong, 535) | (AuthTry::Cancel, 501) => next_auth(conn, self.idx, out),
+                (_, 454) => {
+                    conn.auth.push_front(t);
+                    next_auth(conn, self.idx, out);
+                }
+                _ => return Err(format!("AUTH {t:?} answered {last:?}")),
+            },
+            Expect::Burst => {}
             Expect::Ehlo => return Err(format!("EHLO refused: {last:?}")),
             Expect::Mail | Expect::Rset | Expect::Junk => {}
             Expect::Rcpt(i) => {
                 if ok && let Some(a) = self.current.and_then(|c| self.attempts.get_mut(c)) {
                     let user = a.requested[i].clone();
-                    a.accepted.push(user);
+                    if user.contains('@') {
+                        a.remote.push(user);
+                    } else {
+                        a.accepted.push(user);
+                    }
                 }
             }
             Expect::Data if code == 354 => {
@@ -224,6 +327,9 @@ impl Client {
                         return Err(format!("{} has an over-long line but was accepted", a.id));
                     }
                     a.acked = true;
+                    a.queue_id = last
+                        .split_once("queued as ")
+                        .map(|(_, id)| id.trim().to_string());
                 }
                 self.finish(code, out);
             }
@@ -287,6 +393,18 @@ impl Client {
         if conn.closing {
             return;
         }
+        if self.slow && rng.one_in(3) {
+            // A pipelined burst, then (the world decides) a long pause in reading.
+            for _ in 0..rng.range(50, 2500) {
+                out.extend_from_slice(match rng.below(4) {
+                    0 => b"EHLO burst.remote.test\r\n".as_slice(),
+                    1 => b"RSET\r\n",
+                    _ => b"NOOP\r\n",
+                });
+                conn.expects.push_back(Expect::Burst);
+            }
+            self.stall_request = true;
+        }
         if self.junk > 0 && rng.one_in(self.junk) {
             if rng.one_in(2) {
                 out.extend_from_slice(b"XYZZY plugh\r\n");
@@ -302,13 +420,23 @@ impl Client {
             return;
         }
         let id = format!("c{}-m{}-a{}", self.idx, self.msg, self.tries);
-        let sender = format!("sender{}@remote.test", self.idx);
+        let sender = if self.submission {
+            let user = USERS[self.idx % USERS.len()];
+            if rng.one_in(4) {
+                format!("{user}+tag{}@{DOMAIN}", self.idx)
+            } else {
+                format!("{user}@{DOMAIN}")
+            }
+        } else {
+            format!("sender{}@remote.test", self.idx)
+        };
         let invalid = !self.bdat && self.junk > 0 && rng.one_in(self.junk * 2);
         let body = make_body(&id, invalid, rng);
         let mut requested = Vec::new();
         for _ in 0..rng.range(1, 3) {
             let user = match rng.below(8) {
                 0 => "nobody".to_string(),
+                n if self.submission && n >= 5 => format!("r{n}@remote{}.test", rng.below(3)),
                 n => USERS[n as usize % USERS.len()].to_string(),
             };
             if !requested.contains(&user) {
@@ -320,7 +448,11 @@ impl Client {
             Expect::Mail,
         ));
         for (i, user) in requested.iter().enumerate() {
-            let cmd = format!("RCPT TO:<{user}@{DOMAIN}>\r\n").into_bytes();
+            let cmd = if user.contains('@') {
+                format!("RCPT TO:<{user}>\r\n").into_bytes()
+            } else {
+                format!("RCPT TO:<{user}@{DOMAIN}>\r\n").into_bytes()
+            };
             conn.plan.push_back((cmd, Expect::Rcpt(i)));
         }
         if self.bdat {
@@ -354,8 +486,33 @@ impl Client {
             accepted: Vec::new(),
             invalid,
             acked: false,
+            remote: Vec::new(),
+            queue_id: None,
         });
         self.current = Some(self.attempts.len() - 1);
+    }
+}
+
+/// The PLAIN response of client `idx`: its user and the right or a wrong password.
+fn plain(idx: usize, right: bool) -> String {
+    let user = USERS[idx % USERS.len()];
+    let password = if right { "password" } else { "wrong-password" };
+    petrel_core::sasl::encode_challenge(format!("\0{user}@{DOMAIN}\0{password}").as_bytes())
+}
+
+/// Sends the next AUTH try of the connection's plan.
+fn next_auth(conn: &mut Conn, idx: usize, out: &mut Vec<u8>) {
+    let t = conn.auth.pop_front().unwrap_or(AuthTry::Right);
+    match t {
+        AuthTry::Right | AuthTry::Wrong => {
+            let line = format!("AUTH PLAIN {}\r\n", plain(idx, t == AuthTry::Right));
+            out.extend_from_slice(line.as_bytes());
+            conn.expects.push_back(Expect::Auth(t));
+        }
+        AuthTry::RightChallenge | AuthTry::Cancel => {
+            out.extend_from_slice(b"AUTH PLAIN\r\n");
+            conn.expects.push_back(Expect::Challenge(t));
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use super::fs::{Faults, SimFs};
 use super::rng::Rng;
 use petrel_core::smtp::{Role, SmtpConfig};
 use petrel_core::{
-    Action, Completion, Effect, PeerInfo, Pump, Service, SessionIds, TlsInfo, WallClock,
+    Action, Completion, Effect, PeerInfo, Pump, RequestId, Service, SessionIds, TlsInfo, WallClock,
 };
 use petrel_store::{Store, StoreConfig};
 use std::collections::BTreeMap;
@@ -28,6 +28,10 @@ pub struct RunOptions {
     pub planted_torn: bool,
     /// Steps before the run stops (then the final crash and check).
     pub max_steps: usize,
+    /// Planted bug: the runtime loses the answers of slow store requests (never completes them).
+    pub planted_lost: bool,
+    /// Start without the users' Maildirs, so the store creates them while faults are on.
+    pub fresh_maildirs: bool,
 }
 
 impl RunOptions {
@@ -38,6 +42,8 @@ impl RunOptions {
             planted_bug: false,
             planted_torn: false,
             max_steps: 20_000,
+            fresh_maildirs: false,
+            planted_lost: false,
         }
     }
 }
@@ -61,6 +67,12 @@ pub struct Outcome {
     pub faults: u64,
     /// Clients that had not finished when the step budget ran out (0 when the run ended).
     pub unfinished: usize,
+    /// Store requests whose completion was delayed.
+    pub parked: u64,
+    /// Times a slow client stopped reading.
+    pub stalls: u64,
+    /// Highest `Pump::buffered_bytes` seen.
+    pub peak_buffered: usize,
 }
 
 /// The simulated calendar, derived from the simulated monotonic clock.
@@ -73,12 +85,29 @@ impl WallClock for SimWall {
     }
 }
 
+/// A store request in progress: done early with its answer held back, or not yet executed.
+enum Work {
+    Done(Completion),
+    Todo(Effect),
+}
+
+struct Parked {
+    rid: RequestId,
+    name: String,
+    ready_at: u64,
+    work: Work,
+}
+
 struct Conn {
     pump: Pump,
     client: usize,
     to_server: Vec<u8>,
     client_gone: bool,
     deadline: Option<Instant>,
+    /// Picks left during which the client does not read (slow reader).
+    stall: u32,
+    /// The store request the runtime is waiting for, if it is slow.
+    parked: Option<Parked>,
 }
 
 struct World {
@@ -87,7 +116,8 @@ struct World {
     nanos: Arc<AtomicU64>,
     fs: SimFs,
     store: Option<Store>,
-    service: Service,
+    inbound: Service,
+    submission: Service,
     ids: SessionIds,
     conns: BTreeMap<u64, Conn>,
     next_conn: u64,
@@ -98,20 +128,48 @@ struct World {
     crashes: usize,
     faults: u64,
     mid_crash_one_in: u64,
+    park_one_in: u64,
+    lose_parked: bool,
+    stalls_on: bool,
+    steps: u64,
+    parked: u64,
+    stalls: u64,
+    peak_buffered: usize,
 }
 
-/// A disk with the users already created (Argon2 runs once per process, not per seed).
-fn template() -> &'static SimFs {
-    static T: OnceLock<SimFs> = OnceLock::new();
-    T.get_or_init(|| {
+/// A disk with the data directory and the users (`{PLAIN}` passwords: Argon2 is too slow here);
+/// with `maildirs`, each user's Maildir exists too (as `petrel user add` leaves it).
+fn template(maildirs: bool) -> &'static SimFs {
+    static WITH: OnceLock<SimFs> = OnceLock::new();
+    static WITHOUT: OnceLock<SimFs> = OnceLock::new();
+    let cell = if maildirs { &WITH } else { &WITHOUT };
+    cell.get_or_init(|| {
+        use petrel_store::fs::FileSystem;
+        use std::io::Write;
         let fs = SimFs::new(0, Faults::default());
-        let store = open_store(&fs, Arc::new(SimWall(Arc::new(AtomicU64::new(0)))), 0, 0)
+        open_store(&fs, Arc::new(SimWall(Arc::new(AtomicU64::new(0)))), 0, 0)
             .expect("template store");
-        for user in USERS {
-            store
-                .users()
-                .add(&format!("{user}@{DOMAIN}"), "password")
-                .expect("add user");
+        let text: String = USERS
+            .iter()
+            .map(|u| format!("{u}@{DOMAIN}:{{PLAIN}}password\n"))
+            .collect();
+        let mut f = fs
+            .create_new(&PathBuf::from(DATA_DIR).join("passwd"))
+            .expect("passwd");
+        f.write_all(text.as_bytes()).expect("write passwd");
+        f.sync().expect("sync passwd");
+        drop(f);
+        if maildirs {
+            for user in USERS {
+                for sub in ["cur", "new", "tmp"] {
+                    let dir = PathBuf::from(DATA_DIR)
+                        .join("mail")
+                        .join(DOMAIN)
+                        .join(user)
+                        .join(sub);
+                    petrel_store::fs::create_dir_all(&fs, &dir).expect("maildir");
+                }
+            }
         }
         fs
     })
@@ -145,6 +203,7 @@ fn effect_name(e: &Effect) -> String {
         Effect::AppendChunk { tx, bytes } => format!("append {} {}", tx.0, bytes.len()),
         Effect::Commit { tx, .. } => format!("commit {}", tx.0),
         Effect::Abort { tx } => format!("abort {}", tx.0),
+        Effect::Authenticate { username, .. } => format!("auth {username}"),
         _ => "other".into(),
     }
 }
@@ -192,8 +251,13 @@ impl World {
             tls: None,
             session_id: self.ids.next_id(),
         };
-        let pump = Pump::new(self.service.open(peer, now));
-        self.clients[client].connect();
+        let service = if self.clients[client].submission {
+            &self.submission
+        } else {
+            &self.inbound
+        };
+        let pump = Pump::new(service.open(peer, now));
+        self.clients[client].connect(&mut self.rng);
         self.next_conn += 1;
         self.conns.insert(
             self.next_conn,
@@ -203,6 +267,8 @@ impl World {
                 to_server: Vec::new(),
                 client_gone: false,
                 deadline: None,
+                stall: 0,
+                parked: None,
             },
         );
         self.log(format!("conn {} open client {client}", self.next_conn));
@@ -214,12 +280,41 @@ impl World {
         let Some(conn) = self.conns.get_mut(&id) else {
             return Ok(());
         };
+        if let Some(p) = &conn.parked {
+            // The runtime is waiting for the store: the connection does nothing else meanwhile.
+            if self.steps < p.ready_at {
+                return Ok(());
+            }
+            let Some(p) = conn.parked.take() else {
+                return Ok(());
+            };
+            let c = match p.work {
+                Work::Done(c) => c,
+                Work::Todo(effect) => match self.execute(id, &p.name, effect)? {
+                    Some(c) => c,
+                    None => return Ok(()),
+                },
+            };
+            let cname = completion_name(&c);
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.pump.complete(now, p.rid, c);
+            }
+            self.log(format!("conn {id} {} -> {cname} (late)", p.name));
+            return Ok(());
+        }
         match conn.pump.next_action() {
             Action::Write => {
                 let out = conn.pump.output();
                 if conn.client_gone {
                     let n = out.len();
                     conn.pump.wrote(now, n);
+                    return Ok(());
+                }
+                if conn.stall > 0 {
+                    conn.stall -= 1;
+                    if conn.stall == 0 {
+                        self.log(format!("conn {id} client reads again"));
+                    }
                     return Ok(());
                 }
                 let n = if self.rng.one_in(3) {
@@ -237,23 +332,61 @@ impl World {
                 if !reply.is_empty() {
                     self.log(format!("conn {id} client queues {}", reply.len()));
                 }
+                let c = &mut self.clients[client];
+                let burst = std::mem::take(&mut c.stall_request);
+                let slow = c.slow;
+                if self.stalls_on && (burst || (slow && self.rng.one_in(20))) {
+                    let steps = if burst {
+                        self.rng.range(50, 1500)
+                    } else {
+                        self.rng.range(10, 300)
+                    } as u32;
+                    if let Some(conn) = self.conns.get_mut(&id) {
+                        conn.stall = steps;
+                    }
+                    self.stalls += 1;
+                    self.log(format!("conn {id} client stops reading for {steps}"));
+                }
                 if let Some(conn) = self.conns.get_mut(&id) {
                     conn.to_server.extend_from_slice(&reply);
                 }
             }
             Action::Execute(rid, effect) => {
                 let name = effect_name(&effect);
-                if self.mid_crash_one_in > 0 && self.rng.one_in(self.mid_crash_one_in) {
-                    self.fs.crash_after_ops(self.rng.range(1, 6) as u64);
+                if self.park_one_in > 0 && self.rng.one_in(self.park_one_in) {
+                    // Store latency: the answer comes a few steps later; either the work is
+                    // done now and only the answer is late, or the work itself waits.
+                    let work = if self.rng.one_in(2) {
+                        match self.execute(id, &name, effect)? {
+                            Some(c) => Work::Done(c),
+                            None => return Ok(()),
+                        }
+                    } else {
+                        Work::Todo(effect)
+                    };
+                    let mut ready_at = self.steps + self.rng.range(1, 200) as u64;
+                    if self.lose_parked {
+                        ready_at = u64::MAX;
+                    }
+                    self.parked += 1;
+                    self.log(format!("conn {id} {name} parked until step {ready_at}"));
+                    if let Some(conn) = self.conns.get_mut(&id) {
+                        conn.parked = Some(Parked {
+                            rid,
+                            name,
+                            ready_at,
+                            work,
+                        });
+                    }
+                    return Ok(());
                 }
-                let store = self.store.as_ref().expect("store is open");
-                let c = store.execute(effect);
-                if self.fs.crashed() {
-                    self.log(format!("conn {id} {name} -> power lost inside"));
-                    return self.crash();
-                }
+                let Some(c) = self.execute(id, &name, effect)? else {
+                    return Ok(());
+                };
                 let cname = completion_name(&c);
-                conn.pump.complete(now, rid, c);
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    conn.pump.complete(now, rid, c);
+                }
                 self.log(format!("conn {id} {name} -> {cname}"));
             }
             Action::StartTls => conn.pump.tls_established(
@@ -265,7 +398,11 @@ impl World {
             ),
             Action::Read { deadline } => {
                 conn.deadline = deadline;
-                if !conn.to_server.is_empty() {
+                if deadline.is_some_and(|d| d <= now) {
+                    // Timers first: a delayed reply (AUTH failure) does not wait for more input.
+                    conn.pump.timeout(now);
+                    self.log(format!("conn {id} timeout"));
+                } else if !conn.to_server.is_empty() {
                     let buf = conn.pump.read_buffer();
                     let max = conn.to_server.len().min(buf.len());
                     let n = if self.rng.one_in(2) {
@@ -280,9 +417,13 @@ impl World {
                 } else if conn.client_gone {
                     conn.pump.eof(now);
                     self.log(format!("conn {id} eof"));
-                } else if deadline.is_some_and(|d| d <= now) {
+                }
+            }
+            Action::Wait { deadline } => {
+                conn.deadline = deadline;
+                if deadline.is_some_and(|d| d <= now) {
                     conn.pump.timeout(now);
-                    self.log(format!("conn {id} timeout"));
+                    self.log(format!("conn {id} timeout (input full)"));
                 }
             }
             Action::Close(reason) => {
@@ -298,8 +439,51 @@ impl World {
         Ok(())
     }
 
+    /// Runs one request against the store; `None` when the power failed inside it (the world
+    /// has crashed and restarted, and the connection is gone).
+    fn execute(
+        &mut self,
+        id: u64,
+        name: &str,
+        effect: Effect,
+    ) -> Result<Option<Completion>, String> {
+        if self.mid_crash_one_in > 0 && self.rng.one_in(self.mid_crash_one_in) {
+            self.fs.crash_after_ops(self.rng.range(1, 6) as u64);
+        }
+        let store = self.store.as_ref().expect("store is open");
+        let c = store.execute(effect);
+        if self.fs.crashed() {
+            self.log(format!("conn {id} {name} -> power lost inside"));
+            self.crash()?;
+            return Ok(None);
+        }
+        Ok(Some(c))
+    }
+
+    /// Every connection's buffers stay under the bound (issue 3: memory per session bounded).
+    fn check_memory(&mut self) -> Result<(), String> {
+        for (id, conn) in &self.conns {
+            let n = conn.pump.buffered_bytes();
+            self.peak_buffered = self.peak_buffered.max(n);
+            if n > Pump::MAX_BUFFERED {
+                return Err(format!(
+                    "conn {id} buffers {n} bytes, over Pump::MAX_BUFFERED {}",
+                    Pump::MAX_BUFFERED
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_disk(&self, when: &str) -> Result<usize, String> {
+        let files =
+            check::mailboxes(&self.fs, &self.clients).map_err(|e| format!("{when}: {e}"))?;
+        check::queue(&self.fs, &self.clients).map_err(|e| format!("{when}: {e}"))?;
+        Ok(files)
+    }
+
     fn crash(&mut self) -> Result<(), String> {
-        check::mailboxes(&self.fs, &self.clients).map_err(|e| format!("before crash: {e}"))?;
+        self.check_disk("before crash")?;
         self.crashes += 1;
         for (_, conn) in std::mem::take(&mut self.conns) {
             if !conn.client_gone {
@@ -311,8 +495,7 @@ impl World {
         self.fs = self.fs.crash();
         self.log(format!("crash {}", self.crashes));
         self.boot()?;
-        let files =
-            check::mailboxes(&self.fs, &self.clients).map_err(|e| format!("after crash: {e}"))?;
+        let files = self.check_disk("after crash")?;
         self.log(format!("recovered, {files} files in new/"));
         Ok(())
     }
@@ -324,6 +507,8 @@ impl World {
         reset_one_in: u64,
     ) -> Result<(), String> {
         for _ in 0..max_steps {
+            self.steps += 1;
+            self.check_memory()?;
             let idle = self.conns.is_empty() && !self.clients.iter().any(Client::wants_connect);
             if idle {
                 break;
@@ -373,6 +558,33 @@ impl World {
                 self.step_conn(id)?;
             }
         }
+        self.check_memory()
+    }
+
+    /// After the faults: nothing fails any more, so every client must finish.
+    fn liveness(&mut self, max_steps: usize) -> Result<(), String> {
+        self.fs.set_faults(false);
+        self.mid_crash_one_in = 0;
+        self.park_one_in = 0;
+        self.stalls_on = false;
+        self.log("faults off".into());
+        self.run(max_steps, 0, 0)?;
+        if let Some(c) = self.clients.iter().find(|c| !c.done) {
+            let conn = self.conns.values().find(|k| k.client == c.idx);
+            let state = conn.map(|k| {
+                format!(
+                    "stall {} parked {} to_server {} buffered {}",
+                    k.stall,
+                    k.parked.as_ref().map_or("-", |p| p.name.as_str()),
+                    k.to_server.len(),
+                    k.pump.buffered_bytes()
+                )
+            });
+            return Err(format!(
+                "liveness: client {} not finished {max_steps} steps after the faults stopped (connection: {state:?})",
+                c.idx
+            ));
+        }
         Ok(())
     }
 
@@ -408,10 +620,16 @@ pub fn run_seed(opts: RunOptions) -> Outcome {
     );
     config.starttls = false;
     config.chunk_size = [64, 1000, 65536][rng.range(0, 2)];
+    let mut sub = config.clone();
+    sub.role = Role::Submission;
+    sub.starttls = true;
+    let park_one_in = [0, 40, 8][rng.range(0, 2)];
     let clients = (0..rng.range(1, 6))
         .map(|i| Client::new(i, &mut rng))
         .collect();
-    let fs = template().fork(rng.next(), faults);
+    // A quarter of the runs start with no Maildirs, so the store creates them under faults.
+    let fresh = opts.fresh_maildirs || rng.range(0, 3) == 0;
+    let fs = template(!fresh).fork(rng.next(), faults);
     let mut w = World {
         ids: SessionIds::new(rng.next()),
         rng,
@@ -420,7 +638,8 @@ pub fn run_seed(opts: RunOptions) -> Outcome {
         nanos,
         fs,
         store: None,
-        service: Service::Smtp(Arc::new(config)),
+        inbound: Service::Smtp(Arc::new(config)),
+        submission: Service::Smtp(Arc::new(sub)),
         conns: BTreeMap::new(),
         next_conn: 0,
         clients,
@@ -430,15 +649,23 @@ pub fn run_seed(opts: RunOptions) -> Outcome {
         crashes: 0,
         faults: 0,
         mid_crash_one_in: [0, 300, 50][rng_pick],
+        park_one_in,
+        lose_parked: opts.planted_lost,
+        stalls_on: true,
+        steps: 0,
+        parked: 0,
+        stalls: 0,
+        peak_buffered: 0,
     };
     w.log(format!(
-        "seed {} faults {faults:?} crash 1/{crash_one_in} reset 1/{reset_one_in} clients {}",
+        "seed {} faults {faults:?} crash 1/{crash_one_in} reset 1/{reset_one_in} park 1/{park_one_in} clients {}",
         opts.seed,
         w.clients.len()
     ));
     let result = w
         .boot()
         .and_then(|()| w.run(opts.max_steps, crash_one_in, reset_one_in))
+        .and_then(|()| w.liveness(opts.max_steps * 5))
         .and_then(|()| w.crash());
     let failure = result.err();
     if let Some(f) = &failure {
@@ -456,6 +683,9 @@ pub fn run_seed(opts: RunOptions) -> Outcome {
         crashes: w.crashes,
         faults: w.faults + w.fs.injected(),
         unfinished: w.clients.iter().filter(|c| !c.done).count(),
+        parked: w.parked,
+        stalls: w.stalls,
+        peak_buffered: w.peak_buffered,
         failure,
         trace: w.trace,
     }
