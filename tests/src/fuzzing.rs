@@ -11,16 +11,19 @@
 #![allow(clippy::disallowed_methods)]
 
 use petrel_core::line::{Line, LineReader, MAX_LINE};
+use petrel_core::pop3::Pop3Config;
+use petrel_core::pop3::command::{self as pop3_cmd, Command as Pop3Command};
+use petrel_core::pop3::output::MessageEncoder;
 use petrel_core::sasl;
 use petrel_core::smtp::address::{Address, Domain, parse_domain, parse_mailbox, parse_path};
 use petrel_core::smtp::command::{Command, parse};
 use petrel_core::smtp::data::{DataReceiver, dot_stuff};
 use petrel_core::smtp::{Role, SmtpConfig};
 use petrel_core::{
-    Action, AuthOutcome, Completion, Effect, ErrorClass, PeerInfo, Pump, Receipt, RecipientOutcome,
-    Service, StoreError, TlsInfo, TxId, UserId, WallClock,
+    Action, AuthOutcome, Completion, Effect, ErrorClass, MaildropEntry, MaildropOutcome, PeerInfo,
+    Pump, Receipt, RecipientOutcome, Service, StoreError, TlsInfo, TxId, UserId, WallClock,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +38,9 @@ pub const TARGETS: &[Target] = &[
     ("smtp_line_reader", smtp_line_reader),
     ("sasl", sasl),
     ("smtp_session", smtp_session),
+    ("pop3_command", pop3_command),
+    ("pop3_encoder", pop3_encoder),
+    ("pop3_session", pop3_session),
 ];
 
 /// A small deterministic generator (splitmix64), for splits derived from fuzz input and for the
@@ -593,9 +599,578 @@ pub fn run_session(data: &[u8]) -> SessionReport {
     }
 }
 
+/// `pop3::command::parse` on any bytes: never panics, the verb is case-insensitive, and a parsed
+/// command matches its verb and respects the bounds of its arguments (non-empty names without
+/// spaces, uppercase mechanisms, numbers of at most 20 digits that are the numbers on the line,
+/// PASS keeping the rest of the line verbatim).
+pub fn pop3_command(data: &[u8]) {
+    let result = pop3_cmd::parse(data);
+    let (verb, rest) = match data.iter().position(|&b| b == b' ') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &b""[..]),
+    };
+    // The verb is case-insensitive: uppercasing it changes nothing.
+    let upper = [&verb.to_ascii_uppercase()[..], &data[verb.len()..]].concat();
+    assert_eq!(
+        pop3_cmd::parse(&upper),
+        result,
+        "uppercasing the verb changed the result"
+    );
+    let Ok(cmd) = result else { return };
+    let verb = String::from_utf8_lossy(verb).to_ascii_uppercase();
+    let args: Vec<&[u8]> = rest
+        .split(|&b| b == b' ')
+        .filter(|a| !a.is_empty())
+        .collect();
+    let num = |i: usize| -> u64 {
+        let a = args
+            .get(i)
+            .unwrap_or_else(|| panic!("{cmd:?}: no argument {i}"));
+        assert!(
+            !a.is_empty() && a.len() <= 20 && a.iter().all(u8::is_ascii_digit),
+            "{cmd:?}: argument {i} is not a number"
+        );
+        std::str::from_utf8(a)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("{cmd:?}: argument {i} out of range"))
+    };
+    let expected_verb = match &cmd {
+        Pop3Command::User(name) => {
+            assert!(!name.is_empty(), "empty user name");
+            assert!(!name.contains([' ', '\0']), "{name:?}");
+            assert_eq!(args, [name.as_bytes()], "{name:?}");
+            "USER"
+        }
+        Pop3Command::Pass(p) => {
+            assert_eq!(p.as_slice(), rest, "PASS did not keep the rest of the line");
+            "PASS"
+        }
+        Pop3Command::Auth { mechanism, initial } => {
+            assert!(!mechanism.is_empty() && !mechanism.contains([' ', '\0']));
+            assert_eq!(mechanism, &mechanism.to_ascii_uppercase());
+            assert!(
+                initial
+                    .as_ref()
+                    .is_none_or(|i| !i.is_empty() && !i.contains([' ', '\0'])),
+                "{initial:?}"
+            );
+            assert_eq!(args.len(), 1 + usize::from(initial.is_some()));
+            "AUTH"
+        }
+        Pop3Command::Apop => "APOP",
+        Pop3Command::Stls => "STLS",
+        Pop3Command::Capa => "CAPA",
+        Pop3Command::Stat => "STAT",
+        Pop3Command::Noop => "NOOP",
+        Pop3Command::Rset => "RSET",
+        Pop3Command::Quit => "QUIT",
+        Pop3Command::List(n) | Pop3Command::Uidl(n) => {
+            match n {
+                None => assert!(args.is_empty(), "{cmd:?} ignored an argument"),
+                Some(n) => assert_eq!(num(0), u64::from(*n)),
+            }
+            if matches!(cmd, Pop3Command::List(_)) {
+                "LIST"
+            } else {
+                "UIDL"
+            }
+        }
+        Pop3Command::Retr(n) | Pop3Command::Dele(n) => {
+            assert_eq!(args.len(), 1, "{cmd:?}");
+            assert_eq!(num(0), u64::from(*n));
+            if matches!(cmd, Pop3Command::Retr(_)) {
+                "RETR"
+            } else {
+                "DELE"
+            }
+        }
+        Pop3Command::Top(n, lines) => {
+            assert_eq!(args.len(), 2, "{cmd:?}");
+            assert_eq!(num(0), u64::from(*n));
+            assert_eq!(num(1), *lines);
+            "TOP"
+        }
+    };
+    assert_eq!(verb, expected_verb, "{cmd:?} parsed from verb {verb:?}");
+    if !matches!(
+        cmd,
+        Pop3Command::Pass(_) | Pop3Command::Apop | Pop3Command::Auth { .. }
+    ) {
+        assert!(!rest.contains(&0), "{cmd:?} accepted a NUL");
+    }
+    if matches!(
+        cmd,
+        Pop3Command::Stls
+            | Pop3Command::Capa
+            | Pop3Command::Stat
+            | Pop3Command::Noop
+            | Pop3Command::Rset
+            | Pop3Command::Quit
+    ) {
+        assert!(args.is_empty(), "{cmd:?} accepted arguments");
+    }
+}
+
+/// Encodes `msg` with a [`MessageEncoder`] in `mode`/`seed` pieces, stopping when it is done.
+fn pop3_encode(msg: &[u8], top: Option<u64>, mode: u8, seed: u64) -> Vec<u8> {
+    let mut rng = SplitMix::new(seed);
+    let mut e = MessageEncoder::new(top);
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < msg.len() && !e.is_done() {
+        let n = chunk_len(mode, &mut rng, msg.len() - pos);
+        e.feed(&msg[pos..pos + n], &mut out);
+        pos += n;
+    }
+    e.finish(&mut out);
+    out
+}
+
+/// Positions in `out` where a line starts.
+fn line_starts(out: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    std::iter::once(0)
+        .chain(
+            out.iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .map(|(i, _)| i + 1),
+        )
+        .filter(move |&i| i < out.len())
+}
+
+/// [`MessageEncoder`] (POP3 RETR/TOP): the same output for two splits of the message; RETR is
+/// the message with bare LF made CRLF, dot-stuffed, CRLF-terminated and ended by `.`; no line `.`
+/// before the end; TOP n is a prefix of RETR with at most n body lines. Byte 0 and 1 choose the
+/// second split, byte 2 RETR (bit 7 clear) or TOP with its low bits as n; the rest is the message.
+pub fn pop3_encoder(data: &[u8]) {
+    let ([mode, seed, top_byte], msg) = header::<3>(data);
+    let top = (top_byte & 0x80 != 0).then_some(u64::from(top_byte & 0x0f));
+    let whole = pop3_encode(msg, top, 0, 0);
+    let split = pop3_encode(msg, top, mode, u64::from(seed));
+    assert_eq!(whole, split, "split {mode}/{seed} changed the encoding");
+    let other = pop3_encode(msg, top, 1, 0);
+    assert_eq!(whole, other, "byte-by-byte changed the encoding");
+    let out = whole;
+    let body = out
+        .strip_suffix(b".\r\n")
+        .expect("response does not end with the terminator");
+    assert!(
+        body.is_empty() || body.ends_with(b"\r\n"),
+        "terminator not on its own line"
+    );
+    for start in line_starts(body) {
+        if body[start] == b'.' {
+            assert_eq!(
+                body.get(start + 1),
+                Some(&b'.'),
+                "line start not dot-stuffed"
+            );
+        }
+    }
+    // Undo dot-stuffing at line starts.
+    let mut unstuffed = Vec::with_capacity(body.len());
+    let mut at_start = true;
+    for &b in body {
+        if at_start && b == b'.' {
+            at_start = false;
+            continue;
+        }
+        unstuffed.push(b);
+        at_start = b == b'\n';
+    }
+    match top {
+        None => {
+            let mut expected = Vec::with_capacity(msg.len() + 2);
+            let mut prev = 0u8;
+            for &b in msg {
+                if b == b'\n' && prev != b'\r' {
+                    expected.push(b'\r');
+                }
+                expected.push(b);
+                prev = b;
+            }
+            if !msg.is_empty() && !msg.ends_with(b"\n") {
+                expected.extend_from_slice(b"\r\n");
+            }
+            assert_eq!(unstuffed, expected, "RETR changed the message");
+        }
+        Some(n) => {
+            let retr = pop3_encode(msg, None, 0, 0);
+            let retr_body = &retr[..retr.len() - 3];
+            assert!(retr_body.starts_with(body), "TOP is not a prefix of RETR");
+            // Lines after the first empty one are body lines.
+            let lines: Vec<&[u8]> = body.split_inclusive(|&b| b == b'\n').collect();
+            if let Some(blank) = lines.iter().position(|l| *l == b"\r\n") {
+                let body_lines = lines.len() - blank - 1;
+                assert!(
+                    body_lines as u64 <= n,
+                    "TOP {n} sent {body_lines} body lines"
+                );
+            }
+        }
+    }
+}
+
+/// Messages the POP3 session tests use, for fuzzed maildrops.
+const POP3_MESSAGES: [&[u8]; 3] = [
+    b"Subject: one\r\n\r\nfirst\r\n.dot line\r\n",
+    b"Subject: two\n\nbare LF body\nlast line without end",
+    b"Subject: three\r\n\r\nl1\r\nl2\r\n.\r\nl3\r\n",
+];
+
+/// An in-memory maildrop for fuzzed POP3 sessions: user alice@example.test (password `pw`).
+#[derive(Debug, Default)]
+struct FakeMaildrop {
+    messages: Vec<Vec<u8>>,
+    /// Bit 0: OpenMaildrop says in use; bit 1: reads fail every other time; bit 2: the first
+    /// login is a temporary failure.
+    fail: u8,
+    calls: u64,
+    locked: bool,
+    opened: bool,
+    deleted: BTreeSet<String>,
+    closes_with_delete: usize,
+    failed_reads: usize,
+}
+
+impl FakeMaildrop {
+    fn execute(&mut self, effect: Effect) -> Completion {
+        self.calls += 1;
+        match effect {
+            Effect::Authenticate { username, password } => {
+                if self.fail & 4 != 0 && self.calls == 1 {
+                    return Completion::Auth(AuthOutcome::TempFail);
+                }
+                let ok = username == "alice@example.test" && password.expose() == b"pw";
+                Completion::Auth(if ok {
+                    AuthOutcome::Success(UserId(username))
+                } else {
+                    AuthOutcome::Failure
+                })
+            }
+            Effect::OpenMaildrop { user } => {
+                assert_eq!(
+                    user.0, "alice@example.test",
+                    "opened another user's maildrop"
+                );
+                if self.locked || self.fail & 1 != 0 {
+                    return Completion::Maildrop(MaildropOutcome::InUse);
+                }
+                self.locked = true;
+                self.opened = true;
+                let messages = self
+                    .messages
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| MaildropEntry {
+                        uid: i as u32 + 10,
+                        size: m.len() as u64,
+                        name: format!("m{i}"),
+                    })
+                    .collect();
+                Completion::Maildrop(MaildropOutcome::Ready {
+                    uidvalidity: 0x1234,
+                    messages,
+                })
+            }
+            Effect::ReadMessage {
+                name, offset, max, ..
+            } => {
+                assert!(self.locked, "read without the lock");
+                assert!(max > 0, "read of zero bytes");
+                if self.fail & 2 != 0 && self.calls.is_multiple_of(2) {
+                    self.failed_reads += 1;
+                    return Completion::Failed(StoreError {
+                        class: ErrorClass::Temporary,
+                        message: "fuzz".into(),
+                    });
+                }
+                let m = name
+                    .strip_prefix('m')
+                    .and_then(|i| i.parse::<usize>().ok())
+                    .and_then(|i| self.messages.get(i))
+                    .unwrap_or_else(|| panic!("read of unknown message {name:?}"));
+                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(m.len());
+                let end = (start + max as usize).min(m.len());
+                Completion::Data(m[start..end].to_vec())
+            }
+            Effect::CloseMaildrop { user, delete } => {
+                assert_eq!(user.0, "alice@example.test");
+                assert!(self.locked, "close without the lock");
+                self.locked = false;
+                for name in &delete {
+                    assert!(
+                        name.strip_prefix('m')
+                            .and_then(|i| i.parse::<usize>().ok())
+                            .is_some_and(|i| i < self.messages.len()),
+                        "delete of unknown message {name:?}"
+                    );
+                    assert!(self.deleted.insert(name.clone()), "{name:?} deleted twice");
+                }
+                if !delete.is_empty() {
+                    self.closes_with_delete += 1;
+                }
+                Completion::Done
+            }
+            other => panic!("unexpected effect {other:?}"),
+        }
+    }
+}
+
+/// Checks the POP3 response grammar of everything a server wrote: CRLF lines, each a status
+/// (`+OK`, `-ERR`, `+ `) or part of a multi-line response ended by `.`. A `+OK N octets` (RETR,
+/// TOP) is always multi-line; a bare `+OK ` is multi-line (CAPA, LIST, UIDL) exactly when the next
+/// line is not a status. At most `multi` multi-line responses may appear, and every complete RETR
+/// or TOP response must be the encoding of a message ([`check_retr_body`]). Returns whether the
+/// output ended inside a multi-line response (possibly in the middle of a line).
+fn check_pop3_responses(written: &[u8], multi: usize, messages: &[Vec<u8>]) -> bool {
+    let mut lines = written.split_inclusive(|&b| b == b'\n').peekable();
+    let status = |l: &[u8]| l.starts_with(b"+OK") || l.starts_with(b"-ERR") || l == b"+ \r\n";
+    let mut seen_multi = 0;
+    while let Some(line) = lines.next() {
+        let text = String::from_utf8_lossy(line);
+        assert!(
+            line.ends_with(b"\r\n"),
+            "status {text:?} does not end in CRLF"
+        );
+        assert!(
+            !line[..line.len() - 2].contains(&b'\r') || !status(line),
+            "bare CR in status {text:?}"
+        );
+        assert!(
+            status(line),
+            "{text:?} is neither a status nor in a multi-line response"
+        );
+        let octets = line.starts_with(b"+OK ") && line.ends_with(b" octets\r\n");
+        let bare = line == b"+OK \r\n" && lines.peek().is_some_and(|l| !status(l));
+        if !(octets || bare) {
+            continue;
+        }
+        seen_multi += 1;
+        assert!(
+            seen_multi <= multi,
+            "more multi-line responses than requests ({multi}) at {text:?} in {:?}",
+            String::from_utf8_lossy(written)
+        );
+        let mut body = Vec::new();
+        loop {
+            let Some(l) = lines.next() else {
+                return true;
+            };
+            if l == b".\r\n" {
+                break;
+            }
+            body.extend_from_slice(l);
+            if !l.ends_with(b"\n") {
+                // Cut short in the middle of a line.
+                return true;
+            }
+            let text = String::from_utf8_lossy(l);
+            assert!(l.ends_with(b"\r\n"), "bare LF in multi-line {text:?}");
+            assert!(
+                octets || !status(l) && !l.starts_with(b"."),
+                "odd line {text:?} in a listing"
+            );
+        }
+        if octets {
+            check_retr_body(line, &body, messages);
+        }
+    }
+    false
+}
+
+/// A complete RETR or TOP response (`+OK N octets` then `body`) is a prefix, at a line
+/// boundary, of the encoding of one of the `messages` of N octets; RETR and TOP n >= lines give
+/// all of it.
+fn check_retr_body(status: &[u8], body: &[u8], messages: &[Vec<u8>]) {
+    let text = String::from_utf8_lossy(status);
+    let size: usize = text
+        .strip_prefix("+OK ")
+        .and_then(|t| t.strip_suffix(" octets\r\n"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("bad size in {text:?}"));
+    let found = messages.iter().filter(|m| m.len() == size).any(|m| {
+        let retr = pop3_encode(m, None, 0, 0);
+        retr[..retr.len() - 3].starts_with(body)
+    });
+    assert!(
+        found,
+        "{text:?} sent {:?}, which is no message's encoding",
+        String::from_utf8_lossy(body)
+    );
+}
+
+/// A whole POP3 session through the real [`Pump`] and `Service::Pop3`, with an in-memory
+/// maildrop.
+///
+/// Byte 0: bit 7 prefixes a valid login (`USER alice@example.test` / `PASS pw`), bits 0-1 the
+/// number of template messages, bit 2 adds the client input itself as a message, bit 3 small
+/// read chunks, bit 4 no STLS, bit 5 few errors, bit 6 idle timeout at the end. Byte 1: read and
+/// write splits. Byte 2: which store requests fail. The rest is what the client sends. Checks: no
+/// panic, the response grammar ([`check_pop3_responses`]), `buffered_bytes() <=
+/// Pump::MAX_BUFFERED` after every step, a bounded run, no request left unanswered, the
+/// maildrop unlocked at the end, and messages deleted only if the client sent QUIT.
+pub fn pop3_session(data: &[u8]) {
+    run_pop3_session(data);
+}
+
+/// [`pop3_session`], returning everything the server wrote.
+pub fn run_pop3_session(data: &[u8]) -> Vec<u8> {
+    const LOGIN: &[u8] = b"USER alice@example.test\r\nPASS pw\r\n";
+    let ([flags, split, fail], rest) = header::<3>(data);
+    let input = if flags & 0x80 != 0 {
+        [LOGIN, rest].concat()
+    } else {
+        rest.to_vec()
+    };
+    let mut config = Pop3Config::new("mx.example.test");
+    config.allow_plaintext_on_loopback = true;
+    config.chunk_size = if flags & 0x08 != 0 { 7 } else { 64 * 1024 };
+    config.stls = flags & 0x10 == 0;
+    config.max_errors = if flags & 0x20 != 0 { 3 } else { 20 };
+    let peer = PeerInfo {
+        ip: "127.0.0.1".into(),
+        loopback: true,
+        tls: None,
+        session_id: "FUZZ".into(),
+    };
+    let tls = TlsInfo {
+        version: "TLSv1.3".into(),
+        cipher: "TLS13_AES_128_GCM_SHA256".into(),
+    };
+    let mut messages: Vec<Vec<u8>> = POP3_MESSAGES
+        .iter()
+        .cycle()
+        .take(usize::from(flags & 3))
+        .map(|m| m.to_vec())
+        .collect();
+    if flags & 0x04 != 0 {
+        messages.push(rest.to_vec());
+    }
+    let mut store = FakeMaildrop {
+        messages,
+        fail,
+        ..FakeMaildrop::default()
+    };
+    let start = Instant::now();
+    let service = Service::Pop3(Arc::new(config));
+    let mut pump = Pump::new(service.open(peer, start));
+    let mut rng = SplitMix::new(u64::from(split));
+    let read_mode = split & 3;
+    let write_mode = (split >> 2) & 3;
+    let idle_timeout_at_end = flags & 0x40 != 0;
+    let mut written = Vec::new();
+    let (mut pos, mut now, mut timeouts, mut at_eof) = (0, start, 0, false);
+    let max_steps = 10_000 + 16 * input.len();
+    let mut steps = 0;
+    loop {
+        steps += 1;
+        assert!(
+            steps <= max_steps,
+            "session did not end in {max_steps} steps"
+        );
+        match pump.next_action() {
+            Action::Write => {
+                let out = pump.output();
+                let n = chunk_len(write_mode, &mut rng, out.len());
+                written.extend_from_slice(&out[..n]);
+                pump.wrote(now, n);
+            }
+            Action::Execute(id, effect) => {
+                let c = store.execute(effect);
+                pump.complete(now, id, c);
+            }
+            Action::StartTls => pump.tls_established(now, tls.clone()),
+            Action::Read { deadline } => {
+                if pos < input.len() {
+                    let buf = pump.read_buffer();
+                    let want = chunk_len(read_mode, &mut rng, input.len() - pos);
+                    let n = buf.len().min(want);
+                    assert!(n > 0, "asked to read into an empty buffer");
+                    buf[..n].copy_from_slice(&input[pos..pos + n]);
+                    pos += n;
+                    pump.received(now, n);
+                } else if let Some(d) = deadline.filter(|d| {
+                    timeouts < 8
+                        && (idle_timeout_at_end || d.duration_since(start) < Duration::from_secs(5))
+                }) {
+                    // The login failure delay is waited out; the idle timeout only if asked.
+                    timeouts += 1;
+                    now = now.max(d);
+                    pump.timeout(now);
+                } else {
+                    assert!(!at_eof, "read asked for again after end of input");
+                    at_eof = true;
+                    pump.eof(now);
+                }
+            }
+            Action::Wait { deadline } => {
+                now = now.max(deadline.expect("requests are answered at once here"));
+                pump.timeout(now);
+            }
+            Action::Close(_) => break,
+        }
+        let held = pump.buffered_bytes();
+        assert!(
+            held <= Pump::MAX_BUFFERED,
+            "{held} bytes buffered, more than {}",
+            Pump::MAX_BUFFERED
+        );
+    }
+    assert_eq!(pump.outstanding(), 0, "closed with requests unanswered");
+    assert!(!store.locked, "closed with the maildrop still locked");
+    // How many commands could ask for a multi-line response, and whether QUIT could have been
+    // sent: from the client's lines, or, if it sent STLS, from the words anywhere in the input,
+    // because STLS discards the rest of a read, so the lines the session sees after it may start
+    // in the middle of the client's lines.
+    let upper = input.to_ascii_uppercase();
+    let count = |word: &[u8]| upper.windows(word.len()).filter(|w| *w == word).count();
+    let (multi, quit) = if count(b"STLS") > 0 {
+        let multi: usize = [&b"CAPA"[..], b"LIST", b"UIDL", b"RETR", b"TOP"]
+            .iter()
+            .map(|w| count(w))
+            .sum();
+        (multi, count(b"QUIT") > 0)
+    } else {
+        let mut multi = 0;
+        let mut quit = false;
+        for line in input.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            match pop3_cmd::parse(line) {
+                Ok(
+                    Pop3Command::Capa
+                    | Pop3Command::List(None)
+                    | Pop3Command::Uidl(None)
+                    | Pop3Command::Retr(_)
+                    | Pop3Command::Top(..),
+                ) => multi += 1,
+                Ok(Pop3Command::Quit) => quit = true,
+                _ => {}
+            }
+        }
+        (multi, quit)
+    };
+    assert!(
+        store.closes_with_delete == 0 || (quit && store.opened),
+        "messages deleted without QUIT while logged in"
+    );
+    assert!(store.closes_with_delete <= 1, "deleted in two closes");
+    assert!(written.starts_with(b"+OK "), "no greeting");
+    let unfinished = check_pop3_responses(&written, multi, &store.messages);
+    // Only a dropped connection or a failed read may cut a multi-line response short.
+    assert!(
+        !unfinished || at_eof || store.failed_reads > 0,
+        "ended inside a multi-line response"
+    );
+    written
+}
+
 /// The seed corpus of each target, built from the transcripts of the SMTP unit and end-to-end
 /// tests: conversations (EHLO, MAIL, RCPT, DATA, BDAT, AUTH, STARTTLS), paths with routes, quotes
-/// and literals, and data with dot-stuffing and smuggling sequences.
+/// and literals, and data with dot-stuffing and smuggling sequences; and of the POP3 session
+/// tests: conversations (USER/PASS, AUTH PLAIN, STLS, CAPA, LIST, UIDL, RETR, TOP, DELE, QUIT) and
+/// their messages.
 pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     const SESSIONS: &[&[u8]] = &[
         b"EHLO client.example\r\nMAIL FROM:<x@remote.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nSubject: hi\r\n\r\n..dot\r\nline\r\n.\r\nQUIT\r\n",
@@ -663,6 +1238,40 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         b"bob\0alice\0pw",
         b"alice\0pw",
     ];
+    const POP3_COMMANDS: &[&[u8]] = &[
+        b"USER alice@example.test",
+        b"PASS a b:c",
+        b"pass",
+        b"AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABwdw==",
+        b"auth plain",
+        b"APOP alice 0123456789abcdef",
+        b"STLS",
+        b"CAPA",
+        b"STAT",
+        b"LIST",
+        b"list 3",
+        b"UIDL 2",
+        b"RETR 1",
+        b"TOP 1 0",
+        b"TOP 1 18446744073709551615",
+        b"RETR 99999999999",
+        b"DELE 1",
+        b"NOOP",
+        b"RSET",
+        b"QUIT",
+        b"LIST  1 ",
+        b"USER a\0b",
+    ];
+    const POP3_SESSIONS: &[&[u8]] = &[
+        b"STAT\r\nLIST\r\nUIDL 2\r\nRETR 1\r\nRETR 2\r\nTOP 3 1\r\nDELE 1\r\nDELE 1\r\nLIST 1\r\nRETR 9\r\nSTAT\r\nQUIT\r\n",
+        b"DELE 1\r\nDELE 2\r\n",
+        b"CAPA\r\nSTAT\r\nPASS x\r\nUSER alice@example.test\r\nPASS wrong\r\nAUTH PLAIN\r\nAGFsaWNlQGV4YW1wbGUudGVzdABwdw==\r\nCAPA\r\nRSET\r\nQUIT\r\n",
+        b"LIST\r\nRETR 2\r\nTOP 1 0\r\nDELE 3\r\nUIDL\r\nRETR 4\r\nTOP 4 2\r\nQUIT\r\n",
+        b"USER a\r\nAUTH PLAIN AGEAYg==\r\nSTLS\r\nUSER a\r\nCAPA\r\n",
+        b"DELE 1\r\nRSET\r\nNOOP\r\nretr 1\r\nlist\r\nuidl\r\nQUIT\r\nSTAT\r\n",
+        b"CAPA\r\nAUTH PLAIN\r\n*\r\nAUTH PLAIN =\r\nUSER x\r\nPASS y\r\nUSER x\r\nPASS y\r\nUSER x\r\nPASS y\r\n",
+        b"RETR 1\r\nRETR 2",
+    ];
     let message: &[u8] =
         b"Subject: hi\r\n\r\n.leading dot\r\n..two\r\nbare\n.\nlf\r\n.\rcr\r\nend\r\n.\r\nQUIT\r\n";
     match target {
@@ -685,6 +1294,29 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             .iter()
             .map(|h| [&h[..], message].concat())
             .collect(),
+        "pop3_command" => POP3_COMMANDS.iter().map(|c| c.to_vec()).collect(),
+        "pop3_encoder" => {
+            let mut out = Vec::new();
+            for m in POP3_MESSAGES.iter().copied().chain([message]) {
+                for h in [[0u8, 0, 0], [1, 7, 0x80], [2, 9, 0x81], [3, 1, 0x83]] {
+                    out.push([&h[..], m].concat());
+                }
+            }
+            out
+        }
+        "pop3_session" => {
+            let mut out = Vec::new();
+            // Each script: logged in, three messages, one piece; the same in small pieces with
+            // small store reads and the input as a fourth message; byte by byte with failing
+            // reads; and without the login prefix.
+            for s in POP3_SESSIONS {
+                for (flags, split, fail) in [(0x83u8, 0u8, 0u8), (0x8f, 0x0a, 0), (0x8b, 0x05, 2)] {
+                    out.push([&[flags, split, fail][..], s].concat());
+                }
+                out.push([&[0x03, 0x0f, 0][..], s].concat());
+            }
+            out
+        }
         "smtp_line_reader" => {
             let mut long = vec![2u8, 5];
             long.extend_from_slice(b"EHLO a\r\n");

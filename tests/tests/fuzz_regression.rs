@@ -2,12 +2,12 @@
 //! corpus, over the committed crash reproducers in `fuzz/regressions/<target>/`, and over inputs
 //! from a seeded generator. A failure prints the target and the input in hex.
 //!
-//! `PETREL_FUZZ_CASES=N` sets the generated inputs per target (default 3000; `smtp_session` gets
-//! half), `PETREL_FUZZ_SEED=S` the generator's seed, and `PETREL_FUZZ_CORPUS=1` also replays
+//! `PETREL_FUZZ_CASES=N` sets the generated inputs per target (default 3000; the `*_session`
+//! targets get half), `PETREL_FUZZ_SEED=S` the generator's seed, and `PETREL_FUZZ_CORPUS=1` also replays
 //! whatever `cargo fuzz` left in `fuzz/corpus/<target>/`. `PETREL_WRITE_SEEDS=1 cargo test -p petrel-tests
 //! --test fuzz_regression seed_corpus_for_cargo_fuzz` writes the seed corpus for cargo-fuzz.
 
-use petrel_tests::fuzzing::{SplitMix, TARGETS, generate, run_session, seeds};
+use petrel_tests::fuzzing::{SplitMix, TARGETS, generate, run_pop3_session, run_session, seeds};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::{Path, PathBuf};
 
@@ -85,6 +85,28 @@ fn session_seed_delivers() {
     );
 }
 
+/// The POP3 session harness really converses: the first seed logs in, lists, retrieves and
+/// deletes, with the same responses when read in small pieces from small store reads.
+#[test]
+fn pop3_session_seed_converses() {
+    let corpus = seeds("pop3_session");
+    let first = run_pop3_session(&corpus[0]);
+    let text = String::from_utf8_lossy(&first);
+    assert!(text.contains("+OK Logged in.\r\n+OK 3 "), "{text}");
+    assert!(text.contains("\r\n..dot line\r\n.\r\n"), "{text}");
+    assert!(
+        text.ends_with("+OK Logging out, messages deleted.\r\n"),
+        "{text}"
+    );
+    let mut small = corpus[1].clone();
+    small[0] &= !0x04;
+    assert_eq!(
+        run_pop3_session(&small),
+        first,
+        "a split changed the conversation"
+    );
+}
+
 #[test]
 fn committed_regressions() {
     for (name, f) in TARGETS {
@@ -111,7 +133,7 @@ fn generated_inputs() {
     let cases = env_u64("PETREL_FUZZ_CASES", 3000);
     let seed = env_u64("PETREL_FUZZ_SEED", 0x5045_5452_454c);
     for (t, (name, f)) in TARGETS.iter().enumerate() {
-        let n = if *name == "smtp_session" {
+        let n = if name.ends_with("_session") {
             cases / 2
         } else {
             cases
