@@ -41,15 +41,35 @@ pub struct FolderView {
     pub messages: Vec<MessageInfo>,
 }
 
-/// Serialises index updates per folder within the process.
+/// Serialises index updates per folder within the process, and remembers which folders' UID
+/// lists this process knows to be durable.
 #[derive(Debug, Default)]
-pub struct FolderLocks(Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>);
+pub struct FolderLocks {
+    locks: Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
+    durable: Mutex<std::collections::HashSet<PathBuf>>,
+}
 
 impl FolderLocks {
     /// The lock of `dir`.
     pub fn get(&self, dir: &Path) -> Arc<Mutex<()>> {
-        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
         map.entry(dir.to_path_buf()).or_default().clone()
+    }
+
+    fn is_durable(&self, dir: &Path) -> bool {
+        self.durable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(dir)
+    }
+
+    fn set_durable(&self, dir: &Path, durable: bool) {
+        let mut set = self.durable.lock().unwrap_or_else(PoisonError::into_inner);
+        if durable {
+            set.insert(dir.to_path_buf());
+        } else {
+            set.remove(dir);
+        }
     }
 }
 
@@ -88,6 +108,12 @@ pub fn sync(
     let lock = locks.get(dir);
     let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
     maildir::ensure(fs, dir)?;
+    // A list this process has not seen made durable (a failed write, another process, a crash
+    // during a write) is made durable before any UID from it is handed out.
+    if !locks.is_durable(dir) {
+        fs.sync_dir(dir)?;
+        locks.set_durable(dir, true);
+    }
     let mut present: HashMap<String, (&'static str, String)> = HashMap::new();
     for subdir in ["new", "cur"] {
         for name in fs.read_dir(&dir.join(subdir))? {
@@ -110,6 +136,7 @@ pub fn sync(
     });
     let mut messages = Vec::with_capacity(present.len());
     let mut kept = Vec::with_capacity(list.entries.len());
+    let mut forgotten = false;
     for entry in list.entries.drain(..) {
         let base = uidlist::base_name(&entry.name).to_string();
         match present.remove(&base) {
@@ -120,7 +147,10 @@ pub fn sync(
                 messages.push((entry.uid, subdir, name.clone()));
                 kept.push(UidEntry { name, ..entry });
             }
-            None => changed = true,
+            None => {
+                changed = true;
+                forgotten = true;
+            }
         }
     }
     let mut new: Vec<(&'static str, String)> = present.into_values().collect();
@@ -137,8 +167,17 @@ pub fn sync(
         changed = true;
     }
     list.entries = kept;
+    if forgotten {
+        // Forget a UID only once its file's removal is durable: a removal a crash undoes would
+        // bring the file back under a new UID with the same UIDVALIDITY.
+        for subdir in ["new", "cur"] {
+            fs.sync_dir(&dir.join(subdir))?;
+        }
+    }
     if changed {
+        locks.set_durable(dir, false);
         write_atomic(fs, &list_path, list.to_text().as_bytes(), "petrel")?;
+        locks.set_durable(dir, true);
     }
     let mut infos = Vec::with_capacity(messages.len());
     for (uid, subdir, name) in messages {
