@@ -6,6 +6,8 @@
 //! `PETREL_PLANTED` (run on a disk that ignores directory fsyncs, to see a failure report),
 //! `PETREL_FRESH_MAILDIRS` (no Maildirs at the start: the store creates them under faults),
 //! `PETREL_KEEP_GOING` (run every seed, list all failures; `scripts/sim-campaign` sets it).
+//! The world has SMTP senders and POP3 readers (`tests/src/dst/pop.rs`); the planted POP3 bug is
+//! only reachable from `planted_pop3_false_ack_is_found`.
 
 #[path = "../src/dst/mod.rs"]
 #[allow(dead_code)]
@@ -55,6 +57,7 @@ fn seeds() {
     let t0 = std::time::Instant::now();
     let (mut acked, mut crashes, mut faults, mut stuck) = (0, 0, 0, Vec::new());
     let (mut parked, mut stalls, mut peak) = (0, 0, 0);
+    let (mut retrieved, mut pop_deleted) = (0, 0);
     // Campaigns run every seed and report all failures at the end.
     let keep_going = std::env::var("PETREL_KEEP_GOING").is_ok();
     let mut failed = Vec::new();
@@ -77,13 +80,15 @@ fn seeds() {
         parked += out.parked;
         stalls += out.stalls;
         peak = peak.max(out.peak_buffered);
+        retrieved += out.retrieved;
+        pop_deleted += out.pop_deleted;
         if out.unfinished > 0 {
             stuck.push(seed);
         }
     }
     let secs = t0.elapsed().as_secs_f64();
     println!(
-        "{count} seeds in {secs:.2}s ({:.1} seeds/s): {acked} messages acknowledged, {crashes} crashes, {faults} disk faults, {parked} late store answers, {stalls} reader stalls, peak buffered {peak} of {}; seeds out of steps with clients unfinished: {stuck:?}",
+        "{count} seeds in {secs:.2}s ({:.1} seeds/s): {acked} messages acknowledged, {crashes} crashes, {faults} disk faults, {parked} late store answers, {stalls} reader stalls, {retrieved} POP3 retrievals, {pop_deleted} acknowledged POP3 deletions, peak buffered {peak} of {}; seeds out of steps with clients unfinished: {stuck:?}",
         count as f64 / secs,
         petrel_core::Pump::MAX_BUFFERED
     );
@@ -161,6 +166,32 @@ fn maildir_created_under_faults_survives_crash() {
     let mut o = options(42);
     o.fresh_maildirs = true;
     let out = run_seed(o);
+    if out.failure.is_some() {
+        report_failure(&out);
+    }
+}
+
+#[test]
+fn planted_pop3_false_ack_is_found() {
+    // The world tells the checker that a POP3 session the reader dropped after DELEs had its
+    // QUIT acknowledged: the server rightly kept the messages, and the checker must see them.
+    let found = (0..DEFAULT_SEEDS).find_map(|seed| {
+        let mut o = options(seed);
+        o.planted_pop_ack = true;
+        run_seed(o).failure.map(|f| (seed, f))
+    });
+    println!("planted bug (dropped POP3 session counted as QUIT) found: {found:?}");
+    let (_, f) = found.expect("a falsely acknowledged POP3 deletion was not found");
+    assert!(f.contains("acknowledged its deletion"), "{f}");
+}
+
+#[test]
+fn uidl_survives_failed_pop3_deletion() {
+    // Seed 102813: a QUIT's `remove_file` is followed by a failed fsync of `new/` (QUIT gets
+    // `-ERR [SYS/TEMP]`); the next open's sync sees the file gone and durably drops its UID from
+    // dovecot-uidlist; the crash brings the file back, and it gets the next UID (1 -> 3) under
+    // the same UIDVALIDITY, so its POP3 UIDL changes.
+    let out = run_seed(options(102_813));
     if out.failure.is_some() {
         report_failure(&out);
     }

@@ -1,5 +1,7 @@
 //! Invariants over the simulated disk: every acknowledged message is in each accepted
-//! recipient's `new/` exactly once, byte-exact; nothing partial or unknown is ever visible.
+//! recipient's `new/` exactly once, byte-exact, unless a POP3 QUIT acknowledged its deletion
+//! (then it is gone) or the world crashed while such a QUIT was processed (then either);
+//! nothing partial or unknown is ever visible.
 
 use super::clients::{Attempt, Client, DOMAIN, USERS};
 use super::fs::SimFs;
@@ -9,15 +11,41 @@ use std::path::Path;
 /// The data directory of the simulated server.
 pub const DATA_DIR: &str = "/data";
 
-fn sim_id(file: &[u8]) -> Option<String> {
+/// The `X-Sim-Id` of a message (a header after the first line).
+pub fn sim_id(file: &[u8]) -> Option<String> {
     const KEY: &[u8] = b"\r\nX-Sim-Id: ";
     let start = file.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
     let len = file[start..].windows(2).position(|w| w == b"\r\n")?;
     Some(String::from_utf8_lossy(&file[start..start + len]).into_owned())
 }
 
-/// Checks the mailboxes on `fs` against what the clients sent; returns the number of files seen.
-pub fn mailboxes(fs: &SimFs, clients: &[Client]) -> Result<usize, String> {
+/// What POP3 deletions allow for a (user, sim id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gone {
+    /// A QUIT after its DELE was being processed when the world crashed or failed: either way.
+    Maybe,
+    /// The QUIT after its DELE got `+OK`: it must be gone for good.
+    Acked,
+}
+
+/// POP3 deletions by (local part, sim id).
+pub type Deletions = BTreeMap<(String, String), Gone>;
+
+/// The stored file of message `id` in `user`'s Maildir (`new/` or `cur/`), if any.
+pub fn stored(fs: &SimFs, user: &str, id: &str) -> Option<Vec<u8>> {
+    let root = Path::new(DATA_DIR).join("mail").join(DOMAIN).join(user);
+    ["new", "cur"].iter().find_map(|sub| {
+        let dir = root.join(sub);
+        fs.list(&dir).into_iter().find_map(|name| {
+            let data = fs.contents(&dir.join(&name))?;
+            (sim_id(&data).as_deref() == Some(id)).then_some(data)
+        })
+    })
+}
+
+/// Checks the mailboxes on `fs` against what the clients sent and the POP3 readers deleted;
+/// returns the number of files seen.
+pub fn mailboxes(fs: &SimFs, clients: &[Client], gone: &Deletions) -> Result<usize, String> {
     let attempts: BTreeMap<&str, &Attempt> = clients
         .iter()
         .flat_map(|c| c.attempts.iter())
@@ -52,6 +80,11 @@ pub fn mailboxes(fs: &SimFs, clients: &[Client]) -> Result<usize, String> {
             if !a.requested.iter().any(|r| r == user) {
                 return Err(format!("{what}: {id} was not addressed to {user}"));
             }
+            if gone.get(&(user.to_string(), id.clone())) == Some(&Gone::Acked) {
+                return Err(format!(
+                    "{what}: {id} is still there though a POP3 QUIT acknowledged its deletion"
+                ));
+            }
             *counts.entry((user, a.id.clone())).or_default() += 1;
         }
     }
@@ -61,10 +94,15 @@ pub fn mailboxes(fs: &SimFs, clients: &[Client]) -> Result<usize, String> {
                 .get(&(user.as_str(), a.id.clone()))
                 .copied()
                 .unwrap_or(0);
-            if n != 1 {
+            let want = match gone.get(&(user.clone(), a.id.clone())) {
+                None => 1..=1,
+                Some(Gone::Maybe) => 0..=1,
+                Some(Gone::Acked) => 0..=0,
+            };
+            if !want.contains(&n) {
                 let mail = Path::new(DATA_DIR).join("mail");
                 return Err(format!(
-                    "acknowledged message {} is in {user}/new {n} times (mail/ holds {:?}, mail/{DOMAIN}/ holds {:?})",
+                    "acknowledged message {} is in {user}/new {n} times, want {want:?} (mail/ holds {:?}, mail/{DOMAIN}/ holds {:?})",
                     a.id,
                     fs.list(&mail),
                     fs.list(&mail.join(DOMAIN))

@@ -2,13 +2,16 @@
 //! the crashes. Sessions are driven only through the real [`Pump`]; requests run synchronously
 //! against the real [`Store`] on [`SimFs`].
 
-use super::check::{self, DATA_DIR};
+use super::check::{self, DATA_DIR, Deletions, Gone};
 use super::clients::{Client, DOMAIN, USERS};
 use super::fs::{Faults, SimFs};
+use super::pop::{self, PopEvent, Reader};
 use super::rng::Rng;
+use petrel_core::pop3::Pop3Config;
 use petrel_core::smtp::{Role, SmtpConfig};
 use petrel_core::{
-    Action, Completion, Effect, PeerInfo, Pump, RequestId, Service, SessionIds, TlsInfo, WallClock,
+    Action, Completion, Effect, MaildropOutcome, PeerInfo, Pump, RequestId, Service, SessionIds,
+    TlsInfo, WallClock,
 };
 use petrel_store::{Store, StoreConfig};
 use std::collections::BTreeMap;
@@ -32,6 +35,9 @@ pub struct RunOptions {
     pub planted_lost: bool,
     /// Start without the users' Maildirs, so the store creates them while faults are on.
     pub fresh_maildirs: bool,
+    /// Planted bug: a POP3 session the reader dropped counts as if its QUIT had been answered
+    /// `+OK`, so the checker expects its DELEted messages gone.
+    pub planted_pop_ack: bool,
 }
 
 impl RunOptions {
@@ -44,6 +50,7 @@ impl RunOptions {
             max_steps: 20_000,
             fresh_maildirs: false,
             planted_lost: false,
+            planted_pop_ack: false,
         }
     }
 }
@@ -73,6 +80,10 @@ pub struct Outcome {
     pub stalls: u64,
     /// Highest `Pump::buffered_bytes` seen.
     pub peak_buffered: usize,
+    /// Messages POP3 readers retrieved (RETR or TOP).
+    pub retrieved: u64,
+    /// POP3 deletions acknowledged by a QUIT `+OK`.
+    pub pop_deleted: usize,
 }
 
 /// The simulated calendar, derived from the simulated monotonic clock.
@@ -101,6 +112,10 @@ struct Parked {
 struct Conn {
     pump: Pump,
     client: usize,
+    /// A POP3 connection: `client` indexes the readers.
+    pop: bool,
+    /// Sim ids the POP3 reader DELEted before it sent QUIT.
+    quit_ids: Vec<String>,
     to_server: Vec<u8>,
     client_gone: bool,
     deadline: Option<Instant>,
@@ -118,10 +133,20 @@ struct World {
     store: Option<Store>,
     inbound: Service,
     submission: Service,
+    pop3: Service,
     ids: SessionIds,
     conns: BTreeMap<u64, Conn>,
     next_conn: u64,
     clients: Vec<Client>,
+    readers: Vec<Reader>,
+    /// POP3 deletions the checker must allow or expect.
+    gone: Deletions,
+    /// Users whose maildrop a POP3 session holds (as the store must see it), by connection.
+    holders: BTreeMap<String, u64>,
+    /// UIDL each reader saw per (user, sim id), and the reverse.
+    uidls: BTreeMap<(String, String), String>,
+    uidl_owner: BTreeMap<(String, String), String>,
+    planted_pop_ack: bool,
     trace: Vec<String>,
     hash: u64,
     boots: u32,
@@ -204,6 +229,11 @@ fn effect_name(e: &Effect) -> String {
         Effect::Commit { tx, .. } => format!("commit {}", tx.0),
         Effect::Abort { tx } => format!("abort {}", tx.0),
         Effect::Authenticate { username, .. } => format!("auth {username}"),
+        Effect::OpenMaildrop { user } => format!("open-maildrop {}", user.0),
+        Effect::ReadMessage { name, offset, .. } => format!("read {name} @{offset}"),
+        Effect::CloseMaildrop { user, delete } => {
+            format!("close-maildrop {} delete {}", user.0, delete.len())
+        }
         _ => "other".into(),
     }
 }
@@ -243,27 +273,40 @@ impl World {
         }
     }
 
-    fn connect(&mut self, client: usize) {
+    fn connect(&mut self, client: usize, pop: bool) {
         let now = self.now();
         let peer = PeerInfo {
-            ip: format!("192.0.2.{}", client + 1),
-            loopback: false,
+            ip: if pop {
+                "127.0.0.1".into()
+            } else {
+                format!("192.0.2.{}", client + 1)
+            },
+            loopback: pop,
             tls: None,
             session_id: self.ids.next_id(),
         };
-        let service = if self.clients[client].submission {
+        let service = if pop {
+            &self.pop3
+        } else if self.clients[client].submission {
             &self.submission
         } else {
             &self.inbound
         };
         let pump = Pump::new(service.open(peer, now));
-        self.clients[client].connect(&mut self.rng);
+        if pop {
+            self.readers[client].connect(&mut self.rng);
+            self.readers[client].seen_mail = self.mail_for(self.readers[client].user);
+        } else {
+            self.clients[client].connect(&mut self.rng);
+        }
         self.next_conn += 1;
         self.conns.insert(
             self.next_conn,
             Conn {
                 pump,
                 client,
+                pop,
+                quit_ids: Vec::new(),
                 to_server: Vec::new(),
                 client_gone: false,
                 deadline: None,
@@ -271,7 +314,8 @@ impl World {
                 parked: None,
             },
         );
-        self.log(format!("conn {} open client {client}", self.next_conn));
+        let what = if pop { "reader" } else { "client" };
+        self.log(format!("conn {} open {what} {client}", self.next_conn));
     }
 
     /// Does the next thing connection `id` wants.
@@ -325,6 +369,9 @@ impl World {
                 let bytes = out[..n].to_vec();
                 conn.pump.wrote(now, n);
                 let client = conn.client;
+                if conn.pop {
+                    return self.pop_receive(id, client, &bytes);
+                }
                 let reply = self.clients[client].receive(&bytes, &mut self.rng);
                 let first = String::from_utf8_lossy(&bytes[..n.min(40)]).into_owned();
                 self.log(format!("conn {id} s->c {n} {first:?}"));
@@ -427,11 +474,11 @@ impl World {
                 }
             }
             Action::Close(reason) => {
-                let client = conn.client;
+                let (client, pop) = (conn.client, conn.pop);
                 let gone = conn.client_gone;
                 self.conns.remove(&id);
                 if !gone {
-                    self.clients[client].disconnected();
+                    self.disconnected(client, pop);
                 }
                 self.log(format!("conn {id} closed {reason:?}"));
             }
@@ -450,12 +497,58 @@ impl World {
         if self.mid_crash_one_in > 0 && self.rng.one_in(self.mid_crash_one_in) {
             self.fs.crash_after_ops(self.rng.range(1, 6) as u64);
         }
+        // The maildrop lock as the store must see it: held from a successful open to the close.
+        let mut opening = None;
+        match &effect {
+            Effect::OpenMaildrop { user } => {
+                opening = Some((user.0.clone(), self.holders.get(&user.0).copied()));
+            }
+            Effect::CloseMaildrop { user, delete } => {
+                self.holders.remove(&user.0);
+                if !delete.is_empty() {
+                    let ids = self
+                        .conns
+                        .get(&id)
+                        .map(|c| c.quit_ids.clone())
+                        .unwrap_or_default();
+                    if ids.len() != delete.len() {
+                        return Err(format!(
+                            "conn {id}: QUIT deletes {} messages, the reader DELEted {ids:?}",
+                            delete.len()
+                        ));
+                    }
+                    let user = local_part(&user.0);
+                    for sid in ids {
+                        self.gone.entry((user.clone(), sid)).or_insert(Gone::Maybe);
+                    }
+                }
+            }
+            _ => {}
+        }
         let store = self.store.as_ref().expect("store is open");
         let c = store.execute(effect);
         if self.fs.crashed() {
             self.log(format!("conn {id} {name} -> power lost inside"));
             self.crash()?;
             return Ok(None);
+        }
+        if let Some((user, holder)) = opening {
+            match (&c, holder) {
+                (Completion::Maildrop(MaildropOutcome::InUse), None) => {
+                    return Err(format!(
+                        "conn {id}: {user}'s maildrop is IN-USE though no POP3 session holds it"
+                    ));
+                }
+                (Completion::Maildrop(MaildropOutcome::Ready { .. }), Some(h)) => {
+                    return Err(format!(
+                        "conn {id}: second POP3 session got {user}'s maildrop while conn {h} holds it"
+                    ));
+                }
+                (Completion::Maildrop(MaildropOutcome::Ready { .. }), None) => {
+                    self.holders.insert(user, id);
+                }
+                _ => {}
+            }
         }
         Ok(Some(c))
     }
@@ -476,8 +569,8 @@ impl World {
     }
 
     fn check_disk(&self, when: &str) -> Result<usize, String> {
-        let files =
-            check::mailboxes(&self.fs, &self.clients).map_err(|e| format!("{when}: {e}"))?;
+        let files = check::mailboxes(&self.fs, &self.clients, &self.gone)
+            .map_err(|e| format!("{when}: {e}"))?;
         check::queue(&self.fs, &self.clients).map_err(|e| format!("{when}: {e}"))?;
         Ok(files)
     }
@@ -487,9 +580,11 @@ impl World {
         self.crashes += 1;
         for (_, conn) in std::mem::take(&mut self.conns) {
             if !conn.client_gone {
-                self.clients[conn.client].disconnected();
+                self.disconnected(conn.client, conn.pop);
             }
         }
+        // The maildrop locks live in the store's memory: a crash frees them.
+        self.holders.clear();
         self.store = None;
         self.faults += self.fs.injected();
         self.fs = self.fs.crash();
@@ -509,7 +604,9 @@ impl World {
         for _ in 0..max_steps {
             self.steps += 1;
             self.check_memory()?;
-            let idle = self.conns.is_empty() && !self.clients.iter().any(Client::wants_connect);
+            let idle = self.conns.is_empty()
+                && !self.clients.iter().any(Client::wants_connect)
+                && !self.readers.iter().any(Reader::wants_connect);
             if idle {
                 break;
             }
@@ -530,17 +627,33 @@ impl World {
                         conn.pump.eof(now);
                     }
                     let client = conn.client;
-                    self.clients[client].disconnected();
+                    if conn.pop {
+                        self.readers[client].disconnected();
+                    } else {
+                        self.clients[client].disconnected();
+                    }
                     let how = if fin { "half-closed" } else { "reset" };
                     self.log(format!("conn {id} {how} by client"));
                 }
             } else if r < 8 {
-                let wanting: Vec<usize> = (0..self.clients.len())
+                let senders_done = self.clients.iter().all(|c| c.done);
+                let wanting: Vec<(usize, bool)> = (0..self.clients.len())
                     .filter(|&c| self.clients[c].wants_connect())
+                    .map(|c| (c, false))
+                    .chain(
+                        (0..self.readers.len())
+                            .filter(|&r| {
+                                self.readers[r].wants_connect()
+                                    && (senders_done
+                                        || self.mail_for(self.readers[r].user)
+                                            > self.readers[r].seen_mail)
+                            })
+                            .map(|r| (r, true)),
+                    )
                     .collect();
                 if !wanting.is_empty() {
-                    let c = wanting[self.rng.below(wanting.len() as u64) as usize];
-                    self.connect(c);
+                    let (c, pop) = wanting[self.rng.below(wanting.len() as u64) as usize];
+                    self.connect(c, pop);
                 }
             } else if r < 12 {
                 // Time passes; now and then it jumps to the earliest session deadline.
@@ -569,8 +682,14 @@ impl World {
         self.stalls_on = false;
         self.log("faults off".into());
         self.run(max_steps, 0, 0)?;
+        if let Some(r) = self.readers.iter().find(|r| !r.done) {
+            return Err(format!(
+                "liveness: reader {} not finished {max_steps} steps after the faults stopped",
+                r.idx
+            ));
+        }
         if let Some(c) = self.clients.iter().find(|c| !c.done) {
-            let conn = self.conns.values().find(|k| k.client == c.idx);
+            let conn = self.conns.values().find(|k| k.client == c.idx && !k.pop);
             let state = conn.map(|k| {
                 format!(
                     "stall {} parked {} to_server {} buffered {}",
@@ -584,6 +703,136 @@ impl World {
                 "liveness: client {} not finished {max_steps} steps after the faults stopped (connection: {state:?})",
                 c.idx
             ));
+        }
+        Ok(())
+    }
+
+    /// Messages acknowledged to local user `user` so far.
+    fn mail_for(&self, user: &str) -> usize {
+        self.clients
+            .iter()
+            .flat_map(|c| &c.attempts)
+            .filter(|a| a.acked && a.accepted.iter().any(|u| u == user))
+            .count()
+    }
+
+    fn disconnected(&mut self, client: usize, pop: bool) {
+        if pop {
+            self.readers[client].disconnected();
+        } else {
+            self.clients[client].disconnected();
+        }
+    }
+
+    /// Bytes from the server to POP3 reader `r` on connection `id`.
+    fn pop_receive(&mut self, id: u64, r: usize, bytes: &[u8]) -> Result<(), String> {
+        let reply = self.readers[r].receive(bytes, &mut self.rng);
+        let first = String::from_utf8_lossy(&bytes[..bytes.len().min(40)]).into_owned();
+        self.log(format!("conn {id} s->r {} {first:?}", bytes.len()));
+        let reply = reply?;
+        for ev in std::mem::take(&mut self.readers[r].events) {
+            self.pop_event(id, r, ev)?;
+        }
+        if !reply.is_empty() {
+            self.log(format!("conn {id} reader queues {}", reply.len()));
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.to_server.extend_from_slice(&reply);
+            }
+        }
+        if self.readers[r].drop_request {
+            let dele = self.readers[r].deleted_ids();
+            let now = self.now();
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.client_gone = true;
+                conn.to_server.clear();
+                conn.pump.eof(now);
+            }
+            self.readers[r].disconnected();
+            self.log(format!(
+                "conn {id} reader drops the connection after DELE {dele:?}"
+            ));
+            if self.planted_pop_ack {
+                let user = self.readers[r].user.to_string();
+                for sid in dele {
+                    self.gone.insert((user.clone(), sid), Gone::Acked);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks what a POP3 reader saw against the disk and the history.
+    fn pop_event(&mut self, id: u64, r: usize, ev: PopEvent) -> Result<(), String> {
+        let user = self.readers[r].user.to_string();
+        match ev {
+            PopEvent::InUse => self.log(format!("conn {id} reader {r} IN-USE")),
+            PopEvent::QuitSent(ids) => {
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    conn.quit_ids = ids;
+                }
+            }
+            PopEvent::QuitAcked(ids) => {
+                self.log(format!("conn {id} QUIT acknowledged deleting {ids:?}"));
+                for sid in ids {
+                    self.gone.insert((user.clone(), sid), Gone::Acked);
+                }
+            }
+            PopEvent::Retrieved {
+                n,
+                uidl,
+                octets,
+                listed,
+                content,
+                top,
+            } => {
+                let what = format!("conn {id} {user} message {n} (top {top:?})");
+                let sid = check::sim_id(&content)
+                    .ok_or_else(|| format!("{what}: retrieved without X-Sim-Id: {content:?}"))?;
+                self.log(format!("conn {id} retrieved {sid} uidl {uidl:?}"));
+                if self.gone.get(&(user.clone(), sid.clone())) == Some(&Gone::Acked) {
+                    return Err(format!(
+                        "{what}: {sid} retrieved although a QUIT acknowledged its deletion"
+                    ));
+                }
+                let stored = check::stored(&self.fs, &user, &sid)
+                    .ok_or_else(|| format!("{what}: {sid} retrieved but not on disk"))?;
+                let want = match top {
+                    Some(k) => pop::top_of(&stored, k),
+                    None => stored.clone(),
+                };
+                if content != want {
+                    return Err(format!(
+                        "{what}: {sid} retrieved as {} bytes, differs from the stored {} bytes",
+                        content.len(),
+                        want.len()
+                    ));
+                }
+                if top.is_none() && (octets != Some(content.len() as u64) || listed != octets) {
+                    return Err(format!(
+                        "{what}: {sid} is {} octets, RETR said {octets:?}, LIST said {listed:?}",
+                        content.len()
+                    ));
+                }
+                if let Some(u) = uidl {
+                    let key = (user.clone(), sid.clone());
+                    if let Some(old) = self.uidls.get(&key)
+                        && old != &u
+                        && old[8..] == u[8..]
+                    {
+                        return Err(format!(
+                            "{what}: {sid} had UIDL {old}, now {u} with the same UIDVALIDITY"
+                        ));
+                    }
+                    let owner = (user.clone(), u.clone());
+                    if let Some(other) = self.uidl_owner.get(&owner)
+                        && other != &sid
+                    {
+                        return Err(format!("{what}: UIDL {u} was {other}'s, now {sid}'s"));
+                    }
+                    self.uidls.insert(key, u);
+                    self.uidl_owner.insert(owner, sid);
+                }
+            }
         }
         Ok(())
     }
@@ -627,6 +876,13 @@ pub fn run_seed(opts: RunOptions) -> Outcome {
     let clients = (0..rng.range(1, 6))
         .map(|i| Client::new(i, &mut rng))
         .collect();
+    let readers = (0..rng.range(0, 4))
+        .map(|i| Reader::new(i, &mut rng))
+        .collect();
+    let mut pop3 = Pop3Config::new("mx.example.test");
+    pop3.stls = true;
+    pop3.allow_plaintext_on_loopback = true;
+    pop3.chunk_size = [7, 1000, 65536][rng.range(0, 2)];
     // A quarter of the runs start with no Maildirs, so the store creates them under faults.
     let fresh = opts.fresh_maildirs || rng.range(0, 3) == 0;
     let fs = template(!fresh).fork(rng.next(), faults);
@@ -640,9 +896,16 @@ pub fn run_seed(opts: RunOptions) -> Outcome {
         store: None,
         inbound: Service::Smtp(Arc::new(config)),
         submission: Service::Smtp(Arc::new(sub)),
+        pop3: Service::Pop3(Arc::new(pop3)),
         conns: BTreeMap::new(),
         next_conn: 0,
         clients,
+        readers,
+        gone: Deletions::new(),
+        holders: BTreeMap::new(),
+        uidls: BTreeMap::new(),
+        uidl_owner: BTreeMap::new(),
+        planted_pop_ack: opts.planted_pop_ack,
         trace: Vec::new(),
         hash: 0xcbf2_9ce4_8422_2325,
         boots: 0,
@@ -658,9 +921,10 @@ pub fn run_seed(opts: RunOptions) -> Outcome {
         peak_buffered: 0,
     };
     w.log(format!(
-        "seed {} faults {faults:?} crash 1/{crash_one_in} reset 1/{reset_one_in} park 1/{park_one_in} clients {}",
+        "seed {} faults {faults:?} crash 1/{crash_one_in} reset 1/{reset_one_in} park 1/{park_one_in} clients {} readers {}",
         opts.seed,
-        w.clients.len()
+        w.clients.len(),
+        w.readers.len()
     ));
     let result = w
         .boot()
@@ -682,11 +946,19 @@ pub fn run_seed(opts: RunOptions) -> Outcome {
             .count(),
         crashes: w.crashes,
         faults: w.faults + w.fs.injected(),
-        unfinished: w.clients.iter().filter(|c| !c.done).count(),
+        unfinished: w.clients.iter().filter(|c| !c.done).count()
+            + w.readers.iter().filter(|r| !r.done).count(),
+        retrieved: w.readers.iter().map(|r| r.retrieved).sum(),
+        pop_deleted: w.gone.values().filter(|g| **g == Gone::Acked).count(),
         parked: w.parked,
         stalls: w.stalls,
         peak_buffered: w.peak_buffered,
         failure,
         trace: w.trace,
     }
+}
+
+/// `alice` from `alice@example.test`.
+fn local_part(address: &str) -> String {
+    address.split('@').next().unwrap_or(address).to_string()
 }
