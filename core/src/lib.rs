@@ -56,6 +56,7 @@
 pub mod clock;
 pub mod effect;
 pub mod line;
+pub mod outbox;
 pub mod pop3;
 pub mod pump;
 pub mod sasl;

@@ -9,10 +9,10 @@ use crate::effect::{
     AuthOutcome, Completion, Effect, MaildropEntry, MaildropOutcome, Secret, UserId,
 };
 use crate::line::{Line, LineReader};
+use crate::outbox::Outbox;
 use crate::sasl::{self, SaslError};
 use crate::service::PeerInfo;
 use crate::session::{CloseReason, Event, RequestId, Session, TlsInfo};
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -65,9 +65,7 @@ pub struct Pop3Session {
     config: Arc<Pop3Config>,
     peer: PeerInfo,
     tls: Option<TlsInfo>,
-    out: Vec<u8>,
-    events: VecDeque<Event>,
-    next_id: u64,
+    outbox: Outbox,
     pending: Option<(RequestId, Pending)>,
     phase: Phase,
     lines: LineReader,
@@ -90,9 +88,7 @@ impl Pop3Session {
             tls: peer.tls.clone(),
             config,
             peer,
-            out: Vec::with_capacity(128),
-            events: VecDeque::new(),
-            next_id: 0,
+            outbox: Outbox::default(),
             pending: None,
             phase: Phase::Authorization { user: None },
             lines: LineReader::default(),
@@ -112,7 +108,7 @@ impl Pop3Session {
     /// Opens a session that only says the server is busy, then closes.
     pub fn refuse(config: Arc<Pop3Config>, peer: PeerInfo, now: Instant) -> Self {
         let mut s = Self::new(config, peer, now);
-        s.out.clear();
+        s.outbox.out.clear();
         s.err("[SYS/TEMP] Too many connections, try again later.");
         s.end(CloseReason::Refused);
         s.step();
@@ -120,15 +116,15 @@ impl Pop3Session {
     }
 
     fn ok(&mut self, text: &str) {
-        self.out.extend_from_slice(b"+OK ");
-        self.out.extend_from_slice(text.as_bytes());
-        self.out.extend_from_slice(b"\r\n");
+        self.outbox.out.extend_from_slice(b"+OK ");
+        self.outbox.out.extend_from_slice(text.as_bytes());
+        self.outbox.out.extend_from_slice(b"\r\n");
     }
 
     fn err(&mut self, text: &str) {
-        self.out.extend_from_slice(b"-ERR ");
-        self.out.extend_from_slice(text.as_bytes());
-        self.out.extend_from_slice(b"\r\n");
+        self.outbox.out.extend_from_slice(b"-ERR ");
+        self.outbox.out.extend_from_slice(text.as_bytes());
+        self.outbox.out.extend_from_slice(b"\r\n");
     }
 
     /// A client mistake: counted; too many end the session.
@@ -143,10 +139,8 @@ impl Pop3Session {
 
     fn request(&mut self, effect: Effect, what: Pending) {
         debug_assert!(self.pending.is_none(), "one request at a time");
-        let id = RequestId(self.next_id);
-        self.next_id += 1;
+        let id = self.outbox.request(effect);
         self.pending = Some((id, what));
-        self.events.push_back(Event::Request { id, effect });
     }
 
     fn end(&mut self, reason: CloseReason) {
@@ -226,10 +220,10 @@ impl Pop3Session {
         }
         caps.extend(["EXPIRE NEVER", "LOGIN-DELAY 0", "IMPLEMENTATION Petrel"]);
         for c in caps {
-            self.out.extend_from_slice(c.as_bytes());
-            self.out.extend_from_slice(b"\r\n");
+            self.outbox.out.extend_from_slice(c.as_bytes());
+            self.outbox.out.extend_from_slice(b"\r\n");
         }
-        self.out.extend_from_slice(b".\r\n");
+        self.outbox.out.extend_from_slice(b".\r\n");
     }
 
     fn stls(&mut self) {
@@ -239,7 +233,7 @@ impl Pop3Session {
         self.ok("Begin TLS negotiation now.");
         self.phase = Phase::AwaitTls;
         self.lines.clear();
-        self.events.push_back(Event::StartTls);
+        self.outbox.push(Event::StartTls);
     }
 
     fn auth(&mut self, mechanism: &str, initial: Option<String>) {
@@ -254,7 +248,7 @@ impl Pop3Session {
         match initial {
             Some(ir) => self.auth_response(&ir),
             None => {
-                self.out.extend_from_slice(b"+ \r\n");
+                self.outbox.out.extend_from_slice(b"+ \r\n");
                 self.phase = Phase::AuthResponse;
             }
         }
@@ -331,10 +325,10 @@ impl Pop3Session {
                     .collect();
                 self.ok("");
                 for line in listing {
-                    self.out.extend_from_slice(line.as_bytes());
-                    self.out.extend_from_slice(b"\r\n");
+                    self.outbox.out.extend_from_slice(line.as_bytes());
+                    self.outbox.out.extend_from_slice(b"\r\n");
                 }
-                self.out.extend_from_slice(b".\r\n");
+                self.outbox.out.extend_from_slice(b".\r\n");
             }
             Command::List(Some(n)) => {
                 if let Some(i) = self.message(n) {
@@ -403,10 +397,10 @@ impl Pop3Session {
             self.ok(&format!("{size} octets"));
         }
         if bytes.is_empty() || {
-            t.encoder.feed(&bytes, &mut self.out);
+            t.encoder.feed(&bytes, &mut self.outbox.out);
             t.encoder.is_done()
         } {
-            t.encoder.finish(&mut self.out);
+            t.encoder.finish(&mut self.outbox.out);
             return;
         }
         t.offset += bytes.len() as u64;
@@ -452,7 +446,7 @@ impl Pop3Session {
                 return;
             }
             self.closed = true;
-            self.events.push_back(Event::Closed { reason });
+            self.outbox.push(Event::Closed { reason });
         }
     }
 }
@@ -477,7 +471,7 @@ impl Session for Pop3Session {
             && self.delayed.is_none()
             && self.ending.is_none()
             && !self.closed
-            && self.out.len() < OUTPUT_HIGH_WATER
+            && self.outbox.out.len() < OUTPUT_HIGH_WATER
         {
             let rest = &input[used..];
             if let Phase::AwaitTls = self.phase {
@@ -613,19 +607,11 @@ impl Session for Pop3Session {
     }
 
     fn poll_output(&mut self, out: &mut Vec<u8>) -> bool {
-        if self.out.is_empty() {
-            return false;
-        }
-        if out.is_empty() {
-            std::mem::swap(out, &mut self.out);
-        } else {
-            out.append(&mut self.out);
-        }
-        true
+        self.outbox.poll_output(out)
     }
 
     fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.outbox.poll_event()
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
@@ -646,7 +632,7 @@ impl Session for Pop3Session {
     }
 
     fn buffered_bytes(&self) -> usize {
-        self.out.len() + self.lines.buffered()
+        self.outbox.out.len() + self.lines.buffered()
     }
 }
 

@@ -16,10 +16,10 @@ use crate::effect::{
     UserId,
 };
 use crate::line::{Line, LineReader};
+use crate::outbox::Outbox;
 use crate::sasl::{self, SaslError};
 use crate::service::PeerInfo;
 use crate::session::{CloseReason, Event, RequestId, Session, TlsInfo};
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -97,9 +97,7 @@ struct Transaction {
 pub struct SmtpSession {
     config: Arc<SmtpConfig>,
     peer: PeerInfo,
-    out: Vec<u8>,
-    events: VecDeque<Event>,
-    next_id: u64,
+    outbox: Outbox,
     pending: Option<(RequestId, Pending)>,
     phase: Phase,
     lines: LineReader,
@@ -145,9 +143,7 @@ impl SmtpSession {
             deadline: now + config.command_timeout,
             config,
             peer,
-            out: Vec::with_capacity(256),
-            events: VecDeque::new(),
-            next_id: 0,
+            outbox: Outbox::default(),
             pending: None,
             phase: Phase::Command,
             lines: LineReader::default(),
@@ -176,7 +172,7 @@ impl SmtpSession {
         }
         line.push_str(text);
         line.push_str("\r\n");
-        self.out.extend_from_slice(line.as_bytes());
+        self.outbox.out.extend_from_slice(line.as_bytes());
     }
 
     fn send(&mut self, r: Reply) {
@@ -196,10 +192,8 @@ impl SmtpSession {
 
     fn request(&mut self, effect: Effect, what: Pending) {
         debug_assert!(self.pending.is_none(), "one request at a time");
-        let id = RequestId(self.next_id);
-        self.next_id += 1;
+        let id = self.outbox.request(effect);
         self.pending = Some((id, what));
-        self.events.push_back(Event::Request { id, effect });
     }
 
     /// Ends the session after the output queued so far (and after aborting an open message).
@@ -304,7 +298,8 @@ impl SmtpSession {
             let last = lines.len() - 1;
             for (i, l) in lines.iter().enumerate() {
                 let sep = if i == last { ' ' } else { '-' };
-                self.out
+                self.outbox
+                    .out
                     .extend_from_slice(format!("250{sep}{l}\r\n").as_bytes());
             }
         }
@@ -500,7 +495,7 @@ impl SmtpSession {
         self.reply(220, "2.0.0", "Ready to start TLS");
         self.phase = Phase::AwaitTls;
         self.lines.clear();
-        self.events.push_back(Event::StartTls);
+        self.outbox.push(Event::StartTls);
     }
 
     fn auth(&mut self, mechanism: String, initial: Option<String>) {
@@ -735,7 +730,7 @@ impl SmtpSession {
                 return;
             }
             self.closed = true;
-            self.events.push_back(Event::Closed { reason });
+            self.outbox.push(Event::Closed { reason });
         }
     }
 }
@@ -766,7 +761,7 @@ impl Session for SmtpSession {
             && self.delayed.is_none()
             && self.ending.is_none()
             && !self.closed
-            && self.out.len() < OUTPUT_HIGH_WATER
+            && self.outbox.out.len() < OUTPUT_HIGH_WATER
         {
             let rest = &input[used..];
             used += match &mut self.phase {
@@ -949,19 +944,11 @@ impl Session for SmtpSession {
     }
 
     fn poll_output(&mut self, out: &mut Vec<u8>) -> bool {
-        if self.out.is_empty() {
-            return false;
-        }
-        if out.is_empty() {
-            std::mem::swap(out, &mut self.out);
-        } else {
-            out.append(&mut self.out);
-        }
-        true
+        self.outbox.poll_output(out)
     }
 
     fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.outbox.poll_event()
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
@@ -983,7 +970,7 @@ impl Session for SmtpSession {
 
     fn buffered_bytes(&self) -> usize {
         let chunk = self.tx.as_ref().map_or(0, |t| t.body.chunk.len());
-        self.out.len()
+        self.outbox.out.len()
             + self.lines.buffered()
             + chunk
             + self.delayed.as_ref().map_or(0, |(_, r)| r.2.len())
