@@ -28,24 +28,25 @@
 //! # use std::time::Instant;
 //! # fn read(_: &mut [u8], _: Option<Instant>) -> Option<usize> { None }
 //! # fn write(_: &[u8]) -> usize { 0 }
-//! # fn execute(_: petrel_core::Effect) -> petrel_core::Completion { unimplemented!() }
+//! # fn execute(_: petrel_core::Effect) -> petrel_core::Completion { panic!("example") }
+//! # fn clock() -> Instant { panic!("example") } // the runtime's monotonic clock
 //! # fn drive(session: Box<dyn Session + Send>) {
 //! let mut pump = Pump::new(session);
 //! loop {
 //!     match pump.next_action() {
 //!         Action::Write => {
 //!             let n = write(pump.output());
-//!             pump.wrote(Instant::now(), n);
+//!             pump.wrote(clock(), n);
 //!         }
-//!         Action::Execute(id, effect) => pump.complete(Instant::now(), id, execute(effect)),
+//!         Action::Execute(id, effect) => pump.complete(clock(), id, execute(effect)),
 //!         Action::StartTls => { /* wrap the socket, then */ }
 //!         Action::Read { deadline } => match read(pump.read_buffer(), deadline) {
-//!             Some(0) => pump.eof(Instant::now()),
-//!             Some(n) => pump.received(Instant::now(), n),
-//!             None => pump.timeout(Instant::now()),
+//!             Some(0) => pump.eof(clock()),
+//!             Some(n) => pump.received(clock(), n),
+//!             None => pump.timeout(clock()),
 //!         },
 //!         Action::Wait { deadline } => { /* sleep until the deadline, then */
-//!             pump.timeout(Instant::now());
+//!             pump.timeout(clock());
 //!         }
 //!         Action::Close(_) => break,
 //!     }
@@ -63,6 +64,7 @@ pub mod sasl;
 pub mod service;
 pub mod session;
 pub mod smtp;
+pub mod testing;
 
 pub use clock::{WallClock, rfc5322_date};
 pub use effect::{

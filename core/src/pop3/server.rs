@@ -644,6 +644,3 @@ impl std::fmt::Debug for Pop3Session {
             .finish_non_exhaustive()
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -986,6 +986,3 @@ impl std::fmt::Debug for SmtpSession {
             .finish_non_exhaustive()
     }
 }
-
-#[cfg(test)]
-mod tests;

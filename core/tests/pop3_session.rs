@@ -1,14 +1,18 @@
-//! Transcript tests of the POP3 session through the real [`Pump`], with a fake store.
+//! Transcript tests of the POP3 session through the real `Pump`, with a fake store.
 
 // Tests need one real instant as their epoch; every later time is derived from it.
 #![allow(clippy::disallowed_methods)]
 
-use super::*;
-use crate::pump::{Action, Pump};
-use crate::service::Service;
+use petrel_core::pop3::{Pop3Config, Pop3Session};
+use petrel_core::testing::converse as drive;
+use petrel_core::{
+    AuthOutcome, Completion, Effect, Event, MaildropEntry, MaildropOutcome, PeerInfo, Service,
+    Session, UserId,
+};
 use proptest::prelude::*;
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 const MESSAGES: [&[u8]; 3] = [
     b"Subject: one\r\n\r\nfirst\r\n.dot line\r\n",
@@ -90,62 +94,11 @@ fn converse(input: &[u8], cuts: &[usize], store: &mut FakeStore) -> String {
         tls: None,
         session_id: "P1".into(),
     };
-    let mut pump = Pump::new(Service::Pop3(Arc::new(config)).open(peer, start));
-    let mut written = Vec::new();
-    let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
-    bounds.push(input.len());
-    bounds.sort();
-    let (mut pos, mut now) = (0, start);
-    let mut bound_iter = bounds.into_iter();
-    let mut end = bound_iter.next().unwrap_or(input.len());
-    loop {
-        match pump.next_action() {
-            Action::Write => {
-                written.extend_from_slice(pump.output());
-                let n = pump.output().len();
-                pump.wrote(now, n);
-            }
-            Action::Execute(id, effect) => {
-                let c = store.execute(effect);
-                pump.complete(now, id, c);
-            }
-            Action::StartTls => pump.tls_established(
-                now,
-                TlsInfo {
-                    version: "TLSv1.3".into(),
-                    cipher: "X".into(),
-                },
-            ),
-            Action::Read { deadline } => {
-                while pos == end {
-                    match bound_iter.next() {
-                        Some(e) => end = e,
-                        None => break,
-                    }
-                }
-                if pos < end {
-                    let buf = pump.read_buffer();
-                    let n = buf.len().min(end - pos);
-                    buf[..n].copy_from_slice(&input[pos..pos + n]);
-                    pos += n;
-                    pump.received(now, n);
-                } else if let Some(d) =
-                    deadline.filter(|d| d.duration_since(start) < Duration::from_secs(5))
-                {
-                    now = d;
-                    pump.timeout(now);
-                } else {
-                    pump.eof(now);
-                }
-            }
-            Action::Wait { deadline } => {
-                now = deadline.expect("no request is ever outstanding here");
-                pump.timeout(now);
-            }
-            Action::Close(_) => break,
-        }
-    }
-    String::from_utf8_lossy(&written).into_owned()
+    let pump = Service::Pop3(Arc::new(config)).start(peer, false, start);
+    drive(pump, start, input, cuts, Duration::from_secs(5), |e| {
+        store.execute(e)
+    })
+    .text()
 }
 
 const LOGIN: &[u8] = b"USER alice@example.test\r\nPASS pw\r\n";

@@ -1,16 +1,18 @@
-//! Transcript tests of the SMTP session through the real [`Pump`], with a fake store.
+//! Transcript tests of the SMTP session through the real `Pump`, with a fake store.
 
 // Tests need one real instant as their epoch; every later time is derived from it.
 #![allow(clippy::disallowed_methods)]
 
-use super::*;
-use crate::clock::WallClock;
-use crate::pump::{Action, Pump};
-use crate::service::Service;
-use crate::smtp::Role;
+use petrel_core::smtp::{Role, SmtpConfig, SmtpSession};
+use petrel_core::testing::converse as drive;
+use petrel_core::{
+    AuthOutcome, CloseReason, Completion, Effect, Envelope, Event, PeerInfo, Receipt,
+    RecipientOutcome, Service, Session, TxId, UserId, WallClock,
+};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[derive(Debug)]
 struct FixedClock;
@@ -109,66 +111,12 @@ fn peer() -> PeerInfo {
 /// Returns everything the server wrote, and the store.
 fn converse(role: Role, input: &[u8], cuts: &[usize]) -> (String, FakeStore) {
     let start = Instant::now();
-    let service = Service::Smtp(Arc::new(config(role)));
-    let mut pump = Pump::new(service.open(peer(), start));
+    let pump = Service::Smtp(Arc::new(config(role))).start(peer(), false, start);
     let mut store = FakeStore::default();
-    let mut written = Vec::new();
-    let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
-    bounds.push(input.len());
-    bounds.sort();
-    let mut pos = 0;
-    let mut now = start;
-    let mut bound_iter = bounds.into_iter();
-    let mut end = bound_iter.next().unwrap_or(input.len());
-    loop {
-        match pump.next_action() {
-            Action::Write => {
-                written.extend_from_slice(pump.output());
-                let n = pump.output().len();
-                pump.wrote(now, n);
-            }
-            Action::Execute(id, effect) => {
-                let c = store.execute(effect);
-                pump.complete(now, id, c);
-            }
-            Action::StartTls => pump.tls_established(
-                now,
-                TlsInfo {
-                    version: "TLSv1.3".into(),
-                    cipher: "TLS13_AES_128_GCM_SHA256".into(),
-                },
-            ),
-            Action::Read { deadline } => {
-                while pos == end {
-                    match bound_iter.next() {
-                        Some(e) => end = e,
-                        None => break,
-                    }
-                }
-                if pos < end {
-                    let buf = pump.read_buffer();
-                    let n = buf.len().min(end - pos);
-                    buf[..n].copy_from_slice(&input[pos..pos + n]);
-                    pos += n;
-                    pump.received(now, n);
-                } else if let Some(d) =
-                    deadline.filter(|d| d.duration_since(start) < Duration::from_secs(5))
-                {
-                    // Only short delays (AUTH failure) are waited out; the idle timeout ends the test.
-                    now = d;
-                    pump.timeout(now);
-                } else {
-                    pump.eof(now);
-                }
-            }
-            Action::Wait { deadline } => {
-                now = deadline.expect("no request is ever outstanding here");
-                pump.timeout(now);
-            }
-            Action::Close(_) => break,
-        }
-    }
-    (String::from_utf8_lossy(&written).into_owned(), store)
+    let c = drive(pump, start, input, cuts, Duration::from_secs(5), |e| {
+        store.execute(e)
+    });
+    (c.text(), store)
 }
 
 fn codes(transcript: &str) -> Vec<&str> {
