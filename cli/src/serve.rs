@@ -103,6 +103,10 @@ pub fn run(config: Config, runtime: RuntimeKind) -> Result<(), Failure> {
                 Service::Smtp(smtp_config(&config, Role::Submissions, &clock, false)),
                 true,
             ),
+            ListenerKind::Lmtp => (
+                Service::Smtp(smtp_config(&config, Role::Lmtp, &clock, true)),
+                false,
+            ),
             ListenerKind::Pop3 => (Service::Pop3(pop3_config(&config, true)), false),
             ListenerKind::Pop3s => (Service::Pop3(pop3_config(&config, false)), true),
             other => {

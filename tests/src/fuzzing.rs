@@ -490,6 +490,7 @@ pub fn run_session(data: &[u8]) -> SessionReport {
     let role = match flags & 3 {
         1 => Role::Submission,
         2 => Role::Submissions,
+        3 => Role::Lmtp,
         _ => Role::Inbound,
     };
     let mut config = SmtpConfig::new(

@@ -52,6 +52,8 @@ pub enum Listener {
     Pop3,
     /// POP3 over implicit TLS (`[listen] pop3s`, 995); only with [`ServerOptions::pop3`].
     Pop3s,
+    /// LMTP (`[listen] lmtp`), configured on every server.
+    Lmtp,
 }
 
 impl Listener {
@@ -66,6 +68,7 @@ impl Listener {
             Listener::Submissions => "submissions",
             Listener::Pop3 => "pop3",
             Listener::Pop3s => "pop3s",
+            Listener::Lmtp => "lmtp",
         }
     }
 }
@@ -226,6 +229,7 @@ pub struct Server {
     submissions: u16,
     pop3: u16,
     pop3s: u16,
+    lmtp: u16,
     child: Option<Child>,
 }
 
@@ -249,6 +253,7 @@ impl Server {
             submissions: 0,
             pop3: 0,
             pop3s: 0,
+            lmtp: 0,
             child: None,
         };
         server.pick_ports();
@@ -288,6 +293,7 @@ impl Server {
         self.smtp = free_port();
         self.submission = free_port();
         self.submissions = free_port();
+        self.lmtp = free_port();
         if self.opts.pop3 {
             self.pop3 = free_port();
             self.pop3s = free_port();
@@ -296,7 +302,7 @@ impl Server {
 
     /// The ports of every configured listener.
     fn ports(&self) -> Vec<u16> {
-        let mut ports = vec![self.smtp, self.submission, self.submissions];
+        let mut ports = vec![self.smtp, self.submission, self.submissions, self.lmtp];
         if self.opts.pop3 {
             ports.extend([self.pop3, self.pop3s]);
         }
@@ -323,6 +329,7 @@ impl Server {
              smtp = \"127.0.0.1:{smtp}\"\n\
              submission = \"127.0.0.1:{sub}\"\n\
              submissions = \"127.0.0.1:{subs}\"\n\
+             lmtp = \"127.0.0.1:{lmtp}\"\n\
              {pop3}\
              \n\
              [limits]\n\
@@ -337,6 +344,7 @@ impl Server {
             smtp = self.smtp,
             sub = self.submission,
             subs = self.submissions,
+            lmtp = self.lmtp,
             size = o.max_message_size,
             rcpts = o.max_recipients,
             timeout = o.command_timeout,
@@ -440,6 +448,7 @@ impl Server {
             Listener::Smtp => self.smtp,
             Listener::Submission => self.submission,
             Listener::Submissions => self.submissions,
+            Listener::Lmtp => self.lmtp,
             Listener::Pop3 | Listener::Pop3s => {
                 assert!(
                     self.opts.pop3,

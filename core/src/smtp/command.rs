@@ -18,6 +18,8 @@ pub enum Command {
     Ehlo(String),
     /// `HELO domain`.
     Helo(String),
+    /// `LHLO domain` (LMTP).
+    Lhlo(String),
     /// `MAIL FROM:<path> [params]`.
     Mail {
         /// The reverse path.
@@ -118,12 +120,12 @@ pub fn parse(line: &[u8], utf8_rcpt: bool) -> Result<Command, CommandError> {
         }
     };
     match verb.as_str() {
-        "EHLO" | "HELO" => {
+        "EHLO" | "HELO" | "LHLO" => {
             let name = helo_name(args).ok_or(EHLO_SYNTAX)?;
-            Ok(if verb == "EHLO" {
-                Command::Ehlo(name)
-            } else {
-                Command::Helo(name)
+            Ok(match verb.as_str() {
+                "EHLO" => Command::Ehlo(name),
+                "HELO" => Command::Helo(name),
+                _ => Command::Lhlo(name),
             })
         }
         "MAIL" => parse_mail(args),

@@ -1,4 +1,4 @@
-//! SMTP (RFC 5321) with PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES, SMTPUTF8, CHUNKING,
+//! SMTP (RFC 5321) and LMTP (RFC 2033) with PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES, SMTPUTF8, CHUNKING,
 //! STARTTLS and AUTH, as a pure server session.
 
 pub mod address;
@@ -23,6 +23,9 @@ pub enum Role {
     Submission,
     /// Port 465: the same as submission over implicit TLS.
     Submissions,
+    /// LMTP (RFC 2033): another MTA hands over mail for local users; LHLO instead of EHLO, and
+    /// one reply per recipient after the message.
+    Lmtp,
 }
 
 impl Role {
@@ -32,6 +35,7 @@ impl Role {
             Role::Inbound => "smtp",
             Role::Submission => "submission",
             Role::Submissions => "submissions",
+            Role::Lmtp => "lmtp",
         }
     }
 

@@ -19,6 +19,8 @@ pub struct Trace<'a> {
     pub authenticated: bool,
     /// True when the transaction used SMTPUTF8.
     pub utf8: bool,
+    /// True when the message came over LMTP.
+    pub lmtp: bool,
     /// The transaction id.
     pub id: &'a str,
     /// The recipient, named only when there is exactly one (privacy of Bcc recipients).
@@ -30,10 +32,11 @@ pub struct Trace<'a> {
 impl Trace<'_> {
     /// The RFC 3848 `with` keyword: SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA, or UTF8SMTP*.
     pub fn protocol(&self) -> String {
-        let mut p = String::from(match (self.utf8, self.esmtp) {
-            (true, _) => "UTF8SMTP",
-            (false, true) => "ESMTP",
-            (false, false) => "SMTP",
+        let mut p = String::from(match (self.lmtp, self.utf8, self.esmtp) {
+            (true, _, _) => "LMTP",
+            (false, true, _) => "UTF8SMTP",
+            (false, false, true) => "ESMTP",
+            (false, false, false) => "SMTP",
         });
         if self.tls.is_some() {
             p.push('S');
@@ -90,6 +93,7 @@ mod tests {
             tls: Some(&tls),
             authenticated: true,
             utf8: false,
+            lmtp: false,
             id: "ABC01",
             single_rcpt: Some("a@example.com".into()),
             unix: 0,

@@ -5,12 +5,12 @@
 //! and no input is consumed while one is, so pipelined commands wait their turn in the driver's
 //! bounded input buffer.
 
-use super::SmtpConfig;
 use super::address::{Address, Domain, ReversePath};
 use super::command::{self, BodyType, Command};
 use super::data::DataReceiver;
 use super::hops::{HopCounter, MAX_HOPS};
 use super::received::Trace;
+use super::{Role, SmtpConfig};
 use crate::effect::{
     AuthOutcome, Completion, Effect, Envelope, Receipt, Recipient, RecipientOutcome, Secret, TxId,
     UserId,
@@ -119,7 +119,8 @@ impl SmtpSession {
     /// Opens a session and queues the 220 greeting.
     pub fn new(config: Arc<SmtpConfig>, peer: PeerInfo, now: Instant) -> Self {
         let mut s = Self::blank(config, peer, now);
-        let greeting = format!("{} ESMTP Petrel", s.config.hostname);
+        let protocol = if s.lmtp() { "LMTP" } else { "ESMTP" };
+        let greeting = format!("{} {protocol} Petrel", s.config.hostname);
         s.reply(220, "", &greeting);
         s
     }
@@ -203,6 +204,10 @@ impl SmtpSession {
         }
     }
 
+    fn lmtp(&self) -> bool {
+        self.config.role == Role::Lmtp
+    }
+
     fn auth_allowed(&self) -> bool {
         self.tls.is_some() || (self.peer.loopback && self.config.allow_plaintext_on_loopback)
     }
@@ -228,7 +233,14 @@ impl SmtpSession {
 
     fn handle_command(&mut self, now: Instant, cmd: Command) {
         match cmd {
-            Command::Ehlo(name) => self.ehlo(name, true),
+            // RFC 2033 4.1: LMTP greets with LHLO only, and SMTP never with LHLO.
+            Command::Ehlo(_) | Command::Helo(_) if self.lmtp() => {
+                self.error(500, "5.5.1", "Error: this is LMTP, use LHLO")
+            }
+            Command::Lhlo(_) if !self.lmtp() => {
+                self.error(500, "5.5.2", "Error: command not recognized")
+            }
+            Command::Ehlo(name) | Command::Lhlo(name) => self.ehlo(name, true),
             Command::Helo(name) => self.ehlo(name, false),
             Command::Mail {
                 from,
@@ -398,7 +410,9 @@ impl SmtpSession {
                 false
             }
             Some(tx) if tx.recipients.is_empty() => {
-                self.error(554, "5.5.1", "Error: no valid recipients");
+                // RFC 2033 4.2: LMTP answers 503 here; SMTP's 554 (RFC 5321 3.3).
+                let code = if self.lmtp() { 503 } else { 554 };
+                self.error(code, "5.5.1", "Error: no valid recipients");
                 false
             }
             Some(_) => true,
@@ -464,6 +478,7 @@ impl SmtpSession {
             tls: self.tls.as_ref(),
             authenticated: self.user.is_some(),
             utf8: tx.smtputf8,
+            lmtp: self.lmtp(),
             id: &tx.id,
             single_rcpt: single,
             unix: self.config.clock.unix_seconds(),
@@ -676,26 +691,39 @@ impl SmtpSession {
     fn finish_failed_message(&mut self) {
         let Some(tx) = self.tx.take() else { return };
         let b = &tx.body;
-        if b.too_big {
-            self.reply(552, "5.3.4", "Error: message too large");
+        let (code, status, text) = if b.too_big {
+            (552, "5.3.4", "Error: message too large")
         } else if b.looping {
-            self.reply(554, "5.4.6", "Error: too many hops, mail loop?");
+            (554, "5.4.6", "Error: too many hops, mail loop?")
         } else if b.long_line {
-            self.reply(500, "5.5.2", "Error: message line longer than 998 octets");
+            (500, "5.5.2", "Error: message line longer than 998 octets")
         } else {
-            self.reply(
+            (
                 451,
                 "4.3.0",
                 "Error: local error in processing, try again later",
-            );
-        }
+            )
+        };
+        self.final_replies(&tx, code, status, text);
     }
 
     fn finish_message(&mut self, receipt: Receipt) {
         let Some(tx) = self.tx.take() else { return };
         debug_assert_eq!(Some(receipt.tx()), tx.body.tx);
         let text = format!("Ok: queued as {}", tx.id);
-        self.reply(250, "2.0.0", &text);
+        self.final_replies(&tx, 250, "2.0.0", &text);
+    }
+
+    /// The reply to the end of a message: one in SMTP; in LMTP one per accepted recipient, in
+    /// RCPT order (RFC 2033 4.2), each naming its recipient.
+    fn final_replies(&mut self, tx: &Transaction, code: u16, status: &str, text: &str) {
+        if !self.lmtp() {
+            return self.reply(code, status, text);
+        }
+        for r in &tx.recipients {
+            let line = format!("<{}> {text}", r.address);
+            self.reply(code, status, &line);
+        }
     }
 
     /// Between transactions, with no command half-read: a safe point to close at shutdown.
