@@ -1,6 +1,7 @@
 //! `petrel`: the command line of CONTRACT.md.
 
 mod config;
+mod deliver;
 mod serve;
 mod tls;
 
@@ -29,6 +30,16 @@ enum Command {
         /// `smol` (async, default) or `blocking` (one thread per connection).
         #[arg(long, value_enum, default_value = "smol")]
         runtime: serve::RuntimeKind,
+    },
+    /// Delivers one message from standard input into a user's INBOX (local delivery agent).
+    /// Exit 0 once durable; 67 no such user, 75 try again later, 65 bad message.
+    Deliver {
+        /// The recipient's address.
+        #[arg(long)]
+        to: String,
+        /// The envelope sender, recorded as Return-Path (default: the null sender).
+        #[arg(long)]
+        from: Option<String>,
     },
     /// Manages the users in DATA_DIR/passwd.
     User {
@@ -66,6 +77,8 @@ pub enum Failure {
     Config(String),
     /// Any other failure.
     Other(String),
+    /// A failure already reported, with the exit code a caller expects (sysexits for `deliver`).
+    Exit(u8),
 }
 
 /// The system clock, for Received headers and file names.
@@ -113,12 +126,14 @@ fn main() -> ExitCode {
             eprintln!("petrel: {msg}");
             ExitCode::from(1)
         }
+        Err(Failure::Exit(code)) => ExitCode::from(code),
     }
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
     let config = config::load(cli.config.as_deref()).map_err(|e| Failure::Config(e.to_string()))?;
     match cli.command {
+        Command::Deliver { to, from } => deliver::run(&config, &to, from.as_deref()),
         Command::Serve { runtime } => {
             init_logging();
             serve::run(config, runtime)

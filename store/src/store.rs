@@ -80,16 +80,18 @@ impl Store {
     /// Opens the data directory, creating its layout, and removes what a crash left half-done
     /// in `tmp/` (never acknowledged, so nothing is lost).
     pub fn open(fs: Arc<dyn FileSystem>, config: StoreConfig) -> io::Result<Store> {
+        let store = Self::attach(fs, config)?;
+        store.remove_leftovers()?;
+        Ok(store)
+    }
+
+    /// Opens the data directory beside a server that may be running (`petrel deliver`): the
+    /// same layout, but `tmp/` is left alone, since it may hold the server's transactions.
+    pub fn attach(fs: Arc<dyn FileSystem>, config: StoreConfig) -> io::Result<Store> {
         let dir = &config.data_dir;
         for sub in ["tmp", "mail", queue::MSG_DIR, queue::ENV_DIR] {
             crate::fs::create_dir_all(&*fs, &dir.join(sub))?;
             crate::fs::sync_ancestors(&*fs, &dir.join(sub), dir)?;
-        }
-        for name in fs.read_dir(&dir.join("tmp"))? {
-            let path = dir.join("tmp").join(&name);
-            if let Err(e) = fs.remove_file(&path) {
-                tracing::warn!(file = %path.display(), error = %e, "cannot remove leftover temporary file");
-            }
         }
         Ok(Store {
             users: UserDb::new(fs.clone(), dir),
@@ -102,6 +104,17 @@ impl Store {
             maildrops: MaildropLocks::default(),
             durable_maildirs: Mutex::new(std::collections::HashSet::new()),
         })
+    }
+
+    fn remove_leftovers(&self) -> io::Result<()> {
+        let (fs, dir) = (&self.fs, &self.config.data_dir);
+        for name in fs.read_dir(&dir.join("tmp"))? {
+            let path = dir.join("tmp").join(&name);
+            if let Err(e) = fs.remove_file(&path) {
+                tracing::warn!(file = %path.display(), error = %e, "cannot remove leftover temporary file");
+            }
+        }
+        Ok(())
     }
 
     /// The user database.
