@@ -144,8 +144,12 @@ fn second_session_is_refused_while_locked() {
 #[test]
 fn auth_plain_capa_and_failures() {
     let mut store = FakeStore::default();
-    let script = b"CAPA\r\nSTAT\r\nPASS x\r\nUSER alice@example.test\r\nPASS wrong\r\nAUTH PLAIN\r\nAGFsaWNlQGV4YW1wbGUudGVzdABwdw==\r\nCAPA\r\nRSET\r\nQUIT\r\n";
+    let script = b"AUTH\r\nCAPA\r\nSTAT\r\nPASS x\r\nUSER alice@example.test\r\nPASS wrong\r\nAUTH PLAIN\r\nAGFsaWNlQGV4YW1wbGUudGVzdABwdw==\r\nCAPA\r\nRSET\r\nQUIT\r\n";
     let t = converse(script, &[], &mut store);
+    assert!(
+        t.starts_with("+OK Petrel ready.\r\n+OK \r\nPLAIN\r\n.\r\n"),
+        "{t}"
+    );
     assert!(t.contains("SASL PLAIN\r\nSTLS\r\n"), "{t}");
     assert!(
         t.contains("-ERR [AUTH] Authentication failed.\r\n+ \r\n+OK Logged in.\r\n"),

@@ -659,6 +659,10 @@ pub fn pop3_command(data: &[u8]) {
             assert_eq!(args.len(), 1 + usize::from(initial.is_some()));
             "AUTH"
         }
+        Pop3Command::AuthList => {
+            assert!(args.is_empty(), "AUTH list took arguments");
+            "AUTH"
+        }
         Pop3Command::Apop => "APOP",
         Pop3Command::Stls => "STLS",
         Pop3Command::Capa => "CAPA",
@@ -703,6 +707,7 @@ pub fn pop3_command(data: &[u8]) {
     if matches!(
         cmd,
         Pop3Command::Stls
+            | Pop3Command::AuthList
             | Pop3Command::Capa
             | Pop3Command::Stat
             | Pop3Command::Noop
@@ -921,7 +926,7 @@ impl FakeMaildrop {
 
 /// Checks the POP3 response grammar of everything a server wrote: CRLF lines, each a status
 /// (`+OK`, `-ERR`, `+ `) or part of a multi-line response ended by `.`. A `+OK N octets` (RETR,
-/// TOP) is always multi-line; a bare `+OK ` is multi-line (CAPA, LIST, UIDL) exactly when the next
+/// TOP) is always multi-line; a bare `+OK ` is multi-line (CAPA, LIST, UIDL, AUTH) exactly when the next
 /// line is not a status. At most `multi` multi-line responses may appear, and every complete RETR
 /// or TOP response must be the encoding of a message ([`check_retr_body`]). Returns whether the
 /// output ended inside a multi-line response (possibly in the middle of a line).
@@ -1128,7 +1133,7 @@ pub fn run_pop3_session(data: &[u8]) -> Vec<u8> {
     let upper = input.to_ascii_uppercase();
     let count = |word: &[u8]| upper.windows(word.len()).filter(|w| *w == word).count();
     let (multi, quit) = if count(b"STLS") > 0 {
-        let multi: usize = [&b"CAPA"[..], b"LIST", b"UIDL", b"RETR", b"TOP"]
+        let multi: usize = [&b"CAPA"[..], b"LIST", b"UIDL", b"RETR", b"TOP", b"AUTH"]
             .iter()
             .map(|w| count(w))
             .sum();
@@ -1141,6 +1146,7 @@ pub fn run_pop3_session(data: &[u8]) -> Vec<u8> {
             match pop3_cmd::parse(line) {
                 Ok(
                     Pop3Command::Capa
+                    | Pop3Command::AuthList
                     | Pop3Command::List(None)
                     | Pop3Command::Uidl(None)
                     | Pop3Command::Retr(_)

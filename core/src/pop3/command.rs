@@ -14,6 +14,8 @@ pub enum Command {
         /// Initial response, base64.
         initial: Option<String>,
     },
+    /// `AUTH` alone: list the SASL mechanisms.
+    AuthList,
     /// `APOP name digest` (not supported; refused).
     Apop,
     /// `STLS`.
@@ -93,6 +95,8 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
             first.ok_or(CommandError("Missing argument"))?.to_string(),
         )),
         "USER" => Err(CommandError("Too many arguments")),
+        // A bare AUTH lists the mechanisms (the RFC 1734 form that many clients still send).
+        "AUTH" if first.is_none() => Ok(Command::AuthList),
         "AUTH" => Ok(Command::Auth {
             mechanism: first
                 .ok_or(CommandError("Missing mechanism"))?
@@ -127,6 +131,7 @@ mod tests {
         assert_eq!(parse(b"LIST"), Ok(Command::List(None)));
         assert_eq!(parse(b"list 3"), Ok(Command::List(Some(3))));
         assert_eq!(parse(b"TOP 1 0"), Ok(Command::Top(1, 0)));
+        assert_eq!(parse(b"AUTH"), Ok(Command::AuthList));
         assert!(parse(b"RETR").is_err());
         assert!(parse(b"RETR x").is_err());
         assert!(parse(b"RETR -1").is_err());

@@ -191,6 +191,13 @@ impl Pop3Session {
                 self.phase = Phase::Authorization { user: None };
                 self.login(user, password);
             }
+            (Phase::Authorization { .. }, Command::AuthList) => {
+                self.ok("");
+                if self.plaintext_allowed() {
+                    self.outbox.out.extend_from_slice(b"PLAIN\r\n");
+                }
+                self.outbox.out.extend_from_slice(b".\r\n");
+            }
             (Phase::Authorization { .. }, Command::Auth { mechanism, initial }) => {
                 self.auth(&mechanism, initial)
             }
