@@ -4,6 +4,7 @@ mod config;
 mod deliver;
 mod serve;
 mod tls;
+mod transfer;
 
 use clap::{Parser, Subcommand};
 use petrel_store::{RealFs, UserDb};
@@ -40,6 +41,29 @@ enum Command {
         /// The envelope sender, recorded as Return-Path (default: the null sender).
         #[arg(long)]
         from: Option<String>,
+    },
+    /// Imports mail into a user's folder; flags and dates are kept, and a second run adds
+    /// only what is not there yet.
+    Import {
+        /// `mbox` or `maildir`.
+        #[arg(value_enum)]
+        format: transfer::Format,
+        /// The user's address.
+        address: String,
+        /// The mbox file or Maildir directory.
+        path: PathBuf,
+        /// Target folder (default INBOX; `/` separates levels).
+        #[arg(long)]
+        folder: Option<String>,
+    },
+    /// Exports a folder to an mbox file, or to a Maildir when PATH ends in `/` or is a directory.
+    Export {
+        /// The user's address.
+        address: String,
+        /// The folder (INBOX, or e.g. Archive/2025).
+        folder: String,
+        /// Where to write.
+        path: PathBuf,
     },
     /// Manages the users in DATA_DIR/passwd.
     User {
@@ -134,6 +158,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let config = config::load(cli.config.as_deref()).map_err(|e| Failure::Config(e.to_string()))?;
     match cli.command {
         Command::Deliver { to, from } => deliver::run(&config, &to, from.as_deref()),
+        Command::Import {
+            format,
+            address,
+            path,
+            folder,
+        } => transfer::import(&config, format, &address, &path, folder.as_deref()),
+        Command::Export {
+            address,
+            folder,
+            path,
+        } => transfer::export(&config, &address, &folder, &path),
         Command::Serve { runtime } => {
             init_logging();
             serve::run(config, runtime)

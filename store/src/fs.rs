@@ -51,6 +51,11 @@ pub trait FileSystem: Send + Sync + std::fmt::Debug {
     fn read_dir(&self, path: &Path) -> io::Result<Vec<String>>;
     /// The file's stamp, or `None` if it does not exist.
     fn stamp(&self, path: &Path) -> io::Result<Option<Stamp>>;
+    /// Sets a file's modification time (Unix seconds): Maildir readers take it as the date the
+    /// message arrived. Filesystems without times ignore it.
+    fn set_modified(&self, _path: &Path, _unix: i64) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Creates `path` and any missing parents, each made durable in its parent.
@@ -184,6 +189,15 @@ impl FileSystem for RealFs {
             }
         }
         Ok(names)
+    }
+
+    fn set_modified(&self, path: &Path, unix: i64) -> io::Result<()> {
+        let time = std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(u64::try_from(unix).unwrap_or(0));
+        std::fs::File::options()
+            .write(true)
+            .open(path)?
+            .set_modified(time)
     }
 
     fn stamp(&self, path: &Path) -> io::Result<Option<Stamp>> {

@@ -48,6 +48,7 @@ mod smuggling;
 mod submission;
 mod swaks;
 mod tls;
+mod transfer;
 mod users;
 
 /// Panics with `msg` and the tail of the server's log.
