@@ -42,6 +42,7 @@ mod limits;
 mod lmtp;
 mod pipelining;
 mod pop3;
+mod postfix;
 mod robustness;
 mod shutdown;
 mod smuggling;
