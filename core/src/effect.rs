@@ -69,6 +69,10 @@ pub enum Effect {
         username: String,
         /// The password.
         password: Secret<Vec<u8>>,
+        /// The client's address, to slow down guessing from one place across connections.
+        client_ip: String,
+        /// True for loopback clients (counted per user only).
+        loopback: bool,
     },
     /// Is this address one of our users? Answer: [`Completion::Recipient`].
     LookupRecipient {
@@ -183,6 +187,9 @@ pub enum AuthOutcome {
     Success(UserId),
     /// Unknown user or wrong password (indistinguishable on purpose).
     Failure,
+    /// The same, and the answer must wait at least this long: repeated failures for the user or
+    /// from the client's address are slowed down across connections.
+    FailureAfter(std::time::Duration),
     /// The user database could not be read.
     TempFail,
 }

@@ -30,7 +30,9 @@ struct FakeStore {
 impl FakeStore {
     fn execute(&mut self, effect: Effect) -> Completion {
         match effect {
-            Effect::Authenticate { username, password } => {
+            Effect::Authenticate {
+                username, password, ..
+            } => {
                 self.effects.push("auth");
                 let ok = username == "alice@example.test" && password.expose() == b"pw";
                 Completion::Auth(if ok {

@@ -48,7 +48,9 @@ struct FakeStore {
 impl FakeStore {
     fn execute(&mut self, effect: Effect) -> Completion {
         match effect {
-            Effect::Authenticate { username, password } => {
+            Effect::Authenticate {
+                username, password, ..
+            } => {
                 self.effects.push("auth");
                 let ok = username == "alice@example.test" && password.expose() == b"pw";
                 Completion::Auth(if ok {
@@ -442,4 +444,41 @@ MAIL FROM:<>\r\nDATA\r\nQUIT\r\n";
     assert!(t.contains("250 2.0.0 <alice@example.test> Ok: queued as S101\r\n250 2.0.0 <bob+list@example.test> Ok"), "{t}");
     assert_eq!(store.delivered.len(), 2);
     assert!(String::from_utf8_lossy(&store.delivered[0].1).contains("with LMTP id S101"));
+}
+
+#[test]
+fn store_throttle_lengthens_the_failure_delay() {
+    let start = Instant::now();
+    let mut s = SmtpSession::new(Arc::new(config(Role::Submission)), peer(), start);
+    s.handle_input(
+        start,
+        b"EHLO a\r\nAUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdAB3cm9uZw==\r\n",
+    );
+    let mut out = Vec::new();
+    while s.poll_output(&mut out) {}
+    let Some(Event::Request {
+        id,
+        effect:
+            Effect::Authenticate {
+                client_ip,
+                loopback,
+                ..
+            },
+    }) = s.poll_event()
+    else {
+        panic!("expected an Authenticate request");
+    };
+    assert_eq!((client_ip.as_str(), loopback), ("127.0.0.1", true));
+    s.handle_completion(
+        start,
+        id,
+        Completion::Auth(AuthOutcome::FailureAfter(Duration::from_secs(8))),
+    );
+    assert_eq!(s.poll_timeout(), Some(start + Duration::from_secs(8)));
+    s.handle_timeout(start + Duration::from_secs(7));
+    out.clear();
+    assert!(!s.poll_output(&mut out), "answered early");
+    s.handle_timeout(start + Duration::from_secs(8));
+    assert!(s.poll_output(&mut out));
+    assert_eq!(out, b"535 5.7.8 Authentication credentials invalid\r\n");
 }

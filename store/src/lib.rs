@@ -11,6 +11,7 @@ pub mod passwd;
 pub mod password;
 pub mod queue;
 pub mod store;
+pub mod throttle;
 pub mod transfer;
 pub mod uidlist;
 pub mod users;

@@ -12,9 +12,11 @@ use crate::mailbox::FolderLocks;
 use crate::maildir;
 use crate::maildrop::{self, MaildropLocks};
 use crate::queue;
+use crate::throttle::AuthThrottle;
 use crate::users::UserDb;
 use petrel_core::{
-    Completion, Effect, Envelope, ErrorClass, Receipt, StoreError, TxId, UserId, WallClock,
+    AuthOutcome, Completion, Effect, Envelope, ErrorClass, Receipt, StoreError, TxId, UserId,
+    WallClock,
 };
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -57,6 +59,8 @@ pub struct Store {
     counter: AtomicU64,
     folders: FolderLocks,
     maildrops: MaildropLocks,
+    /// Failed logins per user and address, to slow guessing across connections.
+    throttle: AuthThrottle,
     /// Maildirs whose `new/` entry chain this process has made durable.
     durable_maildirs: Mutex<std::collections::HashSet<PathBuf>>,
 }
@@ -96,13 +100,14 @@ impl Store {
         Ok(Store {
             users: UserDb::new(fs.clone(), dir),
             fs,
-            config,
             sync: GroupSync::new(),
             open: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
             folders: FolderLocks::default(),
             maildrops: MaildropLocks::default(),
             durable_maildirs: Mutex::new(std::collections::HashSet::new()),
+            throttle: AuthThrottle::new(config.clock.clone()),
+            config,
         })
     }
 
@@ -130,9 +135,25 @@ impl Store {
     /// Carries out one request. Blocking: runtimes call it off their event loop.
     pub fn execute(&self, effect: Effect) -> Completion {
         match effect {
-            Effect::Authenticate { username, password } => {
-                Completion::Auth(self.users.authenticate(&username, password.expose()))
-            }
+            Effect::Authenticate {
+                username,
+                password,
+                client_ip,
+                loopback,
+            } => Completion::Auth(
+                match self.users.authenticate(&username, password.expose()) {
+                    AuthOutcome::Success(user) => {
+                        self.throttle.succeeded(&username);
+                        AuthOutcome::Success(user)
+                    }
+                    AuthOutcome::Failure | AuthOutcome::FailureAfter(_) => {
+                        let wait = self.throttle.failed(&username, &client_ip, loopback);
+                        tracing::info!(user = %username, client = %client_ip, wait_ms = wait.as_millis() as u64, "authentication failed");
+                        AuthOutcome::FailureAfter(wait)
+                    }
+                    other => other,
+                },
+            ),
             Effect::LookupRecipient { address } => {
                 Completion::Recipient(self.users.lookup_recipient(&address))
             }

@@ -244,6 +244,8 @@ fn users_add_authenticate_lookup_remove() {
     let ok = s.execute(Effect::Authenticate {
         username: "alice@example.test".into(),
         password: Secret::new(b"pw".to_vec()),
+        client_ip: "192.0.2.1".into(),
+        loopback: false,
     });
     assert!(
         matches!(ok, Completion::Auth(AuthOutcome::Success(UserId(u))) if u == "alice@example.test")
@@ -251,8 +253,10 @@ fn users_add_authenticate_lookup_remove() {
     let bad = s.execute(Effect::Authenticate {
         username: "alice@example.test".into(),
         password: Secret::new(b"no".to_vec()),
+        client_ip: "192.0.2.1".into(),
+        loopback: false,
     });
-    assert!(matches!(bad, Completion::Auth(AuthOutcome::Failure)));
+    assert!(matches!(bad, Completion::Auth(AuthOutcome::FailureAfter(d)) if d.as_secs() == 1));
     let tagged = users.lookup_recipient(&parse_mailbox("ALICE+news@example.test").unwrap());
     assert_eq!(
         tagged,
@@ -273,6 +277,8 @@ fn users_add_authenticate_lookup_remove() {
     let bob = s.execute(Effect::Authenticate {
         username: "bob@example.test".into(),
         password: Secret::new(b"secret".to_vec()),
+        client_ip: "192.0.2.1".into(),
+        loopback: false,
     });
     assert!(
         matches!(bob, Completion::Auth(AuthOutcome::Success(_))),

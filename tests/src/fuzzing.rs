@@ -364,7 +364,9 @@ impl FakeStore {
             })
         };
         match effect {
-            Effect::Authenticate { username, password } => {
+            Effect::Authenticate {
+                username, password, ..
+            } => {
                 if self.fails(0) {
                     return Completion::Auth(AuthOutcome::TempFail);
                 }
@@ -844,7 +846,9 @@ impl FakeMaildrop {
     fn execute(&mut self, effect: Effect) -> Completion {
         self.calls += 1;
         match effect {
-            Effect::Authenticate { username, password } => {
+            Effect::Authenticate {
+                username, password, ..
+            } => {
                 if self.fail & 4 != 0 && self.calls == 1 {
                     return Completion::Auth(AuthOutcome::TempFail);
                 }

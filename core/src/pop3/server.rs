@@ -275,6 +275,8 @@ impl Pop3Session {
         let effect = Effect::Authenticate {
             username,
             password: Secret::new(password),
+            client_ip: self.peer.ip.clone(),
+            loopback: self.peer.loopback,
         };
         self.request(effect, Pending::Auth);
     }
@@ -553,6 +555,10 @@ impl Session for Pop3Session {
             (Pending::Auth, Completion::Auth(AuthOutcome::TempFail)) => {
                 self.err("[SYS/TEMP] Temporary authentication failure.");
             }
+            (Pending::Auth, Completion::Auth(AuthOutcome::FailureAfter(wait))) => self
+                .login_failed(Some(
+                    now + wait.saturating_sub(self.config.auth_failure_delay),
+                )),
             (Pending::Auth, _) => self.login_failed(Some(now)),
             (
                 Pending::Open(user),

@@ -560,6 +560,8 @@ impl SmtpSession {
                 let effect = Effect::Authenticate {
                     username: creds.username,
                     password: Secret::new(creds.password),
+                    client_ip: self.peer.ip.clone(),
+                    loopback: self.peer.loopback,
                 };
                 self.request(effect, Pending::Auth);
             }
@@ -877,6 +879,9 @@ impl Session for SmtpSession {
             (Pending::Auth, Completion::Auth(AuthOutcome::TempFail)) => {
                 self.reply(454, "4.7.0", "Temporary authentication failure");
             }
+            (Pending::Auth, Completion::Auth(AuthOutcome::FailureAfter(wait))) => self.auth_failed(
+                Some(now + wait.saturating_sub(self.config.auth_failure_delay)),
+            ),
             (Pending::Auth, _) => self.auth_failed(Some(now)),
             (Pending::Rcpt(address), Completion::Recipient(RecipientOutcome::Local(user))) => {
                 self.add_recipient(Recipient {
