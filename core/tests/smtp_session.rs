@@ -425,7 +425,7 @@ fn pipelining_through_an_auth_failure_delay() {
 #[test]
 fn lmtp_replies_once_per_recipient() {
     let script = b"EHLO a\r\nLHLO mta.example\r\nMAIL FROM:<x@y.example>\r\nRCPT TO:<alice@example.test>\r\n\
-RCPT TO:<nobody@example.test>\r\nRCPT TO:<bob+list@example.test>\r\nRCPT TO:<v@remote.example>\r\nDATA\r\nhi\r\n.\r\n\
+RCPT TO:<nobody@example.test>\r\nRCPT TO:<bob+list@example.test>\r\nRCPT TO:<v@remote.example>\r\nRCPT TO:<Alice@example.test>\r\nDATA\r\nhi\r\n.\r\n\
 MAIL FROM:<>\r\nRCPT TO:<bob@example.test>\r\nBDAT 2 LAST\r\nhi\
 MAIL FROM:<>\r\nDATA\r\nQUIT\r\n";
     let (t, store) = converse(Role::Lmtp, script, &[]);
@@ -436,12 +436,13 @@ MAIL FROM:<>\r\nDATA\r\nQUIT\r\n";
     assert_eq!(
         codes(&t),
         [
-            "220", "500", "250", "250", "250", "550", "250", "554", "354", "250", "250", "250",
-            "250", "250", "250", "503", "221"
+            "220", "500", "250", "250", "250", "550", "250", "554", "250", "354", "250", "250",
+            "250", "250", "250", "250", "250", "503", "221"
         ],
         "{t}"
     );
-    assert!(t.contains("250 2.0.0 <alice@example.test> Ok: queued as S101\r\n250 2.0.0 <bob+list@example.test> Ok"), "{t}");
+    // One reply per successful RCPT, the duplicate Alice included; one copy each.
+    assert!(t.contains("250 2.0.0 <alice@example.test> Ok: queued as S101\r\n250 2.0.0 <bob+list@example.test> Ok: queued as S101\r\n250 2.0.0 <Alice@example.test> Ok"), "{t}");
     assert_eq!(store.delivered.len(), 2);
     assert!(String::from_utf8_lossy(&store.delivered[0].1).contains("with LMTP id S101"));
 }

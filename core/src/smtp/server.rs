@@ -41,7 +41,7 @@ enum Phase {
     /// Receiving a BDAT chunk; `remaining` octets still to come.
     Bdat { remaining: u64, last: bool },
     /// Discarding a BDAT chunk that was refused; then send `reply`.
-    BdatDiscard { remaining: u64, reply: Reply },
+    BdatDiscard { remaining: u64, replies: Vec<Reply> },
     /// STARTTLS accepted; everything until the handshake is discarded.
     AwaitTls,
 }
@@ -89,7 +89,10 @@ struct Transaction {
     id: String,
     sender: ReversePath,
     smtputf8: bool,
+    /// Distinct recipients: one copy each.
     recipients: Vec<Recipient>,
+    /// Every RCPT that got a 250, duplicates included: LMTP owes each one a final reply.
+    accepted: Vec<Address>,
     body: Body,
 }
 
@@ -349,6 +352,7 @@ impl SmtpSession {
             sender: from,
             smtputf8,
             recipients: Vec::new(),
+            accepted: Vec::new(),
             body: Body::default(),
         });
         self.reply(250, "2.1.0", "Ok");
@@ -390,6 +394,7 @@ impl SmtpSession {
 
     fn add_recipient(&mut self, rcpt: Recipient) {
         if let Some(tx) = &mut self.tx {
+            tx.accepted.push(rcpt.address.clone());
             let key = rcpt.address.to_string().to_lowercase();
             if !tx
                 .recipients
@@ -431,7 +436,7 @@ impl SmtpSession {
     fn bdat(&mut self, now: Instant, size: u64, last: bool) {
         let refuse = |code, status, text: &str| Phase::BdatDiscard {
             remaining: size,
-            reply: Reply(code, status, text.to_string()),
+            replies: vec![Reply(code, status, text.to_string())],
         };
         if self.tx.is_none() {
             self.errors += 1;
@@ -456,7 +461,7 @@ impl SmtpSession {
     /// Completes a BDAT chunk of size 0 at once, as no input will arrive for it.
     fn empty_chunk(&mut self) {
         match std::mem::replace(&mut self.phase, Phase::Command) {
-            Phase::BdatDiscard { reply, .. } => self.send(reply),
+            Phase::BdatDiscard { replies, .. } => replies.into_iter().for_each(|r| self.send(r)),
             phase @ Phase::Bdat { .. } => {
                 self.phase = phase;
                 self.body_input(&[]);
@@ -716,16 +721,28 @@ impl SmtpSession {
         self.final_replies(&tx, 250, "2.0.0", &text);
     }
 
-    /// The reply to the end of a message: one in SMTP; in LMTP one per accepted recipient, in
-    /// RCPT order (RFC 2033 4.2), each naming its recipient.
-    fn final_replies(&mut self, tx: &Transaction, code: u16, status: &str, text: &str) {
+    /// The reply to the end of a message: one in SMTP; in LMTP one per successful RCPT, in RCPT
+    /// order, duplicates included (RFC 2033 4.2), each naming its recipient.
+    fn final_replies(&mut self, tx: &Transaction, code: u16, status: &'static str, text: &str) {
+        for r in self.end_of_message_replies(tx, code, status, text) {
+            self.send(r);
+        }
+    }
+
+    fn end_of_message_replies(
+        &self,
+        tx: &Transaction,
+        code: u16,
+        status: &'static str,
+        text: &str,
+    ) -> Vec<Reply> {
         if !self.lmtp() {
-            return self.reply(code, status, text);
+            return vec![Reply(code, status, text.to_string())];
         }
-        for r in &tx.recipients {
-            let line = format!("<{}> {text}", r.address);
-            self.reply(code, status, &line);
-        }
+        tx.accepted
+            .iter()
+            .map(|address| Reply(code, status, format!("<{address}> {text}")))
+            .collect()
     }
 
     /// Between transactions, with no command half-read: a safe point to close at shutdown.
@@ -803,10 +820,10 @@ impl Session for SmtpSession {
                         .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
                     *remaining -= n as u64;
                     if *remaining == 0
-                        && let Phase::BdatDiscard { reply, .. } =
+                        && let Phase::BdatDiscard { replies, .. } =
                             std::mem::replace(&mut self.phase, Phase::Command)
                     {
-                        self.send(reply);
+                        replies.into_iter().for_each(|r| self.send(r));
                     }
                     n
                 }
@@ -918,17 +935,19 @@ impl Session for SmtpSession {
                 }
             }
             (Pending::Begin { bdat }, _) => {
-                self.tx = None;
-                let reply = Reply(
-                    451,
-                    "4.3.0",
-                    "Error: local error in processing, try again later".into(),
-                );
+                let text = "Error: local error in processing, try again later";
+                let replies = match (self.tx.take(), bdat) {
+                    // The reply to BDAT LAST ends the message: LMTP owes one per recipient.
+                    (Some(tx), Some((_, true))) => {
+                        self.end_of_message_replies(&tx, 451, "4.3.0", text)
+                    }
+                    _ => vec![Reply(451, "4.3.0", text.into())],
+                };
                 match bdat {
                     Some((remaining, _)) if remaining > 0 => {
-                        self.phase = Phase::BdatDiscard { remaining, reply };
+                        self.phase = Phase::BdatDiscard { remaining, replies };
                     }
-                    _ => self.send(reply),
+                    _ => replies.into_iter().for_each(|r| self.send(r)),
                 }
             }
             (Pending::Append, Completion::Appended) => {}
