@@ -56,7 +56,9 @@ enum Expect {
     Rcpt(usize),
     Data,
     DataEnd,
-    Bdat { last: bool },
+    Bdat {
+        last: bool,
+    },
     Junk,
     Rset,
     Quit,
@@ -64,6 +66,11 @@ enum Expect {
     Challenge(AuthTry),
     Auth(AuthTry),
     Burst,
+    /// LMTP: the further per-recipient replies after DATA/BDAT LAST, each with this class
+    /// (2xx or not) as the first.
+    LmtpRest {
+        ok: bool,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +84,9 @@ struct Conn {
     closing: bool,
     tls: bool,
     auth: VecDeque<AuthTry>,
+    /// A BDAT chunk of the current transaction was refused: the server dropped the transaction,
+    /// so its answer to BDAT LAST is a single error, even over LMTP (RFC 3030 4.2).
+    bdat_refused: bool,
 }
 
 /// One SMTP sender.
@@ -100,6 +110,8 @@ pub struct Client {
     pub replies: u64,
     /// Submission client: STARTTLS, AUTH, then local and remote recipients.
     pub submission: bool,
+    /// LMTP client: LHLO, and one reply per accepted recipient after the message.
+    pub lmtp: bool,
     /// Slow reader: sends bursts of pipelined commands and then stops reading for a while.
     pub slow: bool,
     /// Set after a burst: the world should stop this client's reading now.
@@ -110,7 +122,7 @@ pub struct Client {
 impl Client {
     /// A client with its own habits drawn from `rng`.
     pub fn new(idx: usize, rng: &mut Rng) -> Client {
-        Client {
+        let mut c = Client {
             idx,
             attempts: Vec::new(),
             messages: rng.range(1, 8),
@@ -124,10 +136,14 @@ impl Client {
             done: false,
             replies: 0,
             submission: rng.one_in(2),
+            lmtp: false,
             slow: rng.one_in(3),
             stall_request: false,
             lockouts: 0,
-        }
+        };
+        // Half of the inbound senders speak LMTP instead, as a Postfix in front of Petrel would.
+        c.lmtp = !c.submission && rng.one_in(2);
+        c
     }
 
     /// True when the client is not connected and still has work.
@@ -246,7 +262,11 @@ impl Client {
         let ok = (200..300).contains(&code);
         match expect {
             Expect::Greeting if code == 220 => {
-                out.extend_from_slice(b"EHLO client.remote.test\r\n");
+                out.extend_from_slice(if self.lmtp {
+                    b"LHLO client.remote.test\r\n"
+                } else {
+                    b"EHLO client.remote.test\r\n"
+                });
                 conn.expects.push_back(Expect::Ehlo);
             }
             Expect::Greeting => conn.closing = true,
@@ -270,7 +290,11 @@ impl Client {
             Expect::Ehlo if ok => conn.ready = true,
             Expect::StartTls if code == 220 => {
                 conn.tls = true;
-                out.extend_from_slice(b"EHLO client.remote.test\r\n");
+                out.extend_from_slice(if self.lmtp {
+                    b"LHLO client.remote.test\r\n"
+                } else {
+                    b"EHLO client.remote.test\r\n"
+                });
                 conn.expects.push_back(Expect::Ehlo);
             }
             Expect::StartTls => return Err(format!("STARTTLS refused: {last:?}")),
@@ -294,6 +318,11 @@ impl Client {
                 _ => return Err(format!("AUTH {t:?} answered {last:?}")),
             },
             Expect::Burst => {}
+            Expect::LmtpRest { ok: first_ok } => {
+                if ok != first_ok {
+                    return Err(format!("LMTP recipients answered differently: {last:?}"));
+                }
+            }
             Expect::Ehlo => return Err(format!("EHLO refused: {last:?}")),
             Expect::Mail | Expect::Rset | Expect::Junk => {}
             Expect::Rcpt(i) => {
@@ -313,8 +342,20 @@ impl Client {
             }
             Expect::Data if ok => return Err(format!("DATA answered {last:?}")),
             Expect::Data => self.finish(code, out),
-            Expect::Bdat { last: false } => {}
+            Expect::Bdat { last: false } => conn.bdat_refused |= !ok,
             Expect::DataEnd | Expect::Bdat { last: true } => {
+                // LMTP answers once per accepted recipient (RFC 2033 4.2); the first reply is
+                // handled here, the others must follow before any later reply.
+                let rest = match self.current.and_then(|c| self.attempts.get(c)) {
+                    Some(a) if self.lmtp && !conn.bdat_refused => {
+                        a.accepted.len().saturating_sub(1)
+                    }
+                    _ => 0,
+                };
+                conn.bdat_refused = false;
+                for _ in 0..rest {
+                    conn.expects.push_front(Expect::LmtpRest { ok });
+                }
                 if ok {
                     if !last.contains("queued as") {
                         return Err(format!("final 250 without queue id: {last:?}"));
@@ -397,6 +438,7 @@ impl Client {
             // A pipelined burst, then (the world decides) a long pause in reading.
             for _ in 0..rng.range(50, 2500) {
                 out.extend_from_slice(match rng.below(4) {
+                    0 if self.lmtp => b"LHLO burst.remote.test\r\n".as_slice(),
                     0 => b"EHLO burst.remote.test\r\n".as_slice(),
                     1 => b"RSET\r\n",
                     _ => b"NOOP\r\n",

@@ -133,6 +133,7 @@ struct World {
     store: Option<Store>,
     inbound: Service,
     submission: Service,
+    lmtp: Service,
     pop3: Service,
     ids: SessionIds,
     conns: BTreeMap<u64, Conn>,
@@ -289,6 +290,8 @@ impl World {
             &self.pop3
         } else if self.clients[client].submission {
             &self.submission
+        } else if self.clients[client].lmtp {
+            &self.lmtp
         } else {
             &self.inbound
         };
@@ -869,6 +872,8 @@ pub fn run_seed(opts: RunOptions) -> Outcome {
     );
     config.starttls = false;
     config.chunk_size = [64, 1000, 65536][rng.range(0, 2)];
+    let mut lmtp = config.clone();
+    lmtp.role = Role::Lmtp;
     let mut sub = config.clone();
     sub.role = Role::Submission;
     sub.starttls = true;
@@ -896,6 +901,7 @@ pub fn run_seed(opts: RunOptions) -> Outcome {
         store: None,
         inbound: Service::Smtp(Arc::new(config)),
         submission: Service::Smtp(Arc::new(sub)),
+        lmtp: Service::Smtp(Arc::new(lmtp)),
         pop3: Service::Pop3(Arc::new(pop3)),
         conns: BTreeMap::new(),
         next_conn: 0,
