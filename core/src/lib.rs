@@ -64,6 +64,7 @@ pub mod pump;
 pub mod sasl;
 pub mod service;
 pub mod session;
+pub mod sieve;
 pub mod smtp;
 pub mod testing;
 
