@@ -41,6 +41,7 @@ pub const TARGETS: &[Target] = &[
     ("pop3_command", pop3_command),
     ("pop3_encoder", pop3_encoder),
     ("pop3_session", pop3_session),
+    ("sieve", sieve),
 ];
 
 /// A small deterministic generator (splitmix64), for splits derived from fuzz input and for the
@@ -303,6 +304,37 @@ pub fn smtp_line_reader(data: &[u8]) {
         }
     }
     assert_eq!(merge_too_long(lines), line_model(input));
+}
+
+/// A Sieve script (the input as text) is parsed with the default limits; if it parses, it runs
+/// on a fixed message: never a panic, a position inside the script for any syntax error, and
+/// at least one action (implicit keep) from every run, within the step budget.
+pub fn sieve(data: &[u8]) {
+    use petrel_core::sieve::{self, Envelope, Limits, NoIncludes, RawMessage};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let limits = Limits::default();
+    match sieve::parse(text, &limits) {
+        Err(e) => {
+            let lines = text.split('\n').count() as u32;
+            assert!(
+                e.line >= 1 && e.line <= lines && e.column >= 1,
+                "{e} for {text:?}"
+            );
+        }
+        Ok(script) => {
+            let message = RawMessage::parse(
+                b"From: a@x.example\r\nTo: b+tag@example.test\r\nSubject: fuzz =?utf-8?q?x?=\r\n\r\nbody\r\n",
+            );
+            let envelope = Envelope {
+                from: "a@x.example".into(),
+                to: "b+tag@example.test".into(),
+            };
+            let outcome = sieve::run(&script, &envelope, &message, &mut NoIncludes, &limits);
+            assert!(!outcome.actions.is_empty(), "no action for {text:?}");
+        }
+    }
 }
 
 /// SASL decoding and PLAIN/LOGIN parsing: never panic, base64 round-trips, and parsed credentials
@@ -1301,6 +1333,15 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         "smtp_command" => COMMANDS.iter().map(|c| c.to_vec()).collect(),
         "smtp_path" => PATHS.iter().map(|p| p.as_bytes().to_vec()).collect(),
         "sasl" => SASL.iter().map(|s| s.to_vec()).collect(),
+        "sieve" => [
+            &b"require [\"fileinto\", \"imap4flags\"];\nif header :contains \"subject\" \"fuzz\" { fileinto :flags \"\\\\Seen\" \"Junk\"; stop; }\nkeep;\n"[..],
+            b"require [\"variables\", \"envelope\", \"subaddress\"];\nif envelope :detail \"to\" \"*\" { set \"t\" \"${1}\"; }\nif address :matches :localpart \"from\" \"*a*\" { discard; }\n",
+            b"require \"vacation\";\nvacation :days 3 :subject \"away\" text:\nback soon\n.\n;\n",
+            b"if anyof (size :over 1K, not exists \"x-spam\") { redirect \"x@y.example\"; } elsif true { keep; } else { discard; }\n",
+        ]
+        .iter()
+        .map(|s| s.to_vec())
+        .collect(),
         "smtp_data_any_split" => [[0u8, 0, 255], [1, 7, 3], [2, 9, 0], [3, 1, 64]]
             .iter()
             .map(|h| [&h[..], message].concat())
