@@ -518,6 +518,80 @@ pub struct SessionReport {
     pub delivered: usize,
 }
 
+/// Drives a fuzzed session to its end: reads and writes cut as `split` says, requests answered
+/// by `execute`, short timers (login failure delays) waited out and the idle timeout only when
+/// `idle_timeout_at_end`. Asserts a bounded run, bounded buffers after every step and no request
+/// left unanswered. Returns what the session wrote, and whether it was given the end of input.
+fn drive(
+    mut pump: Pump,
+    start: Instant,
+    input: &[u8],
+    split: u8,
+    idle_timeout_at_end: bool,
+    tls: &TlsInfo,
+    mut execute: impl FnMut(Effect) -> Completion,
+) -> (Vec<u8>, bool) {
+    let mut rng = SplitMix::new(u64::from(split));
+    let (read_mode, write_mode) = (split & 3, (split >> 2) & 3);
+    let mut written = Vec::new();
+    let (mut pos, mut now, mut timeouts, mut at_eof) = (0, start, 0, false);
+    let max_steps = 10_000 + 16 * input.len();
+    for step in 1.. {
+        assert!(
+            step <= max_steps,
+            "session did not end in {max_steps} steps"
+        );
+        match pump.next_action() {
+            Action::Write => {
+                let out = pump.output();
+                let n = chunk_len(write_mode, &mut rng, out.len());
+                written.extend_from_slice(&out[..n]);
+                pump.wrote(now, n);
+            }
+            Action::Execute(id, effect) => {
+                let c = execute(effect);
+                pump.complete(now, id, c);
+            }
+            Action::StartTls => pump.tls_established(now, tls.clone()),
+            Action::Read { deadline } => {
+                if pos < input.len() {
+                    let buf = pump.read_buffer();
+                    let want = chunk_len(read_mode, &mut rng, input.len() - pos);
+                    let n = buf.len().min(want);
+                    assert!(n > 0, "asked to read into an empty buffer");
+                    buf[..n].copy_from_slice(&input[pos..pos + n]);
+                    pos += n;
+                    pump.received(now, n);
+                } else if let Some(d) = deadline.filter(|d| {
+                    timeouts < 8
+                        && (idle_timeout_at_end || d.duration_since(start) < Duration::from_secs(5))
+                }) {
+                    timeouts += 1;
+                    now = now.max(d);
+                    pump.timeout(now);
+                } else {
+                    assert!(!at_eof, "read asked for again after end of input");
+                    at_eof = true;
+                    pump.eof(now);
+                }
+            }
+            Action::Wait { deadline } => {
+                now = now.max(deadline.expect("requests are answered at once here"));
+                pump.timeout(now);
+            }
+            Action::Close(_) => break,
+        }
+        let held = pump.buffered_bytes();
+        assert!(
+            held <= Pump::MAX_BUFFERED,
+            "{held} bytes buffered, more than {}",
+            Pump::MAX_BUFFERED
+        );
+    }
+    assert_eq!(pump.outstanding(), 0, "closed with requests unanswered");
+    (written, at_eof)
+}
+
 /// [`smtp_session`], returning what the session wrote and how many messages it delivered.
 pub fn run_session(data: &[u8]) -> SessionReport {
     let ([flags, split, fail], input) = header::<3>(data);
@@ -551,77 +625,14 @@ pub fn run_session(data: &[u8]) -> SessionReport {
     };
     let start = Instant::now();
     let service = Service::Smtp(Arc::new(config));
-    let mut pump = Pump::new(service.open(peer, start));
+    let pump = Pump::new(service.open(peer, start));
     let mut store = FakeStore {
         fail,
         ..FakeStore::default()
     };
-    let mut rng = SplitMix::new(u64::from(split));
-    let read_mode = split & 3;
-    let write_mode = (split >> 2) & 3;
-    let idle_timeout_at_end = flags & 0x80 != 0;
-    let mut written = Vec::new();
-    let mut pos = 0;
-    let mut now = start;
-    let mut timeouts = 0;
-    let mut at_eof = false;
-    let max_steps = 10_000 + 16 * input.len();
-    let mut steps = 0;
-    loop {
-        steps += 1;
-        assert!(
-            steps <= max_steps,
-            "session did not end in {max_steps} steps"
-        );
-        match pump.next_action() {
-            Action::Write => {
-                let out = pump.output();
-                let n = chunk_len(write_mode, &mut rng, out.len());
-                written.extend_from_slice(&out[..n]);
-                pump.wrote(now, n);
-            }
-            Action::Execute(id, effect) => {
-                let c = store.execute(effect);
-                pump.complete(now, id, c);
-            }
-            Action::StartTls => pump.tls_established(now, tls.clone()),
-            Action::Read { deadline } => {
-                if pos < input.len() {
-                    let buf = pump.read_buffer();
-                    let want = chunk_len(read_mode, &mut rng, input.len() - pos);
-                    let n = buf.len().min(want);
-                    assert!(n > 0, "asked to read into an empty buffer");
-                    buf[..n].copy_from_slice(&input[pos..pos + n]);
-                    pos += n;
-                    pump.received(now, n);
-                } else if let Some(d) = deadline.filter(|d| {
-                    timeouts < 8
-                        && (idle_timeout_at_end || d.duration_since(start) < Duration::from_secs(5))
-                }) {
-                    // Short delays (AUTH failure) are waited out; the idle timeout only if asked.
-                    timeouts += 1;
-                    now = now.max(d);
-                    pump.timeout(now);
-                } else {
-                    assert!(!at_eof, "read asked for again after end of input");
-                    at_eof = true;
-                    pump.eof(now);
-                }
-            }
-            Action::Wait { deadline } => {
-                now = now.max(deadline.expect("requests are answered at once here"));
-                pump.timeout(now);
-            }
-            Action::Close(_) => break,
-        }
-        let held = pump.buffered_bytes();
-        assert!(
-            held <= Pump::MAX_BUFFERED,
-            "{held} bytes buffered, more than {}",
-            Pump::MAX_BUFFERED
-        );
-    }
-    assert_eq!(pump.outstanding(), 0, "closed with requests unanswered");
+    let (written, _) = drive(pump, start, input, split, flags & 0x80 != 0, &tls, |e| {
+        store.execute(e)
+    });
     assert!(
         store.open.is_empty(),
         "closed with {} transaction(s) never committed or aborted",
@@ -1097,70 +1108,10 @@ pub fn run_pop3_session(data: &[u8]) -> Vec<u8> {
     };
     let start = Instant::now();
     let service = Service::Pop3(Arc::new(config));
-    let mut pump = Pump::new(service.open(peer, start));
-    let mut rng = SplitMix::new(u64::from(split));
-    let read_mode = split & 3;
-    let write_mode = (split >> 2) & 3;
-    let idle_timeout_at_end = flags & 0x40 != 0;
-    let mut written = Vec::new();
-    let (mut pos, mut now, mut timeouts, mut at_eof) = (0, start, 0, false);
-    let max_steps = 10_000 + 16 * input.len();
-    let mut steps = 0;
-    loop {
-        steps += 1;
-        assert!(
-            steps <= max_steps,
-            "session did not end in {max_steps} steps"
-        );
-        match pump.next_action() {
-            Action::Write => {
-                let out = pump.output();
-                let n = chunk_len(write_mode, &mut rng, out.len());
-                written.extend_from_slice(&out[..n]);
-                pump.wrote(now, n);
-            }
-            Action::Execute(id, effect) => {
-                let c = store.execute(effect);
-                pump.complete(now, id, c);
-            }
-            Action::StartTls => pump.tls_established(now, tls.clone()),
-            Action::Read { deadline } => {
-                if pos < input.len() {
-                    let buf = pump.read_buffer();
-                    let want = chunk_len(read_mode, &mut rng, input.len() - pos);
-                    let n = buf.len().min(want);
-                    assert!(n > 0, "asked to read into an empty buffer");
-                    buf[..n].copy_from_slice(&input[pos..pos + n]);
-                    pos += n;
-                    pump.received(now, n);
-                } else if let Some(d) = deadline.filter(|d| {
-                    timeouts < 8
-                        && (idle_timeout_at_end || d.duration_since(start) < Duration::from_secs(5))
-                }) {
-                    // The login failure delay is waited out; the idle timeout only if asked.
-                    timeouts += 1;
-                    now = now.max(d);
-                    pump.timeout(now);
-                } else {
-                    assert!(!at_eof, "read asked for again after end of input");
-                    at_eof = true;
-                    pump.eof(now);
-                }
-            }
-            Action::Wait { deadline } => {
-                now = now.max(deadline.expect("requests are answered at once here"));
-                pump.timeout(now);
-            }
-            Action::Close(_) => break,
-        }
-        let held = pump.buffered_bytes();
-        assert!(
-            held <= Pump::MAX_BUFFERED,
-            "{held} bytes buffered, more than {}",
-            Pump::MAX_BUFFERED
-        );
-    }
-    assert_eq!(pump.outstanding(), 0, "closed with requests unanswered");
+    let pump = Pump::new(service.open(peer, start));
+    let (written, at_eof) = drive(pump, start, &input, split, flags & 0x40 != 0, &tls, |e| {
+        store.execute(e)
+    });
     assert!(!store.locked, "closed with the maildrop still locked");
     // How many commands could ask for a multi-line response, and whether QUIT could have been
     // sent: from the client's lines, or, if it sent STLS, from the words anywhere in the input,
