@@ -10,6 +10,7 @@ pub mod maildrop;
 pub mod passwd;
 pub mod password;
 pub mod queue;
+pub mod sieve_scripts;
 pub mod store;
 pub mod throttle;
 pub mod transfer;
@@ -17,5 +18,6 @@ pub mod uidlist;
 pub mod users;
 
 pub use fs::{FileSystem, RealFs};
+pub use sieve_scripts::{active_script, user_data_dir};
 pub use store::{Store, StoreConfig};
 pub use users::UserDb;
