@@ -133,6 +133,14 @@ pub enum Effect {
         /// Base names of the messages to delete.
         delete: Vec<String>,
     },
+    /// Read or change the user's Sieve scripts (ManageSieve). Answer: [`Completion::Sieve`],
+    /// for changes only once they are durable.
+    Sieve {
+        /// Whose scripts.
+        user: UserId,
+        /// What to do.
+        request: crate::managesieve::SieveRequest,
+    },
 }
 
 /// A message in a POP3 maildrop.
@@ -246,6 +254,8 @@ pub enum Completion {
     Data(Vec<u8>),
     /// Answer to requests that only succeed or fail (`CloseMaildrop`).
     Done,
+    /// Answer to `Sieve`.
+    Sieve(crate::managesieve::SieveAnswer),
     /// Any request failed.
     Failed(StoreError),
 }

@@ -57,6 +57,7 @@
 pub mod clock;
 pub mod effect;
 pub mod line;
+pub mod managesieve;
 pub mod mbox;
 pub mod outbox;
 pub mod pop3;

@@ -1,5 +1,6 @@
 //! What a listener serves, and who is connecting: the runtimes' recipe for opening sessions.
 
+use crate::managesieve::{ManageSieveConfig, ManageSieveSession};
 use crate::pop3::{Pop3Config, Pop3Session};
 use crate::session::{Session, TlsInfo};
 use crate::smtp::{SmtpConfig, SmtpSession};
@@ -27,6 +28,8 @@ pub enum Service {
     Smtp(Arc<SmtpConfig>),
     /// POP3 over the users' INBOX.
     Pop3(Arc<Pop3Config>),
+    /// ManageSieve over the users' Sieve scripts.
+    ManageSieve(Arc<ManageSieveConfig>),
 }
 
 impl Service {
@@ -35,6 +38,9 @@ impl Service {
         match self {
             Service::Smtp(config) => Box::new(SmtpSession::new(config.clone(), peer, now)),
             Service::Pop3(config) => Box::new(Pop3Session::new(config.clone(), peer, now)),
+            Service::ManageSieve(config) => {
+                Box::new(ManageSieveSession::new(config.clone(), peer, now))
+            }
         }
     }
 
@@ -43,6 +49,9 @@ impl Service {
         match self {
             Service::Smtp(config) => Box::new(SmtpSession::refuse(config.clone(), peer, now)),
             Service::Pop3(config) => Box::new(Pop3Session::refuse(config.clone(), peer, now)),
+            Service::ManageSieve(config) => {
+                Box::new(ManageSieveSession::refuse(config.clone(), peer, now))
+            }
         }
     }
 
@@ -61,6 +70,7 @@ impl Service {
         match self {
             Service::Smtp(config) => config.role.name(),
             Service::Pop3(_) => "pop3",
+            Service::ManageSieve(_) => "managesieve",
         }
     }
 }

@@ -13,15 +13,15 @@
 
 use crate::fs::{FileSystem, create_dir_all, write_atomic};
 use crate::passwd::validate_address;
-use petrel_core::UserId;
+use petrel_core::managesieve::{ScriptEntry, SieveAnswer, SieveRequest, check_script_name};
+use petrel_core::{Completion, ErrorClass, StoreError, UserId};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Most scripts one user may keep.
 pub const MAX_SCRIPTS: usize = 32;
-/// Longest script name, in characters.
-pub const MAX_NAME_CHARS: usize = 128;
+pub use petrel_core::managesieve::MAX_NAME_CHARS;
 
 const ACTIVE: &str = ".active";
 const SUFFIX: &str = ".sieve";
@@ -63,24 +63,9 @@ impl std::fmt::Display for ScriptError {
 }
 
 /// Checks that a script name is safe as a file name: 1 to [`MAX_NAME_CHARS`] characters, no
-/// control characters, no `/`, not starting with `.`.
+/// control characters, no `/`, not starting with `.` (the rule the ManageSieve session applies).
 pub fn check_name(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        return Err("it is empty");
-    }
-    if name.chars().count() > MAX_NAME_CHARS {
-        return Err("it is longer than 128 characters");
-    }
-    if name.chars().any(|c| c.is_control()) {
-        return Err("it contains a control character");
-    }
-    if name.contains('/') || name.contains('\\') {
-        return Err("it contains a slash");
-    }
-    if name.starts_with('.') {
-        return Err("it starts with '.'");
-    }
-    Ok(())
+    check_script_name(name)
 }
 
 /// A user's data folder, `DATA_DIR/users/DOMAIN/LOCALPART/`. The address is validated, so the
@@ -303,6 +288,58 @@ pub fn rename(
     Ok(())
 }
 
+/// Carries out a ManageSieve request for `user` (the store's `Effect::Sieve` arm).
+pub fn execute(
+    fs: &dyn FileSystem,
+    data_dir: &Path,
+    user: &UserId,
+    request: SieveRequest,
+) -> Completion {
+    let result = match request {
+        SieveRequest::List => list(fs, data_dir, user)
+            .map(|scripts| {
+                SieveAnswer::Scripts(
+                    scripts
+                        .into_iter()
+                        .map(|(name, active)| ScriptEntry { name, active })
+                        .collect(),
+                )
+            })
+            .map_err(ScriptError::Io),
+        SieveRequest::Get { name } => get(fs, data_dir, user, &name).map(SieveAnswer::Script),
+        SieveRequest::Put { name, script } => {
+            put(fs, data_dir, user, &name, &script).map(|()| SieveAnswer::Done)
+        }
+        SieveRequest::Delete { name } => {
+            delete(fs, data_dir, user, &name).map(|()| SieveAnswer::Done)
+        }
+        SieveRequest::Rename { from, to } => {
+            rename(fs, data_dir, user, &from, &to).map(|()| SieveAnswer::Done)
+        }
+        SieveRequest::SetActive { name } => {
+            set_active(fs, data_dir, user, name.as_deref()).map(|()| SieveAnswer::Done)
+        }
+        SieveRequest::HaveSpace { name, .. } => {
+            have_space(fs, data_dir, user, &name).map(|()| SieveAnswer::Done)
+        }
+    };
+    Completion::Sieve(match result {
+        Ok(answer) => answer,
+        Err(ScriptError::NonExistent) => SieveAnswer::NonExistent,
+        Err(ScriptError::AlreadyExists) => SieveAnswer::AlreadyExists,
+        Err(ScriptError::Active) => SieveAnswer::Active,
+        Err(ScriptError::TooManyScripts) => SieveAnswer::TooManyScripts,
+        Err(ScriptError::InvalidName(_)) => SieveAnswer::InvalidName,
+        Err(ScriptError::Io(e)) => {
+            tracing::warn!(user = %user.0, error = %e, "sieve script storage failed");
+            return Completion::Failed(StoreError {
+                class: ErrorClass::Temporary,
+                message: e.to_string(),
+            });
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,6 +450,44 @@ mod tests {
         assert!(matches!(
             rename(fs, d, &u, "gone", "x"),
             Err(ScriptError::NonExistent)
+        ));
+    }
+
+    #[test]
+    fn execute_maps_answers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (fs, d, u) = (&RealFs, tmp.path(), user());
+        let run = |r| match execute(fs, d, &u, r) {
+            Completion::Sieve(a) => a,
+            other => panic!("{other:?}"),
+        };
+        let put = SieveRequest::Put {
+            name: "v".into(),
+            script: "keep;".into(),
+        };
+        assert_eq!(run(put), SieveAnswer::Done);
+        let activate = SieveRequest::SetActive {
+            name: Some("v".into()),
+        };
+        assert_eq!(run(activate), SieveAnswer::Done);
+        assert_eq!(
+            run(SieveRequest::List),
+            SieveAnswer::Scripts(vec![ScriptEntry {
+                name: "v".into(),
+                active: true
+            }])
+        );
+        let delete = SieveRequest::Delete { name: "v".into() };
+        assert_eq!(run(delete), SieveAnswer::Active);
+        let get = SieveRequest::Get { name: "w".into() };
+        assert_eq!(run(get), SieveAnswer::NonExistent);
+        let bad = SieveRequest::Get { name: ".x".into() };
+        assert_eq!(run(bad), SieveAnswer::InvalidName);
+        // A user id that is not a valid address never reaches the disk.
+        let evil = UserId("../../etc@x".into());
+        assert!(matches!(
+            execute(fs, d, &evil, SieveRequest::List),
+            Completion::Failed(_)
         ));
     }
 

@@ -164,6 +164,9 @@ impl Store {
                 self.abort(tx);
                 Completion::Aborted
             }
+            Effect::Sieve { user, request } => {
+                crate::sieve_scripts::execute(&*self.fs, &self.config.data_dir, &user, request)
+            }
             Effect::OpenMaildrop { user } => Completion::Maildrop(maildrop::open(
                 &*self.fs,
                 &self.config.data_dir,
