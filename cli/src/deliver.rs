@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::{Failure, SystemClock};
 use petrel_core::smtp::address::{ReversePath, parse_mailbox};
 use petrel_core::{
-    Completion, Effect, Envelope, Recipient, RecipientOutcome, WallClock, rfc5322_date,
+    Completion, Effect, Envelope, Recipient, RecipientOutcome, Refusals, WallClock, rfc5322_date,
 };
 use petrel_store::{RealFs, Store, StoreConfig};
 use std::io::Read;
@@ -16,6 +16,8 @@ use std::sync::Arc;
 const EX_DATAERR: u8 = 65;
 /// sysexits.h: no such user; bounce it.
 const EX_NOUSER: u8 = 67;
+/// sysexits.h: permission denied (a Sieve `reject`); the MTA bounces with the reason.
+const EX_NOPERM: u8 = 77;
 /// sysexits.h: try again later.
 const EX_TEMPFAIL: u8 = 75;
 
@@ -187,8 +189,13 @@ fn deliver(config: &Config, to: &str, from: Option<&str>) -> Result<(), (u8, Str
     match store.execute(Effect::Commit {
         tx,
         prepend: Vec::new(),
+        refusals: Refusals::AllOrNotice,
     }) {
-        Completion::Durable(_) => Ok(()),
+        Completion::Durable(receipt) => match receipt.refused().first() {
+            // As Dovecot's LDA with -e: the MTA bounces the message with this reason.
+            Some(refusal) => Err((EX_NOPERM, format!("rejected: {}", refusal.reason))),
+            None => Ok(()),
+        },
         other => Err((EX_TEMPFAIL, format!("delivery failed: {other:?}"))),
     }
 }

@@ -103,6 +103,8 @@ pub enum Effect {
         tx: TxId,
         /// Header fields to put on top, CRLF-terminated; usually empty.
         prepend: Vec<u8>,
+        /// How recipients whose filters refuse the message are answered.
+        refusals: Refusals,
     },
     /// Drop the transaction and anything written for it. Answer: [`Completion::Aborted`].
     Abort {
@@ -213,18 +215,50 @@ pub enum RecipientOutcome {
     TempFail,
 }
 
+/// How a commit treats recipients whose Sieve script rejects the message (RFC 5429).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusals {
+    /// Each recipient gets its own reply (LMTP): every refusal is returned in the receipt.
+    PerRecipient,
+    /// One reply for the whole message (SMTP, `deliver`): refusals are returned only when every
+    /// recipient refused; otherwise the others get the message and the sender a rejection notice.
+    AllOrNotice,
+}
+
+/// A recipient whose filter refused the message, and the reason it gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The recipient address as given in RCPT TO.
+    pub address: String,
+    /// The reason, as the script wrote it (the session sanitises it for the reply).
+    pub reason: String,
+}
+
 /// Proof that a message is on stable storage. Only the store's commit path creates one (by
 /// [`Receipt::durable`]), and the session's success reply to a message can be built only from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
     tx: TxId,
+    refused: Vec<Refusal>,
 }
 
 impl Receipt {
     /// Issued by the store after the message file and every directory entry naming it have been
     /// fsynced. Calling it earlier breaks Petrel's one promise; nothing else may call it.
     pub fn durable(tx: TxId) -> Self {
-        Receipt { tx }
+        Receipt {
+            tx,
+            refused: Vec::new(),
+        }
+    }
+    /// Like [`Receipt::durable`], for a message some recipients' filters refused: their copies
+    /// were not stored, every other recipient's is durable.
+    pub fn durable_except(tx: TxId, refused: Vec<Refusal>) -> Self {
+        Receipt { tx, refused }
+    }
+    /// The recipients that refused the message (see [`Refusals`]).
+    pub fn refused(&self) -> &[Refusal] {
+        &self.refused
     }
     /// The transaction this receipt is for.
     pub fn tx(&self) -> TxId {

@@ -59,6 +59,7 @@ pub mod effect;
 pub mod line;
 pub mod managesieve;
 pub mod mbox;
+pub mod mutf7;
 pub mod outbox;
 pub mod pop3;
 pub mod pump;
@@ -72,7 +73,7 @@ pub mod testing;
 pub use clock::{WallClock, rfc5322_date};
 pub use effect::{
     AuthOutcome, Completion, Effect, Envelope, ErrorClass, MaildropEntry, MaildropOutcome, Receipt,
-    Recipient, RecipientOutcome, Secret, StoreError, TxId, UserId,
+    Recipient, RecipientOutcome, Refusal, Refusals, Secret, StoreError, TxId, UserId,
 };
 pub use pump::{Action, Pump};
 pub use service::{Listener, PeerInfo, ServerLimits, Service, SessionIds};

@@ -7,7 +7,7 @@ use petrel_core::smtp::{Role, SmtpConfig, SmtpSession};
 use petrel_core::testing::converse as drive;
 use petrel_core::{
     AuthOutcome, CloseReason, Completion, Effect, Envelope, Event, PeerInfo, Receipt,
-    RecipientOutcome, Service, Session, TxId, UserId, WallClock,
+    RecipientOutcome, Refusal, Refusals, Service, Session, TxId, UserId, WallClock,
 };
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -84,11 +84,31 @@ impl FakeStore {
                     .extend_from_slice(&bytes);
                 Completion::Appended
             }
-            Effect::Commit { tx, .. } => {
+            Effect::Commit { tx, refusals, .. } => {
                 self.effects.push("commit");
                 let m = self.open.remove(&tx.0).expect("open tx");
+                // A stand-in for a Sieve `reject` in bob's script.
+                let refused: Vec<Refusal> = if m.1.windows(8).any(|w| w == b"REJECTME") {
+                    let bob: Vec<Refusal> =
+                        m.0.recipients
+                            .iter()
+                            .filter(|r| r.mailbox == Some(UserId("bob@example.test".into())))
+                            .map(|r| Refusal {
+                                address: r.address.to_string(),
+                                reason: "no thanks\r\n250 injected".into(),
+                            })
+                            .collect();
+                    let all = bob.len() == m.0.recipients.len();
+                    if refusals == Refusals::PerRecipient || all {
+                        bob
+                    } else {
+                        Vec::new()
+                    }
+                } else {
+                    Vec::new()
+                };
                 self.delivered.push(m);
-                Completion::Durable(Receipt::durable(tx))
+                Completion::Durable(Receipt::durable_except(tx, refused))
             }
             Effect::Abort { tx } => {
                 self.effects.push("abort");
@@ -445,6 +465,52 @@ MAIL FROM:<>\r\nDATA\r\nQUIT\r\n";
     assert!(t.contains("250 2.0.0 <alice@example.test> Ok: queued as S101\r\n250 2.0.0 <bob+list@example.test> Ok: queued as S101\r\n250 2.0.0 <Alice@example.test> Ok"), "{t}");
     assert_eq!(store.delivered.len(), 2);
     assert!(String::from_utf8_lossy(&store.delivered[0].1).contains("with LMTP id S101"));
+}
+
+#[test]
+fn sieve_refusals_are_answered_per_recipient_in_lmtp() {
+    let script = b"LHLO mta.example\r\nMAIL FROM:<x@y.example>\r\nRCPT TO:<alice@example.test>\r\n\
+RCPT TO:<bob@example.test>\r\nRCPT TO:<Bob+x@example.test>\r\nDATA\r\nREJECTME\r\n.\r\nQUIT\r\n";
+    let (t, _) = converse(Role::Lmtp, script, &[]);
+    assert_eq!(
+        codes(&t),
+        [
+            "220", "250", "250", "250", "250", "250", "354", "250", "550", "550", "221"
+        ],
+        "{t}"
+    );
+    // The reason is the script's, made safe for one reply line.
+    assert!(
+        t.contains("550 5.7.1 <bob@example.test> Rejected: no thanks 250 injected\r\n"),
+        "{t}"
+    );
+    assert!(
+        t.contains("550 5.7.1 <Bob+x@example.test> Rejected:"),
+        "{t}"
+    );
+}
+
+#[test]
+fn sieve_refusal_in_smtp_is_one_reply() {
+    let one = b"EHLO c\r\nMAIL FROM:<x@y.example>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nREJECTME\r\n.\r\nQUIT\r\n";
+    let (t, _) = converse(Role::Inbound, one, &[]);
+    assert_eq!(
+        codes(&t),
+        ["220", "250", "250", "250", "354", "550", "221"],
+        "{t}"
+    );
+    assert!(
+        t.contains("550 5.7.1 Rejected: no thanks 250 injected\r\n"),
+        "{t}"
+    );
+    // With another recipient accepting, the message is accepted (the store notifies the sender).
+    let two = b"EHLO c\r\nMAIL FROM:<x@y.example>\r\nRCPT TO:<bob@example.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nREJECTME\r\n.\r\nQUIT\r\n";
+    let (t, _) = converse(Role::Inbound, two, &[]);
+    assert_eq!(
+        codes(&t),
+        ["220", "250", "250", "250", "250", "354", "250", "221"],
+        "{t}"
+    );
 }
 
 #[test]

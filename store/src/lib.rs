@@ -2,6 +2,8 @@
 //! queue. It executes the requests core's sessions emit ([`Store::execute`]) and reaches the disk
 //! only through the [`fs::FileSystem`] trait.
 
+pub mod delivery;
+pub mod folder;
 pub mod fs;
 pub mod group_sync;
 pub mod mailbox;
@@ -16,6 +18,7 @@ pub mod throttle;
 pub mod transfer;
 pub mod uidlist;
 pub mod users;
+pub mod vacation;
 
 pub use fs::{FileSystem, RealFs};
 pub use sieve_scripts::{active_script, user_data_dir};

@@ -22,12 +22,20 @@ pub const ENV_DIR: &str = "queue/env";
 
 /// The envelope file for the remote recipients of `envelope`.
 pub fn envelope_text(envelope: &Envelope, offset: usize) -> String {
-    let mut text = format!(
-        "id {}\nsender {}\noffset {offset}\n",
-        envelope.id, envelope.sender
-    );
-    for r in envelope.recipients.iter().filter(|r| r.mailbox.is_none()) {
-        text.push_str(&format!("rcpt {}\n", r.address));
+    let remote: Vec<String> = envelope
+        .recipients
+        .iter()
+        .filter(|r| r.mailbox.is_none())
+        .map(|r| r.address.to_string())
+        .collect();
+    envelope_lines(&envelope.id, &envelope.sender.to_string(), offset, &remote)
+}
+
+/// The envelope file for message `id` from `sender` (empty: null sender) to `recipients`.
+pub fn envelope_lines(id: &str, sender: &str, offset: usize, recipients: &[String]) -> String {
+    let mut text = format!("id {id}\nsender {sender}\noffset {offset}\n");
+    for r in recipients {
+        text.push_str(&format!("rcpt {r}\n"));
     }
     text
 }

@@ -6,6 +6,8 @@
 //! deliveries' (group commit), and only then is the [`Receipt`] issued. A crash at any instant
 //! leaves either no name in `new/` or a complete, durable file.
 
+use crate::delivery::{self, Outgoing};
+use crate::folder;
 use crate::fs::{FileSystem, WriteFile};
 use crate::group_sync::GroupSync;
 use crate::mailbox::FolderLocks;
@@ -15,8 +17,8 @@ use crate::queue;
 use crate::throttle::AuthThrottle;
 use crate::users::UserDb;
 use petrel_core::{
-    AuthOutcome, Completion, Effect, Envelope, ErrorClass, Receipt, StoreError, TxId, UserId,
-    WallClock,
+    AuthOutcome, Completion, Effect, Envelope, ErrorClass, Receipt, RecipientOutcome, Refusal,
+    Refusals, StoreError, TxId, UserId, WallClock,
 };
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -38,6 +40,9 @@ pub struct StoreConfig {
     /// Seed for the random part of file names.
     pub seed: u64,
 }
+
+/// A message to send once the delivery is durable: (recipient, message, what it is).
+type Notice = (String, Vec<u8>, &'static str);
 
 /// A message being received.
 struct OpenTx {
@@ -159,7 +164,11 @@ impl Store {
             }
             Effect::BeginMessage { envelope, trace } => self.begin(envelope, &trace),
             Effect::AppendChunk { tx, bytes } => self.append(tx, &bytes),
-            Effect::Commit { tx, prepend } => self.commit(tx, &prepend),
+            Effect::Commit {
+                tx,
+                prepend,
+                refusals,
+            } => self.commit(tx, &prepend, refusals),
             Effect::Abort { tx } => {
                 self.abort(tx);
                 Completion::Aborted
@@ -304,14 +313,14 @@ impl Store {
         }
     }
 
-    fn commit(&self, tx: TxId, prepend: &[u8]) -> Completion {
+    fn commit(&self, tx: TxId, prepend: &[u8], refusals: Refusals) -> Completion {
         let Some(mut open) = self.take(tx) else {
             return temp("unknown transaction");
         };
-        let result = self.make_durable(&mut open, prepend);
+        let result = self.make_durable(&mut open, prepend, refusals);
         let _ = self.fs.remove_file(&open.path);
         match result {
-            Ok(()) => {
+            Ok((refused, notices)) => {
                 let env = &open.envelope;
                 tracing::info!(
                     session = %env.session,
@@ -322,16 +331,21 @@ impl Store {
                     "message accepted"
                 );
                 for r in &env.recipients {
-                    match &r.mailbox {
-                        Some(user) => {
-                            tracing::info!(session = %env.session, id = %env.id, to = %user.0, "delivered to mailbox")
-                        }
-                        None => {
-                            tracing::info!(session = %env.session, id = %env.id, to = %r.address, "queued for remote delivery")
-                        }
+                    if r.mailbox.is_none() {
+                        tracing::info!(session = %env.session, id = %env.id, to = %r.address, "queued for remote delivery")
                     }
                 }
-                Completion::Durable(Receipt::durable(tx))
+                for r in &refused {
+                    tracing::info!(session = %env.session, id = %env.id, to = %r.address, reason = %r.reason, "refused by the recipient's Sieve script");
+                }
+                for (to, bytes, kind) in notices {
+                    if let Err(e) = self.send_notice(&env.id, &to, &bytes) {
+                        tracing::warn!(session = %env.session, id = %env.id, to = %to, kind, error = %e, "cannot send");
+                    } else {
+                        tracing::info!(session = %env.session, id = %env.id, to = %to, kind, "sent");
+                    }
+                }
+                Completion::Durable(Receipt::durable_except(tx, refused))
             }
             Err(e) => {
                 tracing::error!(session = %open.envelope.session, id = %open.envelope.id, error = %e, "delivery failed");
@@ -340,57 +354,267 @@ impl Store {
         }
     }
 
-    /// Fsyncs the message, gives it its final names, and fsyncs their directories.
-    fn make_durable(&self, open: &mut OpenTx, prepend: &[u8]) -> io::Result<()> {
+    /// Fsyncs the message, runs each local recipient's Sieve script, gives the message its
+    /// final names (folders, queue), and fsyncs their directories. Returns the refusals the
+    /// session must report and the notices to send once the message is durable.
+    fn make_durable(
+        &self,
+        open: &mut OpenTx,
+        prepend: &[u8],
+        refusals: Refusals,
+    ) -> io::Result<(Vec<Refusal>, Vec<Notice>)> {
         open.file.flush()?;
         if !prepend.is_empty() {
             self.rewrite_with_prepend(open, prepend)?;
         }
         open.file.sync()?;
         let size = open.size;
+        let sender = open.envelope.sender.to_string();
+        let skip = open.return_path_len;
+
+        // Each local user once (with the first address that reached them), in a stable order.
+        let mut users: Vec<(UserId, Vec<String>)> = Vec::new();
+        for r in &open.envelope.recipients {
+            if let Some(user) = &r.mailbox {
+                match users.iter_mut().find(|(u, _)| u == user) {
+                    Some((_, addrs)) => addrs.push(r.address.to_string()),
+                    None => users.push((user.clone(), vec![r.address.to_string()])),
+                }
+            }
+        }
+        users.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut remote: Vec<String> = open
+            .envelope
+            .recipients
+            .iter()
+            .filter(|r| r.mailbox.is_none())
+            .map(|r| r.address.to_string())
+            .collect();
+
+        let now = self.config.clock.unix_seconds();
+        let mut plans = Vec::with_capacity(users.len());
+        for (user, addrs) in &users {
+            let lock = self.folders.get(&crate::sieve_scripts::user_data_dir(
+                &self.config.data_dir,
+                user,
+            )?);
+            let ctx = delivery::Context {
+                fs: &*self.fs,
+                data_dir: &self.config.data_dir,
+                hostname: &self.config.hostname,
+                now,
+                vacation_lock: &lock,
+            };
+            let plan = delivery::plan(
+                &ctx,
+                user,
+                &addrs[0],
+                &sender,
+                &open.path,
+                skip,
+                size,
+                &mut || self.message_id(),
+            )?;
+            plans.push(plan);
+        }
+
+        let all_refused =
+            remote.is_empty() && !plans.is_empty() && plans.iter().all(|p| p.refused.is_some());
+        let mut refused = Vec::new();
+        let mut notices: Vec<Notice> = Vec::new();
+        for ((user, addrs), plan) in users.iter().zip(&plans) {
+            let Some(reason) = &plan.refused else {
+                continue;
+            };
+            if refusals == Refusals::PerRecipient || all_refused {
+                refused.extend(addrs.iter().map(|a| Refusal {
+                    address: a.clone(),
+                    reason: reason.clone(),
+                }));
+            } else if !sender.is_empty() {
+                let lock = Mutex::new(());
+                let ctx = delivery::Context {
+                    fs: &*self.fs,
+                    data_dir: &self.config.data_dir,
+                    hostname: &self.config.hostname,
+                    now,
+                    vacation_lock: &lock,
+                };
+                let bytes = delivery::rejection_notice(
+                    &ctx,
+                    user,
+                    &addrs[0],
+                    &sender,
+                    reason,
+                    &open.path,
+                    skip,
+                    &self.message_id(),
+                )?;
+                notices.push((sender.clone(), bytes, "rejection notice"));
+            }
+        }
+
         let mut created: Vec<PathBuf> = Vec::new();
         let mut dirs: Vec<PathBuf> = Vec::new();
         let result = (|| {
-            let mut mailboxes: Vec<&UserId> = open
-                .envelope
-                .recipients
-                .iter()
-                .filter_map(|r| r.mailbox.as_ref())
-                .collect();
-            mailboxes.sort();
-            mailboxes.dedup();
-            for user in mailboxes {
-                let root = maildir::user_root(&self.config.data_dir, &user.0)?;
-                self.ensure_durable_maildir(&root)?;
-                let new = root.join("new");
-                let name = self.link_unique(&open.path, &new, size)?;
-                created.push(new.join(name));
-                dirs.push(new);
+            for plan in &plans {
+                let mut placed: Vec<&Path> = Vec::new();
+                for p in &plan.placements {
+                    // keep + fileinto "INBOX" is one copy, not two.
+                    if placed.contains(&p.dir.as_path()) {
+                        continue;
+                    }
+                    placed.push(&p.dir);
+                    self.ensure_durable_maildir(&p.root)?;
+                    if p.dir != p.root {
+                        folder::ensure(&*self.fs, &p.root, &p.dir)?;
+                    }
+                    let letters = if p.flags.is_empty() {
+                        String::new()
+                    } else {
+                        let lock = self.folders.get(&p.dir);
+                        let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                        folder::maildir_flags(&*self.fs, &p.dir, &p.flags)?
+                    };
+                    let (sub, suffix) = if letters.is_empty() {
+                        ("new", String::new())
+                    } else {
+                        ("cur", format!(":2,{letters}"))
+                    };
+                    let target = p.dir.join(sub);
+                    let name = self.link_unique(&open.path, &target, size, &suffix)?;
+                    created.push(target.join(name));
+                    dirs.push(target);
+                }
+                for out in &plan.outgoing {
+                    match out {
+                        Outgoing::Redirect { to } => match self.local_user(to) {
+                            Some(user) => {
+                                let root = maildir::user_root(&self.config.data_dir, &user.0)?;
+                                self.ensure_durable_maildir(&root)?;
+                                let new = root.join("new");
+                                let name = self.link_unique(&open.path, &new, size, "")?;
+                                created.push(new.join(name));
+                                dirs.push(new);
+                            }
+                            None => remote.push(to.clone()),
+                        },
+                        Outgoing::Notice { to, bytes, kind } => {
+                            notices.push((to.clone(), bytes.clone(), kind));
+                        }
+                    }
+                }
             }
-            if open.envelope.recipients.iter().any(|r| r.mailbox.is_none()) {
-                let msg_dir = self.config.data_dir.join(queue::MSG_DIR);
-                let env_dir = self.config.data_dir.join(queue::ENV_DIR);
-                let name = self.link_unique(&open.path, &msg_dir, size)?;
-                created.push(msg_dir.join(&name));
-                let text = queue::envelope_text(&open.envelope, open.return_path_len);
-                let tmp = env_dir.join(format!(".{name}.tmp"));
-                let mut f = self.fs.create_new(&tmp)?;
-                f.write_all(text.as_bytes())?;
-                f.sync()?;
-                drop(f);
-                self.fs.rename(&tmp, &env_dir.join(&name))?;
-                created.push(env_dir.join(&name));
-                dirs.push(msg_dir);
-                dirs.push(env_dir);
+            if !remote.is_empty() {
+                let env = &open.envelope;
+                self.enqueue(
+                    &open.path,
+                    size,
+                    &queue::envelope_lines(&env.id, &sender, skip, &remote),
+                    &mut created,
+                    &mut dirs,
+                )?;
             }
             self.sync.sync_dirs(&*self.fs, &dirs)
         })();
-        if result.is_err() {
+        if let Err(e) = result {
             for path in created {
                 let _ = self.fs.remove_file(&path);
             }
+            return Err(e);
         }
+        Ok((refused, notices))
+    }
+
+    /// Links the message at `src` into the outbound queue with envelope `env_text`.
+    fn enqueue(
+        &self,
+        src: &Path,
+        size: u64,
+        env_text: &str,
+        created: &mut Vec<PathBuf>,
+        dirs: &mut Vec<PathBuf>,
+    ) -> io::Result<()> {
+        let msg_dir = self.config.data_dir.join(queue::MSG_DIR);
+        let env_dir = self.config.data_dir.join(queue::ENV_DIR);
+        let name = self.link_unique(src, &msg_dir, size, "")?;
+        created.push(msg_dir.join(&name));
+        let tmp = env_dir.join(format!(".{name}.tmp"));
+        let mut f = self.fs.create_new(&tmp)?;
+        let written = f.write_all(env_text.as_bytes()).and_then(|()| f.sync());
+        drop(f);
+        if let Err(e) = written.and_then(|()| self.fs.rename(&tmp, &env_dir.join(&name))) {
+            let _ = self.fs.remove_file(&tmp);
+            return Err(e);
+        }
+        created.push(env_dir.join(&name));
+        dirs.push(msg_dir);
+        dirs.push(env_dir);
+        Ok(())
+    }
+
+    /// The local user `address` belongs to, if any.
+    fn local_user(&self, address: &str) -> Option<UserId> {
+        let parsed = petrel_core::smtp::address::parse_mailbox(address).ok()?;
+        match self.users.lookup_recipient(&parsed) {
+            RecipientOutcome::Local(user) => Some(user),
+            _ => None,
+        }
+    }
+
+    /// Sends a message this server wrote (vacation reply, rejection notice) from the null
+    /// sender to `to`: into a local INBOX or the outbound queue, durably.
+    fn send_notice(&self, about: &str, to: &str, bytes: &[u8]) -> io::Result<()> {
+        let path = self.config.data_dir.join("tmp").join(self.next_unique(0));
+        let return_path = b"Return-Path: <>\r\n";
+        let size = (return_path.len() + bytes.len()) as u64;
+        let result = (|| {
+            let mut f = self.fs.create_new(&path)?;
+            f.write_all(return_path)?;
+            f.write_all(bytes)?;
+            f.sync()?;
+            drop(f);
+            let (mut created, mut dirs) = (Vec::new(), Vec::new());
+            let placed = (|| match self.local_user(to) {
+                Some(user) => {
+                    let root = maildir::user_root(&self.config.data_dir, &user.0)?;
+                    self.ensure_durable_maildir(&root)?;
+                    let new = root.join("new");
+                    let name = self.link_unique(&path, &new, size, "")?;
+                    created.push(new.join(name));
+                    dirs.push(new);
+                    self.sync.sync_dirs(&*self.fs, &dirs)
+                }
+                None => {
+                    let id = format!(
+                        "{about}.notice{}",
+                        self.counter.fetch_add(1, Ordering::Relaxed)
+                    );
+                    let text = queue::envelope_lines(&id, "", return_path.len(), &[to.to_string()]);
+                    self.enqueue(&path, size, &text, &mut created, &mut dirs)?;
+                    self.sync.sync_dirs(&*self.fs, &dirs)
+                }
+            })();
+            if placed.is_err() {
+                for p in &created {
+                    let _ = self.fs.remove_file(p);
+                }
+            }
+            placed
+        })();
+        let _ = self.fs.remove_file(&path);
         result
+    }
+
+    /// A fresh Message-ID for messages this server writes.
+    fn message_id(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let random = (self.config.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).rotate_left(29);
+        format!(
+            "<{}.{n}.{random:016x}@{}>",
+            self.config.clock.unix_seconds(),
+            self.config.hostname
+        )
     }
 
     /// Creates the Maildir if needed and, once per process, makes the entries leading to its
@@ -414,10 +638,11 @@ impl Store {
         Ok(())
     }
 
-    /// Links `src` into `dir` under a fresh unique name; falls back to a copy across devices.
-    fn link_unique(&self, src: &Path, dir: &Path, size: u64) -> io::Result<String> {
+    /// Links `src` into `dir` under a fresh unique name (with `suffix`, such as Maildir's
+    /// `:2,S`); falls back to a copy across devices.
+    fn link_unique(&self, src: &Path, dir: &Path, size: u64, suffix: &str) -> io::Result<String> {
         for _ in 0..16 {
-            let name = self.next_unique(size);
+            let name = format!("{}{suffix}", self.next_unique(size));
             match self.fs.hard_link(src, &dir.join(&name)) {
                 Ok(()) => return Ok(name),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,

@@ -28,34 +28,7 @@ pub struct ImportReport {
     pub skipped: usize,
 }
 
-/// The directory of `folder` (Maildir++: `INBOX` or none is the root, `A/B` is `.A.B`) in the
-/// user's Maildir. Folder names that could leave the Maildir or clash with its layout are refused.
-pub fn folder_dir(data_dir: &Path, user: &str, folder: Option<&str>) -> io::Result<PathBuf> {
-    let root = maildir::user_root(data_dir, user)?;
-    let Some(folder) = folder.filter(|f| !f.eq_ignore_ascii_case("INBOX")) else {
-        return Ok(root);
-    };
-    let bad = |why: &str| {
-        Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("folder {folder:?}: {why}"),
-        ))
-    };
-    if folder.is_empty() || folder.len() > 255 {
-        return bad("empty or too long");
-    }
-    let parts: Vec<&str> = folder.split('/').collect();
-    for p in &parts {
-        if p.is_empty()
-            || p.starts_with('.')
-            || p.contains(['.', '\\', '\0'])
-            || p.chars().any(char::is_control)
-        {
-            return bad("names may not be empty or contain '.', '\\' or control characters");
-        }
-    }
-    Ok(root.join(format!(".{}", parts.join("."))))
-}
+pub use crate::folder::folder_dir;
 
 fn key(message: &[u8]) -> (usize, u64) {
     let mut h = std::collections::hash_map::DefaultHasher::new();

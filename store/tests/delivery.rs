@@ -2,8 +2,8 @@
 
 use petrel_core::smtp::address::{ReversePath, parse_mailbox};
 use petrel_core::{
-    AuthOutcome, Completion, Effect, Envelope, Recipient, RecipientOutcome, Secret, UserId,
-    WallClock,
+    AuthOutcome, Completion, Effect, Envelope, Recipient, RecipientOutcome, Refusals, Secret,
+    UserId, WallClock,
 };
 use petrel_store::{RealFs, Store, StoreConfig};
 use std::path::Path;
@@ -91,7 +91,7 @@ fn delivers_to_each_local_user_and_queues_remote() {
         Completion::Appended
     ));
     assert!(
-        matches!(s.execute(Effect::Commit { tx, prepend: vec![] }), Completion::Durable(r) if r.tx() == tx)
+        matches!(s.execute(Effect::Commit { tx, prepend: vec![], refusals: Refusals::AllOrNotice }), Completion::Durable(r) if r.tx() == tx)
     );
     let expected =
         b"Return-Path: <x@remote.example>\r\nReceived: x\r\nSubject: a\r\n\r\nbody\r\n".to_vec();
@@ -141,7 +141,11 @@ fn prepend_goes_after_return_path() {
     });
     let prepend = b"Authentication-Results: mx; none\r\n".to_vec();
     assert!(matches!(
-        s.execute(Effect::Commit { tx, prepend }),
+        s.execute(Effect::Commit {
+            tx,
+            prepend,
+            refusals: Refusals::AllOrNotice
+        }),
         Completion::Durable(_)
     ));
     let got = files(&tmp.path().join("mail/example.test/bob/new"));
@@ -204,7 +208,8 @@ fn concurrent_commits_all_land() {
                     assert!(matches!(
                         s.execute(Effect::Commit {
                             tx,
-                            prepend: vec![]
+                            prepend: vec![],
+                            refusals: Refusals::AllOrNotice,
                         }),
                         Completion::Durable(_)
                     ));

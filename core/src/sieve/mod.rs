@@ -34,6 +34,7 @@
 mod interp;
 mod lexer;
 mod parser;
+pub mod respond;
 
 pub use interp::{
     Action, Envelope, IncludeSource, Message, NoIncludes, Outcome, RawMessage, RunError, run,

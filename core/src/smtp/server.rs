@@ -12,8 +12,8 @@ use super::hops::{HopCounter, MAX_HOPS};
 use super::received::Trace;
 use super::{Role, SmtpConfig};
 use crate::effect::{
-    AuthOutcome, Completion, Effect, Envelope, Receipt, Recipient, RecipientOutcome, Secret, TxId,
-    UserId,
+    AuthOutcome, Completion, Effect, Envelope, Receipt, Recipient, RecipientOutcome, Refusals,
+    Secret, TxId, UserId,
 };
 use crate::line::{Line, LineReader};
 use crate::outbox::Outbox;
@@ -686,6 +686,11 @@ impl SmtpSession {
                 Effect::Commit {
                     tx: id,
                     prepend: Vec::new(),
+                    refusals: if self.lmtp() {
+                        Refusals::PerRecipient
+                    } else {
+                        Refusals::AllOrNotice
+                    },
                 },
                 Pending::Commit,
             );
@@ -718,7 +723,28 @@ impl SmtpSession {
         let Some(tx) = self.tx.take() else { return };
         debug_assert_eq!(Some(receipt.tx()), tx.body.tx);
         let text = format!("Ok: queued as {}", tx.id);
-        self.final_replies(&tx, 250, "2.0.0", &text);
+        let refused = receipt.refused();
+        if refused.is_empty() {
+            self.final_replies(&tx, 250, "2.0.0", &text);
+        } else if !self.lmtp() {
+            // The store refuses in the dialogue only when every recipient refused.
+            let reason = reply_text(&refused[0].reason);
+            self.reply(550, "5.7.1", &format!("Rejected: {reason}"));
+        } else {
+            for address in &tx.accepted {
+                let shown = address.to_string();
+                match refused
+                    .iter()
+                    .find(|r| r.address.eq_ignore_ascii_case(&shown))
+                {
+                    Some(r) => {
+                        let reason = reply_text(&r.reason);
+                        self.send(Reply(550, "5.7.1", format!("<{shown}> Rejected: {reason}")));
+                    }
+                    None => self.send(Reply(250, "2.0.0", format!("<{shown}> {text}"))),
+                }
+            }
+        }
     }
 
     /// The reply to the end of a message: one in SMTP; in LMTP one per successful RCPT, in RCPT
@@ -780,6 +806,20 @@ impl SmtpSession {
             self.outbox.push(Event::Closed { reason });
         }
     }
+}
+
+/// A filter's reason made safe for one reply line: printable ASCII, at most 200 characters.
+fn reply_text(reason: &str) -> String {
+    let mut text: String = reason
+        .chars()
+        .map(|c| if (' '..='~').contains(&c) { c } else { ' ' })
+        .take(200)
+        .collect();
+    text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if text.is_empty() {
+        text.push_str("refused by the recipient's filter");
+    }
+    text
 }
 
 /// May `user` send as `from`? Its own address, or its own address with a `+tag`.

@@ -45,6 +45,7 @@ mod pop3;
 mod postfix;
 mod robustness;
 mod shutdown;
+mod sieve;
 mod smuggling;
 mod submission;
 mod swaks;
