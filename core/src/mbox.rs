@@ -141,16 +141,37 @@ pub fn parse_from_line_date(line: &[u8]) -> Option<i64> {
 }
 
 /// Appends one message in mboxrd form: the `From_` line, `Status:`/`X-Status:` for `flags`
-/// (Maildir letters) after the other headers, the body with LF lines and `From ` quoted, and
+/// (Maildir letters; `Status: O` when there are none, i.e. an old unread message) after the
+/// other headers, replacing any the message had, the body with LF lines and `From ` quoted, and
 /// the empty separator line.
 pub fn write_message(out: &mut Vec<u8>, sender: &str, date: i64, flags: &str, message: &[u8]) {
+    write_from_line(out, sender, date);
+    let mut encoder = MboxrdEncoder::new(flags, false);
+    encoder.encode(message, out);
+    encoder.finish(out);
+}
+
+/// Appends the `From_` separator line, `From SENDER DATE\n` with an asctime date in UTC
+/// (`From alice@example.org Wed Nov 25 15:12:40 2026`). An empty sender is the null sender,
+/// written `MAILER-DAEMON`; spaces and control characters in the sender become `_` so the line
+/// stays one line with the date where readers look for it.
+pub fn write_from_line(out: &mut Vec<u8>, sender: &str, date: i64) {
     // RFC 5322 date "Wed, 25 Nov 2026 14:45:00 +0000" -> asctime "Wed Nov 25 14:45:00 2026".
     let d = rfc5322_date(date);
     let p: Vec<&str> = d.split(' ').collect();
-    let sender = if sender.is_empty() {
-        "MAILER-DAEMON"
+    let sender: String = if sender.is_empty() {
+        "MAILER-DAEMON".into()
     } else {
         sender
+            .chars()
+            .map(|c| {
+                if c.is_whitespace() || c.is_control() {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect()
     };
     out.extend_from_slice(
         format!(
@@ -163,27 +184,199 @@ pub fn write_message(out: &mut Vec<u8>, sender: &str, date: i64, flags: &str, me
         )
         .as_bytes(),
     );
-    let mut in_headers = true;
-    for line in message.split_inclusive(|&b| b == b'\n') {
-        let content = line.strip_suffix(b"\n").unwrap_or(line);
-        let content = content.strip_suffix(b"\r").unwrap_or(content);
-        if in_headers && content.is_empty() {
-            in_headers = false;
-            write_status(out, flags);
-        }
-        let quotes = content.iter().take_while(|&&b| b == b'>').count();
-        if content[quotes..].starts_with(b"From ") {
-            out.push(b'>');
-        }
-        out.extend_from_slice(content);
-        out.push(b'\n');
-    }
-    if in_headers {
-        write_status(out, flags);
-    }
-    out.push(b'\n');
 }
 
+/// Where the encoder is within the current line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineState {
+    /// Deciding what the line is: `quotes` leading `>` seen, then `held` bytes of a possible
+    /// `From ` / `Status:` / `X-Status:` start (kept in `MboxrdEncoder::held`).
+    Start { quotes: u64 },
+    /// The rest of the line is copied through.
+    Copy,
+    /// The rest of the line is dropped (an old `Status:`/`X-Status:` header or its folding).
+    Drop,
+}
+
+/// Streaming mboxrd body encoder: feed the message in chunks of any size with
+/// [`encode`](Self::encode), then call [`finish`](Self::finish) once. The output is the same
+/// whatever the chunking; state between calls is a few bytes (no line or message is buffered),
+/// so a 50 MB message costs only the caller's buffers.
+///
+/// It converts CRLF to LF (a CR not followed by LF is kept), adds one `>` to every line matching
+/// `^>*From `, drops `Status:`/`X-Status:` headers (with their folded continuation lines) and
+/// writes the ones for its flags at the end of the header block, and ends the message with a
+/// newline (added if the message lacked one) and the empty separator line.
+#[derive(Debug, Clone)]
+pub struct MboxrdEncoder {
+    status: Vec<u8>,
+    line: LineState,
+    held: [u8; 9],
+    held_len: usize,
+    in_headers: bool,
+    dropping_header: bool,
+    pending_cr: bool,
+    at_line_start: bool,
+}
+
+const FROM: &[u8] = b"From ";
+const STATUS: &[u8] = b"status:";
+const X_STATUS: &[u8] = b"x-status:";
+
+impl MboxrdEncoder {
+    /// An encoder recording `flags` (Maildir letters `S`, `R`, `F`, `T`; others ignored) as
+    /// `Status:`/`X-Status:`. With `recent` and no flags no status header is written at all,
+    /// so mutt and Dovecot show the message as new, as a delivery agent leaves it; otherwise
+    /// `Status:` always carries `O` (seen by a mail reader, no longer new).
+    pub fn new(flags: &str, recent: bool) -> Self {
+        let mut status = Vec::new();
+        if !(recent && flags.is_empty()) {
+            write_status(&mut status, flags);
+        }
+        MboxrdEncoder {
+            status,
+            line: LineState::Start { quotes: 0 },
+            held: [0; 9],
+            held_len: 0,
+            in_headers: true,
+            dropping_header: false,
+            pending_cr: false,
+            at_line_start: true,
+        }
+    }
+
+    /// Encodes the next `input` bytes of the message, appending the result to `out`.
+    pub fn encode(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        let mut rest = input;
+        while let Some((&b, tail)) = rest.split_first() {
+            if self.pending_cr {
+                self.pending_cr = false;
+                if b != b'\n' {
+                    // A lone CR is content, not a line end.
+                    self.byte(b'\r', out);
+                }
+            }
+            if b == b'\r' {
+                self.pending_cr = true;
+                rest = tail;
+                continue;
+            }
+            if self.line == LineState::Copy && b != b'\n' {
+                // Fast path: copy up to the next line end in one go.
+                let n = rest
+                    .iter()
+                    .position(|&c| c == b'\n' || c == b'\r')
+                    .unwrap_or(rest.len());
+                out.extend_from_slice(&rest[..n]);
+                rest = &rest[n..];
+                continue;
+            }
+            self.byte(b, out);
+            rest = tail;
+        }
+    }
+
+    /// Ends the message: flushes held bytes, ends the last line, writes the status headers if
+    /// the message had no body separator, and appends the empty line that separates messages.
+    pub fn finish(mut self, out: &mut Vec<u8>) {
+        if self.pending_cr {
+            self.pending_cr = false;
+            self.byte(b'\r', out);
+        }
+        if !self.at_line_start {
+            self.byte(b'\n', out);
+        }
+        if self.in_headers {
+            out.extend_from_slice(&self.status);
+        }
+        out.push(b'\n');
+    }
+
+    /// One content byte (CR already resolved).
+    fn byte(&mut self, b: u8, out: &mut Vec<u8>) {
+        if b == b'\n' {
+            self.end_line(out);
+            return;
+        }
+        self.at_line_start = false;
+        match self.line {
+            LineState::Copy => out.push(b),
+            LineState::Drop => {}
+            LineState::Start { quotes } => {
+                if quotes == 0 && self.held_len == 0 && self.in_headers {
+                    if self.dropping_header && (b == b' ' || b == b'\t') {
+                        self.line = LineState::Drop;
+                        return;
+                    }
+                    self.dropping_header = false;
+                }
+                if b == b'>' && self.held_len == 0 {
+                    self.line = LineState::Start { quotes: quotes + 1 };
+                    return;
+                }
+                self.held[self.held_len] = b;
+                self.held_len += 1;
+                let held = &self.held[..self.held_len];
+                let header = quotes == 0 && self.in_headers;
+                if held == FROM {
+                    // mboxrd: one more `>` than the line had.
+                    push_quotes(out, quotes + 1);
+                    out.extend_from_slice(FROM);
+                    self.held_len = 0;
+                    self.line = LineState::Copy;
+                } else if header
+                    && (held.eq_ignore_ascii_case(STATUS) || held.eq_ignore_ascii_case(X_STATUS))
+                {
+                    self.held_len = 0;
+                    self.dropping_header = true;
+                    self.line = LineState::Drop;
+                } else if !(FROM.starts_with(held)
+                    || header && (is_prefix_ci(held, STATUS) || is_prefix_ci(held, X_STATUS)))
+                {
+                    self.flush_held(quotes, out);
+                    self.line = LineState::Copy;
+                }
+            }
+        }
+    }
+
+    fn end_line(&mut self, out: &mut Vec<u8>) {
+        let was_empty = self.at_line_start;
+        match self.line {
+            LineState::Start { quotes } => self.flush_held(quotes, out),
+            LineState::Drop => {
+                self.line = LineState::Start { quotes: 0 };
+                self.at_line_start = true;
+                return;
+            }
+            LineState::Copy => {}
+        }
+        if was_empty && self.in_headers {
+            // The blank line ending the header block: our status headers go just before it.
+            self.in_headers = false;
+            out.extend_from_slice(&self.status);
+        }
+        out.push(b'\n');
+        self.line = LineState::Start { quotes: 0 };
+        self.at_line_start = true;
+    }
+
+    fn flush_held(&mut self, quotes: u64, out: &mut Vec<u8>) {
+        push_quotes(out, quotes);
+        out.extend_from_slice(&self.held[..self.held_len]);
+        self.held_len = 0;
+    }
+}
+
+/// `part` is a case-insensitive prefix of `whole`.
+fn is_prefix_ci(part: &[u8], whole: &[u8]) -> bool {
+    whole
+        .get(..part.len())
+        .is_some_and(|w| w.eq_ignore_ascii_case(part))
+}
+
+/// The status headers for Maildir `flags`: `Status: RO` if seen, else `Status: O`; `X-Status:`
+/// with `A` (answered), `F` (flagged), `D` (deleted) when any apply.
 fn write_status(out: &mut Vec<u8>, flags: &str) {
     if flags.contains('S') {
         out.extend_from_slice(b"Status: RO\n");
@@ -201,6 +394,12 @@ fn write_status(out: &mut Vec<u8>, flags: &str) {
         .collect();
     if !x.is_empty() {
         out.extend_from_slice(format!("X-Status: {x}\n").as_bytes());
+    }
+}
+
+fn push_quotes(out: &mut Vec<u8>, n: u64) {
+    for _ in 0..n {
+        out.push(b'>');
     }
 }
 
@@ -241,5 +440,73 @@ mod tests {
             Some(86_400)
         );
         assert!(parse(b"no from line\n").is_empty());
+    }
+
+    fn encode_chunked(message: &[u8], flags: &str, recent: bool, chunk: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut encoder = MboxrdEncoder::new(flags, recent);
+        for piece in message.chunks(chunk.max(1)) {
+            encoder.encode(piece, &mut out);
+        }
+        encoder.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn encoder_quotes_converts_and_replaces_status() {
+        let message = b"Status: RO\r\nSubject: s\r\nX-Status: A\r\n  folded\r\nstatus:x\r\n\r\n\
+From a\r\n>From b\r\n>>>From c\r\nFrom\r\n> From d\r\nStatus: body\r\nlone\rcr\r\nFro";
+        let out = encode_chunked(message, "SF", true, 1 << 20);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Subject: s\nStatus: RO\nX-Status: F\n\n>From a\n>>From b\n>>>>From c\nFrom\n> From d\n\
+Status: body\nlone\rcr\nFro\n\n"
+        );
+    }
+
+    #[test]
+    fn encoder_output_does_not_depend_on_chunking() {
+        let message = b"X-Status: F\r\n\tmore\r\nFrom: a\r\n\r\n>>From x\r\r\nFrom \n\r";
+        let whole = encode_chunked(message, "R", false, usize::MAX);
+        for chunk in 1..message.len() {
+            assert_eq!(
+                encode_chunked(message, "R", false, chunk),
+                whole,
+                "chunk {chunk}"
+            );
+        }
+        // Every two-way split, too.
+        for at in 0..=message.len() {
+            let mut out = Vec::new();
+            let mut encoder = MboxrdEncoder::new("R", false);
+            encoder.encode(&message[..at], &mut out);
+            encoder.encode(&message[at..], &mut out);
+            encoder.finish(&mut out);
+            assert_eq!(out, whole, "split at {at}");
+        }
+        assert_eq!(
+            String::from_utf8(whole).unwrap(),
+            "From: a\nStatus: O\nX-Status: A\n\n>>>From x\r\n>From \n\r\n\n"
+        );
+    }
+
+    #[test]
+    fn encoder_recent_without_flags_writes_no_status_and_headers_only_messages_end_cleanly() {
+        assert_eq!(
+            encode_chunked(b"Subject: x\r\n\r\nbody", "", true, 3),
+            b"Subject: x\n\nbody\n\n"
+        );
+        assert_eq!(
+            encode_chunked(b"Subject: x", "T", true, 3),
+            b"Subject: x\nStatus: O\nX-Status: D\n\n"
+        );
+        assert_eq!(encode_chunked(b"", "", false, 3), b"Status: O\n\n");
+    }
+
+    #[test]
+    fn from_line_sanitises_the_sender() {
+        let mut out = Vec::new();
+        write_from_line(&mut out, "a b\n@x", 1_795_525_920);
+        assert_eq!(out, b"From a_b_@x Tue Nov 24 13:12:00 2026\n");
     }
 }
