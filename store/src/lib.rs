@@ -9,6 +9,7 @@ pub mod group_sync;
 pub mod mailbox;
 pub mod maildir;
 pub mod maildrop;
+pub mod mbox_file;
 pub mod passwd;
 pub mod password;
 pub mod queue;
