@@ -218,6 +218,13 @@ fn user(config: &config::Config, command: UserCommand) -> Result<(), Failure> {
                 if root.exists() {
                     std::fs::remove_dir_all(&root).map_err(|e| other(&e))?;
                 }
+                // The user's other data (Sieve scripts) lives in DATA_DIR/users/DOMAIN/LOCALPART/.
+                let user = petrel_core::UserId(address.clone());
+                let data = petrel_store::user_data_dir(&config.data_dir, &user)
+                    .map_err(|e| other(&e))?;
+                if data.exists() {
+                    std::fs::remove_dir_all(&data).map_err(|e| other(&e))?;
+                }
             }
             println!("removed {address}");
             Ok(())

@@ -3,6 +3,7 @@
 
 use crate::config::{Config, ListenerKind};
 use crate::{Failure, SystemClock, tls};
+use petrel_core::managesieve::ManageSieveConfig;
 use petrel_core::pop3::Pop3Config;
 use petrel_core::smtp::{Role, SmtpConfig};
 use petrel_core::{Listener, ServerLimits, Service, WallClock};
@@ -51,6 +52,16 @@ fn pop3_config(config: &Config, stls: bool) -> Arc<Pop3Config> {
     c.auth_failure_delay = config.auth_failure_delay;
     c.max_errors = config.max_errors;
     c.stls = stls;
+    Arc::new(c)
+}
+
+fn managesieve_config(config: &Config) -> Arc<ManageSieveConfig> {
+    let mut c = ManageSieveConfig::new(&config.hostname);
+    c.command_timeout = config.pop3_timeout;
+    c.allow_plaintext_on_loopback = config.allow_plaintext_on_loopback;
+    c.auth_failure_delay = config.auth_failure_delay;
+    c.max_errors = config.max_errors;
+    c.starttls = true;
     Arc::new(c)
 }
 
@@ -109,6 +120,7 @@ pub fn run(config: Config, runtime: RuntimeKind) -> Result<(), Failure> {
             ),
             ListenerKind::Pop3 => (Service::Pop3(pop3_config(&config, true)), false),
             ListenerKind::Pop3s => (Service::Pop3(pop3_config(&config, false)), true),
+            ListenerKind::ManageSieve => (Service::ManageSieve(managesieve_config(&config)), false),
             other => {
                 tracing::warn!(listener = other.key(), %addr, "not served yet by this version of petrel; skipped");
                 continue;

@@ -54,6 +54,9 @@ pub enum Listener {
     Pop3s,
     /// LMTP (`[listen] lmtp`), configured on every server.
     Lmtp,
+    /// ManageSieve with STARTTLS (`[listen] managesieve`, 4190); only with
+    /// [`ServerOptions::managesieve`].
+    ManageSieve,
 }
 
 impl Listener {
@@ -69,6 +72,7 @@ impl Listener {
             Listener::Pop3 => "pop3",
             Listener::Pop3s => "pop3s",
             Listener::Lmtp => "lmtp",
+            Listener::ManageSieve => "managesieve",
         }
     }
 }
@@ -117,6 +121,8 @@ pub struct ServerOptions {
     pub extra_passwd_lines: Vec<String>,
     /// Also enable the `pop3` (STLS) and `pop3s` (implicit TLS) listeners. Default false.
     pub pop3: bool,
+    /// Also enable the `managesieve` (STARTTLS) listener. Default false.
+    pub managesieve: bool,
 }
 
 impl Default for ServerOptions {
@@ -129,6 +135,7 @@ impl Default for ServerOptions {
             users: DEFAULT_USERS.to_vec(),
             extra_passwd_lines: Vec::new(),
             pop3: false,
+            managesieve: false,
         }
     }
 }
@@ -229,6 +236,7 @@ pub struct Server {
     submissions: u16,
     pop3: u16,
     pop3s: u16,
+    managesieve: u16,
     lmtp: u16,
     child: Option<Child>,
 }
@@ -253,6 +261,7 @@ impl Server {
             submissions: 0,
             pop3: 0,
             pop3s: 0,
+            managesieve: 0,
             lmtp: 0,
             child: None,
         };
@@ -298,6 +307,9 @@ impl Server {
             self.pop3 = free_port();
             self.pop3s = free_port();
         }
+        if self.opts.managesieve {
+            self.managesieve = free_port();
+        }
     }
 
     /// The ports of every configured listener.
@@ -305,6 +317,9 @@ impl Server {
         let mut ports = vec![self.smtp, self.submission, self.submissions, self.lmtp];
         if self.opts.pop3 {
             ports.extend([self.pop3, self.pop3s]);
+        }
+        if self.opts.managesieve {
+            ports.push(self.managesieve);
         }
         ports
     }
@@ -320,6 +335,11 @@ impl Server {
         } else {
             String::new()
         };
+        let managesieve = if o.managesieve {
+            format!("managesieve = \"127.0.0.1:{}\"\n", self.managesieve)
+        } else {
+            String::new()
+        };
         format!(
             "hostname = \"mail.test.example\"\n\
              data_dir = {data}\n\
@@ -331,6 +351,7 @@ impl Server {
              submissions = \"127.0.0.1:{subs}\"\n\
              lmtp = \"127.0.0.1:{lmtp}\"\n\
              {pop3}\
+             {managesieve}\
              \n\
              [limits]\n\
              max_message_size = {size}\n\
@@ -449,6 +470,13 @@ impl Server {
             Listener::Submission => self.submission,
             Listener::Submissions => self.submissions,
             Listener::Lmtp => self.lmtp,
+            Listener::ManageSieve => {
+                assert!(
+                    self.opts.managesieve,
+                    "ManageSieve is only configured with ServerOptions::managesieve"
+                );
+                self.managesieve
+            }
             Listener::Pop3 | Listener::Pop3s => {
                 assert!(
                     self.opts.pop3,

@@ -40,6 +40,7 @@ mod ehlo;
 mod inbound;
 mod limits;
 mod lmtp;
+mod managesieve;
 mod pipelining;
 mod pop3;
 mod postfix;
