@@ -1,7 +1,8 @@
 //! The configuration file of CONTRACT.md: parsing, embedded defaults, and validation that
 //! names the offending key in one line.
 
-use petrel_core::smtp::address::{Domain, parse_domain};
+use petrel_core::smtp::address::{Domain, parse_domain, parse_mailbox};
+use petrel_store::mbox_users::MboxPolicy;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -106,6 +107,13 @@ struct FilterFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct DeliveryFile {
+    mbox: Option<Vec<String>>,
+    mbox_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FileConfig {
     hostname: Option<String>,
     data_dir: Option<PathBuf>,
@@ -116,6 +124,7 @@ struct FileConfig {
     auth: Option<AuthFile>,
     relay: Option<RelayFile>,
     filter: Option<FilterFile>,
+    delivery: Option<DeliveryFile>,
 }
 
 /// Where a listener is and what it serves.
@@ -189,6 +198,8 @@ pub struct Config {
     pub allow_plaintext_on_loopback: bool,
     /// Delay before a failed AUTH is answered.
     pub auth_failure_delay: Duration,
+    /// Users and domains whose mail goes to mbox files (`[delivery]`), empty for none.
+    pub mbox: MboxPolicy,
     /// Sections accepted for forward compatibility but not acted on by this version.
     pub unimplemented_sections: Vec<&'static str>,
 }
@@ -373,11 +384,14 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         }
         unimplemented_sections.push("filter");
     }
+    let data_dir = file
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from("./petrel-data"));
+    let mbox = mbox_policy(file.delivery.unwrap_or_default(), &domains, &data_dir)?;
     Ok(Config {
         hostname: hostname.to_lowercase(),
-        data_dir: file
-            .data_dir
-            .unwrap_or_else(|| PathBuf::from("./petrel-data")),
+        data_dir,
+        mbox,
         domains,
         listen,
         tls,
@@ -400,6 +414,42 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         auth_failure_delay: Duration::from_millis(auth.failure_delay_ms.unwrap_or(1000)),
         unimplemented_sections,
     })
+}
+
+/// `[delivery] mbox`: local addresses or local domains; `mbox_dir` defaults to DATA_DIR/mbox.
+fn mbox_policy(
+    file: DeliveryFile,
+    domains: &[String],
+    data_dir: &Path,
+) -> Result<MboxPolicy, ConfigError> {
+    let mut entries = Vec::new();
+    for entry in file.mbox.unwrap_or_default() {
+        let entry = entry.to_lowercase();
+        let domain = match entry.rsplit_once('@') {
+            Some(_) => match parse_mailbox(&entry) {
+                Ok(a) => a.domain.to_string(),
+                Err(_) => {
+                    return Err(bad(
+                        "delivery.mbox",
+                        format!("{entry:?} is not an address or a domain"),
+                    ));
+                }
+            },
+            None => entry.clone(),
+        };
+        if !domains.contains(&domain) {
+            return Err(bad(
+                "delivery.mbox",
+                format!("{entry:?} is not in a local domain (domains = {domains:?})"),
+            ));
+        }
+        entries.push(entry);
+    }
+    let dir = file.mbox_dir.unwrap_or_else(|| data_dir.join("mbox"));
+    if !entries.is_empty() && dir.as_os_str().is_empty() {
+        return Err(bad("delivery.mbox_dir", "must not be empty"));
+    }
+    Ok(MboxPolicy { entries, dir })
 }
 
 #[cfg(test)]
@@ -451,5 +501,22 @@ mod tests {
             .and_then(validate)
             .unwrap();
         assert_eq!(c.listen.len(), 2);
+    }
+
+    #[test]
+    fn mbox_delivery() {
+        let c = parse(
+            "domains = [\"example.test\", \"old.test\"]\ndata_dir = \"/d\"\n[delivery]\nmbox = [\"Carol@example.test\", \"old.test\"]",
+        )
+        .and_then(validate)
+        .unwrap();
+        assert_eq!(c.mbox.entries, ["carol@example.test", "old.test"]);
+        assert_eq!(c.mbox.dir, Path::new("/d/mbox"));
+        assert!(
+            err("domains = [\"example.test\"]\n[delivery]\nmbox = [\"x@remote.test\"]")
+                .starts_with("config error: delivery.mbox: \"x@remote.test\" is not in a local domain")
+        );
+        assert!(err("[delivery]\nmbox = [\"a b@localhost\"]").starts_with("config error: delivery.mbox:"));
+        assert_eq!(err("[delivery]\nmaildir = 1"), "config error: delivery.maildir: unknown key");
     }
 }

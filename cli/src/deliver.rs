@@ -96,7 +96,8 @@ fn deliver(config: &Config, to: &str, from: Option<&str>) -> Result<(), (u8, Str
         seed: u64::from(std::process::id()) ^ clock.unix_seconds() as u64,
     };
     let store = Store::attach(Arc::new(RealFs), store_config)
-        .map_err(|e| temp("cannot open the data directory", &e))?;
+        .map_err(|e| temp("cannot open the data directory", &e))?
+        .with_mbox(config.mbox.clone());
     let address =
         parse_mailbox(to).map_err(|_| (EX_NOUSER, format!("{to:?} is not an address")))?;
     let user = match store.users().lookup_recipient(&address) {

@@ -96,7 +96,8 @@ pub fn run(config: Config, runtime: RuntimeKind) -> Result<(), Failure> {
             "data_dir: cannot use {}: {e}",
             config.data_dir.display()
         ))
-    })?;
+    })?
+    .with_mbox(config.mbox.clone());
     let store = Arc::new(store);
 
     let mut listeners = Vec::new();

@@ -87,15 +87,7 @@ pub fn maildir_flags(fs: &dyn FileSystem, dir: &Path, flags: &[String]) -> io::R
     let mut letters: Vec<char> = Vec::new();
     let mut keywords: Vec<&str> = Vec::new();
     for flag in flags {
-        let system = match flag.to_ascii_lowercase().as_str() {
-            "\\seen" => Some('S'),
-            "\\answered" => Some('R'),
-            "\\flagged" => Some('F'),
-            "\\deleted" => Some('T'),
-            "\\draft" => Some('D'),
-            _ => None,
-        };
-        match system {
+        match system_flag_letter(flag) {
             Some(c) => letters.push(c),
             None if valid_keyword(flag) => keywords.push(flag),
             None => {}
@@ -128,6 +120,18 @@ pub fn maildir_flags(fs: &dyn FileSystem, dir: &Path, flags: &[String]) -> io::R
     letters.sort_unstable();
     letters.dedup();
     Ok(letters.into_iter().collect())
+}
+
+/// The Maildir letter of an IMAP system flag (`\Seen` is `S`), `None` for anything else.
+pub fn system_flag_letter(flag: &str) -> Option<char> {
+    match flag.to_ascii_lowercase().as_str() {
+        "\\seen" => Some('S'),
+        "\\answered" => Some('R'),
+        "\\flagged" => Some('F'),
+        "\\deleted" => Some('T'),
+        "\\draft" => Some('D'),
+        _ => None,
+    }
 }
 
 /// Keyword names by index, from a `dovecot-keywords` file (missing file: none).

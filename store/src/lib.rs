@@ -10,6 +10,7 @@ pub mod mailbox;
 pub mod maildir;
 pub mod maildrop;
 pub mod mbox_file;
+pub mod mbox_users;
 pub mod passwd;
 pub mod password;
 pub mod queue;

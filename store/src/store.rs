@@ -9,6 +9,8 @@
 use crate::delivery::{self, Outgoing};
 use crate::folder;
 use crate::fs::{FileSystem, WriteFile};
+use crate::mbox_file;
+use crate::mbox_users::MboxPolicy;
 use crate::group_sync::GroupSync;
 use crate::mailbox::FolderLocks;
 use crate::maildir;
@@ -21,7 +23,7 @@ use petrel_core::{
     Refusals, StoreError, TxId, UserId, WallClock,
 };
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -39,6 +41,21 @@ pub struct StoreConfig {
     pub pid: u32,
     /// Seed for the random part of file names.
     pub seed: u64,
+}
+
+/// How long a delivery waits for another program's lock on an mbox file before it fails
+/// temporarily (the sender retries).
+const MBOX_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Maildir letters for the IMAP system flags in `flags` (mbox keeps no keywords).
+fn system_flag_letters(flags: &[String]) -> String {
+    let mut letters: Vec<char> = flags
+        .iter()
+        .filter_map(|f| folder::system_flag_letter(f))
+        .collect();
+    letters.sort_unstable();
+    letters.dedup();
+    letters.into_iter().collect()
 }
 
 /// A message to send once the delivery is durable: (recipient, message, what it is).
@@ -68,6 +85,8 @@ pub struct Store {
     throttle: AuthThrottle,
     /// Maildirs whose `new/` entry chain this process has made durable.
     durable_maildirs: Mutex<std::collections::HashSet<PathBuf>>,
+    /// Users whose mail goes to mbox files.
+    mbox: MboxPolicy,
 }
 
 impl std::fmt::Debug for Store {
@@ -111,6 +130,7 @@ impl Store {
             folders: FolderLocks::default(),
             maildrops: MaildropLocks::default(),
             durable_maildirs: Mutex::new(std::collections::HashSet::new()),
+            mbox: MboxPolicy::default(),
             throttle: AuthThrottle::new(config.clock.clone()),
             config,
         })
@@ -125,6 +145,12 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Delivers the mail of the users `policy` names into mbox files instead of Maildir.
+    pub fn with_mbox(mut self, policy: MboxPolicy) -> Self {
+        self.mbox = policy;
+        self
     }
 
     /// The user database.
@@ -456,8 +482,10 @@ impl Store {
 
         let mut created: Vec<PathBuf> = Vec::new();
         let mut dirs: Vec<PathBuf> = Vec::new();
+        // mbox appends cannot be undone by unlinking: they go last, once the rest is durable.
+        let mut mbox_jobs: Vec<(PathBuf, String)> = Vec::new();
         let result = (|| {
-            for plan in &plans {
+            for ((user, _), plan) in users.iter().zip(&plans) {
                 let mut placed: Vec<&Path> = Vec::new();
                 for p in &plan.placements {
                     // keep + fileinto "INBOX" is one copy, not two.
@@ -465,6 +493,17 @@ impl Store {
                         continue;
                     }
                     placed.push(&p.dir);
+                    if self.mbox.applies(user) {
+                        let path = match self.mbox.folder(user, &p.folder) {
+                            Ok(path) => path,
+                            Err(_) => self.mbox.inbox(user)?,
+                        };
+                        let flags = system_flag_letters(&p.flags);
+                        if !mbox_jobs.iter().any(|(q, _)| *q == path) {
+                            mbox_jobs.push((path, flags));
+                        }
+                        continue;
+                    }
                     self.ensure_durable_maildir(&p.root)?;
                     if p.dir != p.root {
                         folder::ensure(&*self.fs, &p.root, &p.dir)?;
@@ -515,7 +554,11 @@ impl Store {
                     &mut dirs,
                 )?;
             }
-            self.sync.sync_dirs(&*self.fs, &dirs)
+            self.sync.sync_dirs(&*self.fs, &dirs)?;
+            for (path, flags) in &mbox_jobs {
+                self.append_mbox(path, &sender, flags, &open.path, skip)?;
+            }
+            Ok(())
         })();
         if let Err(e) = result {
             for path in created {
@@ -524,6 +567,32 @@ impl Store {
             return Err(e);
         }
         Ok((refused, notices))
+    }
+
+    /// Appends the message at `src` (without its first `skip` bytes, the Return-Path line, which
+    /// the `From ` line replaces) to the mbox file at `path`, durably, under fcntl and dotlock.
+    /// mbox files are reached directly, not through [`FileSystem`]: locking needs a real file.
+    fn append_mbox(
+        &self,
+        path: &Path,
+        sender: &str,
+        flags: &str,
+        src: &Path,
+        skip: usize,
+    ) -> io::Result<()> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut input = self.fs.open_read(src)?;
+        io::copy(&mut (&mut input).take(skip as u64), &mut io::sink())?;
+        let options = mbox_file::MboxAppend {
+            sender,
+            received: u64::try_from(self.config.clock.unix_seconds()).unwrap_or(0),
+            flags,
+            lock_timeout: MBOX_LOCK_TIMEOUT,
+        };
+        mbox_file::append(path, &options, &mut input)?;
+        Ok(())
     }
 
     /// Links the message at `src` into the outbound queue with envelope `env_text`.

@@ -123,6 +123,8 @@ pub struct ServerOptions {
     pub pop3: bool,
     /// Also enable the `managesieve` (STARTTLS) listener. Default false.
     pub managesieve: bool,
+    /// TOML appended to `petrel.toml` (whole sections, e.g. `[delivery]`). Default empty.
+    pub extra_config: String,
 }
 
 impl Default for ServerOptions {
@@ -136,6 +138,7 @@ impl Default for ServerOptions {
             extra_passwd_lines: Vec::new(),
             pop3: false,
             managesieve: false,
+            extra_config: String::new(),
         }
     }
 }
@@ -360,7 +363,9 @@ impl Server {
              max_connections = {conns}\n\
              \n\
              [auth]\n\
-             allow_plaintext_on_loopback = false\n",
+             allow_plaintext_on_loopback = false\n\
+             {extra}\n",
+            extra = o.extra_config,
             data = toml_str(&self.data_dir().to_string_lossy()),
             smtp = self.smtp,
             sub = self.submission,

@@ -39,6 +39,7 @@ mod deliver;
 mod ehlo;
 mod inbound;
 mod limits;
+mod mbox;
 mod lmtp;
 mod managesieve;
 mod pipelining;

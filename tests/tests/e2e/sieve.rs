@@ -42,7 +42,7 @@ fn folder(s: &Server, user: &str, folder: &str) -> Vec<(String, String)> {
 }
 
 fn send_swaks(s: &Server, from: &str, to: &str, subject: &str) {
-    let done = swaks(&sargs![
+    let args = sargs![
         "--server",
         "127.0.0.1",
         "--port",
@@ -55,7 +55,8 @@ fn send_swaks(s: &Server, from: &str, to: &str, subject: &str) {
         format!("Subject: {subject}"),
         "--body",
         "hello\n",
-    ]);
+    ];
+    let done = swaks(&args);
     if !done.success() {
         fail(s, format!("swaks failed\n{}", done.describe()));
     }
