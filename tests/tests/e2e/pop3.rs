@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use petrel_tests::{
-    ALICE, Finished, Listener, Runtime, Server, ServerOptions, SmtpConn, python, run_with_timeout,
-    sample_message,
+    ALICE, BOB, Finished, Listener, Runtime, Server, ServerOptions, SmtpConn, petrel_bin, python,
+    run_with_timeout, sample_message,
 };
 
 use crate::{expect_messages, fail, printed, temp_file};
@@ -28,6 +28,7 @@ both_runtimes!(
     client_hanging_up_mid_retr_deletes_nothing,
     fetchmail_pop3s_nokeep_and_keep,
     fetchmail_pop3_stls,
+    fetchmail_hands_over_to_petrel_deliver,
 );
 
 fn pop3_server(rt: Runtime) -> Server {
@@ -547,4 +548,72 @@ fn fetchmail_pop3_stls(rt: Runtime) {
     }
     check_fetched(&s, &stored, &fetched(&out_dir), "pop3 stls nokeep");
     expect_messages(&s, ALICE.address, 0);
+}
+
+/// fetchmail as a user runs it to pull an old account into Petrel: POP3 in, `petrel deliver` as
+/// its MDA (with the envelope sender), the recipient's Sieve script filing what it gets.
+fn fetchmail_hands_over_to_petrel_deliver(rt: Runtime) {
+    let s = pop3_server(rt);
+    let sieve = s.data_dir().join("users/example.test/bob/sieve");
+    fs::create_dir_all(&sieve).expect("mkdir");
+    fs::write(
+        sieve.join("main.sieve"),
+        "require [\"fileinto\", \"envelope\"];\n\
+         if envelope :is \"from\" \"sender@remote.example\" { fileinto \"Fetched\"; }",
+    )
+    .expect("write script");
+    fs::write(sieve.join(".active"), "main\n").expect("activate");
+    deliver(&s, &[sample_message("fm-mda"), dotted_message()]);
+    let stored = s.new_messages(ALICE.address);
+    assert_eq!(stored.len(), 2);
+    let rc = format!(
+        "set no syslog\n\
+         poll localhost protocol pop3 port {port} timeout 30\n\
+         \x20 user \"{user}\" there with password \"{pw}\" is \"nobody\" here\n\
+         \x20 sslproto tls1.2+ sslcertck sslcertfile \"{cert}\"\n\
+         \x20 nokeep no rewrite\n\
+         \x20 mda \"{bin} deliver --config {config} --to {bob} --from %F\"\n",
+        port = s.port(Listener::Pop3),
+        user = ALICE.address,
+        pw = ALICE.password,
+        cert = s.cafile().display(),
+        bin = petrel_bin().display(),
+        config = s.config_path().display(),
+        bob = BOB.address,
+    );
+    run_fetchmail(&s, &rc, "pop3 to petrel deliver", 0);
+    expect_messages(&s, ALICE.address, 0);
+    let folder = s.maildir(BOB.address).join(".Fetched/new");
+    let got: Vec<Vec<u8>> = fs::read_dir(&folder)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| fs::read(e.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    if got.len() != stored.len() {
+        fail(
+            &s,
+            format!(
+                "expected {} messages in {}, found {}",
+                stored.len(),
+                folder.display(),
+                got.len()
+            ),
+        );
+    }
+    for m in &stored {
+        // Each stored copy ends with the original message, CRLF kept by deliver.
+        let body_start = m.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0);
+        let tail = &m[body_start..];
+        if got.iter().filter(|g| g.ends_with(tail)).count() != 1 {
+            fail(
+                &s,
+                format!(
+                    "a fetched message is missing or changed: {}",
+                    String::from_utf8_lossy(&m[..m.len().min(200)])
+                ),
+            );
+        }
+    }
 }
