@@ -9,7 +9,7 @@ use petrel_core::managesieve::{
 };
 use petrel_core::sieve::SUPPORTED_EXTENSIONS;
 use petrel_core::testing::converse as drive;
-use petrel_core::{AuthOutcome, Completion, Effect, Event, PeerInfo, Service, Session, UserId};
+use petrel_core::{AuthOutcome, Completion, Effect, PeerInfo, Service, Session, UserId};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -293,13 +293,28 @@ fn plaintext_needs_tls_off_loopback() {
     assert_eq!(t, expected);
     assert!(store.requests.is_empty());
 
-    // With TLS the same login works and STARTTLS is refused.
-    let start = Instant::now();
-    let mut s = ManageSieveSession::new(Arc::new(config()), loopback(), start);
-    s.handle_input(start, b"STARTTLS\r\n");
-    let mut out = Vec::new();
-    while s.poll_output(&mut out) {}
-    assert!(matches!(s.poll_event(), Some(Event::StartTls)));
+    // Commands sent after the handshake are read: the login works, a second STARTTLS and a
+    // second AUTHENTICATE are refused.
+    let peer = PeerInfo {
+        ip: "192.0.2.7".into(),
+        loopback: false,
+        tls: None,
+        session_id: "S3".into(),
+    };
+    let script = [
+        &b"STARTTLS\r\n"[..],
+        LOGIN,
+        b"STARTTLS\r\nAUTHENTICATE \"PLAIN\"\r\nLISTSCRIPTS\r\n",
+    ]
+    .concat();
+    let t = converse_with(config(), peer, &script, &[10], &mut store);
+    assert!(
+        t.ends_with(&format!(
+            "OK \"TLS negotiation successful.\"\r\n{LOGGED_IN}NO \"Already authenticated.\"\r\nNO \"Already authenticated.\"\r\nOK \"Listscripts completed.\"\r\n"
+        )),
+        "{t}"
+    );
+    assert_eq!(store.requests, vec![SieveRequest::List]);
 }
 
 #[test]

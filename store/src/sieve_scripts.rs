@@ -11,7 +11,7 @@
 //! name: a crash at any instant leaves `.active` naming an existing script or a missing one,
 //! which reads as "no active script", never a half-written file.
 
-use crate::fs::{FileSystem, create_dir_all, write_atomic};
+use crate::fs::{FileSystem, create_dir_all, sync_ancestors, write_atomic};
 use crate::passwd::validate_address;
 use petrel_core::managesieve::{ScriptEntry, SieveAnswer, SieveRequest, check_script_name};
 use petrel_core::{Completion, ErrorClass, StoreError, UserId};
@@ -197,6 +197,8 @@ pub fn put(
     let dir = sieve_dir(data_dir, user)?;
     let path = script_path(&dir, name)?;
     create_dir_all(fs, &dir)?;
+    // The folders may come from a run that crashed before their entries were synced.
+    sync_ancestors(fs, &dir, data_dir)?;
     write_atomic(fs, &path, text.as_bytes(), &unique())?;
     Ok(())
 }
