@@ -17,6 +17,11 @@ use crate::expect_messages;
 
 both_runtimes!(postfix_delivers_over_lmtp);
 
+#[test]
+fn postfix_bounces_a_sieve_reject_answered_over_lmtp() {
+    sieve_reject(Runtime::Smol)
+}
+
 /// The `postfix` command (in /usr/sbin, which is not on every PATH).
 fn postfix_bin() -> PathBuf {
     let sbin = PathBuf::from("/usr/sbin/postfix");
@@ -440,6 +445,68 @@ fn check_headers(s: &Server, pf: &Postfix, user: &str, stored: &[u8], original: 
                 "{user}: between Petrel's Received and the message sent there should be exactly \
                  Postfix's Received header, found {added_text:?}"
             ),
+        );
+    }
+}
+
+/// bob's Sieve script rejects; Petrel answers 550 5.7.1 for bob alone after DATA over LMTP, so
+/// Postfix delivers alice's copy and bounces bob's to the sender with the script's reason.
+fn sieve_reject(rt: Runtime) {
+    let s = Server::start(rt, ServerOptions::default());
+    let sieve = s.data_dir().join("users/example.test/bob/sieve");
+    fs::create_dir_all(&sieve).expect("mkdir");
+    fs::write(
+        sieve.join("main.sieve"),
+        "require \"reject\";\nreject \"Bob has left the company.\";\n",
+    )
+    .expect("write script");
+    fs::write(sieve.join(".active"), "main\n").expect("activate");
+    let pf = Postfix::configure(s.port(Listener::Lmtp));
+    pf.start(&s);
+    let msg = message("postfix-sieve", "alice@example.test, bob@example.test");
+    let mut c = SmtpConn::greeted(pf.smtp_port);
+    c.expect("EHLO client.example", "250");
+    c.deliver(CAROL.address, &[ALICE.address, BOB.address], &msg);
+    c.quit();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.new_messages(CAROL.address).is_empty() || s.new_messages(ALICE.address).is_empty() {
+        if Instant::now() > deadline {
+            fail(
+                &s,
+                &pf,
+                "after 20 s: alice's copy or carol's bounce is missing",
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let log = pf.log();
+    let bob = log_lines(&log, BOB.address);
+    if !bob.iter().any(|l| {
+        l.contains("status=bounced")
+            && l.contains("said: 550 5.7.1")
+            && l.contains("Bob has left the company.")
+            && l.contains("in reply to end of DATA command")
+    }) {
+        fail(
+            &s,
+            &pf,
+            format!("Postfix did not bounce bob after DATA: {bob:#?}"),
+        );
+    }
+    if !s.new_messages(BOB.address).is_empty() || s.new_messages(ALICE.address).len() != 1 {
+        fail(&s, &pf, "bob must have nothing and alice one message");
+    }
+    let bounce = StoredMessage::parse(&s.new_messages(CAROL.address)[0])
+        .unwrap_or_else(|e| fail(&s, &pf, e));
+    let text = String::from_utf8_lossy(&bounce.rest);
+    if !text.contains("Final-Recipient: rfc822; bob@example.test")
+        || !text.contains("Status: 5.7.1")
+    {
+        fail(
+            &s,
+            &pf,
+            format!("carol's message is not the bounce for bob:\n{text}"),
         );
     }
 }
