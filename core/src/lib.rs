@@ -63,6 +63,7 @@ pub mod mutf7;
 pub mod outbox;
 pub mod pop3;
 pub mod pump;
+pub mod queue;
 pub mod sasl;
 pub mod service;
 pub mod session;

@@ -11,6 +11,7 @@ pub mod maildir;
 pub mod maildrop;
 pub mod mbox_file;
 pub mod mbox_users;
+pub mod outbound;
 pub mod passwd;
 pub mod password;
 pub mod queue;

@@ -9,12 +9,12 @@
 use crate::delivery::{self, Outgoing};
 use crate::folder;
 use crate::fs::{FileSystem, WriteFile};
-use crate::mbox_file;
-use crate::mbox_users::MboxPolicy;
 use crate::group_sync::GroupSync;
 use crate::mailbox::FolderLocks;
 use crate::maildir;
 use crate::maildrop::{self, MaildropLocks};
+use crate::mbox_file;
+use crate::mbox_users::MboxPolicy;
 use crate::queue;
 use crate::throttle::AuthThrottle;
 use crate::users::UserDb;
@@ -73,10 +73,10 @@ struct OpenTx {
 
 /// Petrel's storage (see the module docs). Shared by every session of a process.
 pub struct Store {
-    fs: Arc<dyn FileSystem>,
-    config: StoreConfig,
+    pub(crate) fs: Arc<dyn FileSystem>,
+    pub(crate) config: StoreConfig,
     users: UserDb,
-    sync: GroupSync,
+    pub(crate) sync: GroupSync,
     open: Mutex<HashMap<u64, Arc<Mutex<OpenTx>>>>,
     counter: AtomicU64,
     folders: FolderLocks,
@@ -549,7 +549,7 @@ impl Store {
                 self.enqueue(
                     &open.path,
                     size,
-                    &queue::envelope_lines(&env.id, &sender, skip, &remote),
+                    &queue::envelope_lines(&env.id, &sender, skip, now, &remote),
                     &mut created,
                     &mut dirs,
                 )?;
@@ -633,7 +633,7 @@ impl Store {
 
     /// Sends a message this server wrote (vacation reply, rejection notice) from the null
     /// sender to `to`: into a local INBOX or the outbound queue, durably.
-    fn send_notice(&self, about: &str, to: &str, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) fn send_notice(&self, about: &str, to: &str, bytes: &[u8]) -> io::Result<()> {
         let path = self.config.data_dir.join("tmp").join(self.next_unique(0));
         let return_path = b"Return-Path: <>\r\n";
         let size = (return_path.len() + bytes.len()) as u64;
@@ -659,7 +659,13 @@ impl Store {
                         "{about}.notice{}",
                         self.counter.fetch_add(1, Ordering::Relaxed)
                     );
-                    let text = queue::envelope_lines(&id, "", return_path.len(), &[to.to_string()]);
+                    let text = queue::envelope_lines(
+                        &id,
+                        "",
+                        return_path.len(),
+                        self.config.clock.unix_seconds(),
+                        &[to.to_string()],
+                    );
                     self.enqueue(&path, size, &text, &mut created, &mut dirs)?;
                     self.sync.sync_dirs(&*self.fs, &dirs)
                 }
@@ -676,7 +682,7 @@ impl Store {
     }
 
     /// A fresh Message-ID for messages this server writes.
-    fn message_id(&self) -> String {
+    pub(crate) fn message_id(&self) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let random = (self.config.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).rotate_left(29);
         format!(

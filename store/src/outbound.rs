@@ -1,0 +1,333 @@
+//! The outbound queue's state changes, on the store: listing, reading, recording the results of
+//! delivery attempts, scheduling retries, bouncing, and removing what is done. The decisions
+//! (backoff, expiry, notification text) are core's ([`petrel_core::queue`]).
+
+use crate::fs::write_atomic;
+use crate::queue::{ENV_DIR, MSG_DIR, QueueEntry, RcptState};
+use crate::store::Store;
+use petrel_core::queue::{DsnAction, DsnRecipient, DsnReport, Next, RetryPolicy, dsn};
+use petrel_core::rfc5322_date;
+use std::io::{self, Read};
+use std::path::PathBuf;
+
+/// Largest header block returned in a bounce.
+const MAX_BOUNCE_HEADER: usize = 64 * 1024;
+
+/// The outcome of one recipient in one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptResult {
+    /// Accepted by the receiving server.
+    Delivered,
+    /// Try again later: reply code (0 when there was no reply) and text.
+    TempFail(u16, String),
+    /// Failed for good: reply code (0 when there was no reply) and text.
+    PermFail(u16, String),
+}
+
+impl Store {
+    fn env_path(&self, name: &str) -> io::Result<PathBuf> {
+        check_name(name)?;
+        Ok(self.config.data_dir.join(ENV_DIR).join(name))
+    }
+
+    fn msg_path(&self, name: &str) -> io::Result<PathBuf> {
+        check_name(name)?;
+        Ok(self.config.data_dir.join(MSG_DIR).join(name))
+    }
+
+    /// Every queued message whose envelope reads, oldest first. Broken envelopes are logged
+    /// and left for an administrator.
+    pub fn queue_entries(&self) -> io::Result<Vec<QueueEntry>> {
+        let dir = self.config.data_dir.join(ENV_DIR);
+        let mut names = self.fs.read_dir(&dir)?;
+        names.retain(|n| !n.starts_with('.'));
+        names.sort();
+        let mut out = Vec::new();
+        for name in names {
+            match self.queue_entry(&name) {
+                Ok(Some(e)) => out.push(e),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(entry = %name, error = %e, "unreadable queue entry"),
+            }
+        }
+        out.sort_by_key(|e| (e.queued, e.name.clone()));
+        Ok(out)
+    }
+
+    /// One queued message's envelope, `None` if it is gone.
+    pub fn queue_entry(&self, name: &str) -> io::Result<Option<QueueEntry>> {
+        let text = match self.fs.read(&self.env_path(name)?) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let now = self.config.clock.unix_seconds();
+        QueueEntry::parse(name, &String::from_utf8_lossy(&text), now)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    /// Writes an entry's envelope, durably.
+    pub fn queue_save(&self, entry: &QueueEntry) -> io::Result<()> {
+        let path = self.env_path(&entry.name)?;
+        write_atomic(&*self.fs, &path, entry.to_text().as_bytes(), "queue")
+    }
+
+    /// Removes a queued message: the envelope first (so no envelope is ever left without its
+    /// message), then the message; both durably. False if it was not there.
+    pub fn queue_remove(&self, name: &str) -> io::Result<bool> {
+        let env = self.env_path(name)?;
+        let existed = match self.fs.remove_file(&env) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        };
+        self.fs.sync_dir(&self.config.data_dir.join(ENV_DIR))?;
+        match self.fs.remove_file(&self.msg_path(name)?) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        self.fs.sync_dir(&self.config.data_dir.join(MSG_DIR))?;
+        Ok(existed)
+    }
+
+    /// Removes message files without an envelope and half-written envelopes: what a crash
+    /// left of messages that were never acknowledged. Returns how many were removed.
+    pub fn queue_remove_orphans(&self) -> io::Result<usize> {
+        let env_dir = self.config.data_dir.join(ENV_DIR);
+        let msg_dir = self.config.data_dir.join(MSG_DIR);
+        let envs = self.fs.read_dir(&env_dir)?;
+        let mut removed = 0;
+        for name in &envs {
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                self.fs.remove_file(&env_dir.join(name))?;
+                removed += 1;
+            }
+        }
+        for name in self.fs.read_dir(&msg_dir)? {
+            if !envs.contains(&name) {
+                self.fs.remove_file(&msg_dir.join(&name))?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            self.fs.sync_dir(&env_dir)?;
+            self.fs.sync_dir(&msg_dir)?;
+        }
+        Ok(removed)
+    }
+
+    /// Makes every queued message due now (`petrel queue flush`). Returns how many.
+    pub fn queue_flush(&self) -> io::Result<usize> {
+        let mut n = 0;
+        for mut e in self.queue_entries()? {
+            e.next = 0;
+            self.queue_save(&e)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Up to `max` bytes of a queued message from `offset` (counted from the message's start,
+    /// after the Return-Path line); empty at the end.
+    pub fn queue_read(
+        &self,
+        name: &str,
+        start: u64,
+        offset: u64,
+        max: usize,
+    ) -> io::Result<Vec<u8>> {
+        let mut f = self.fs.open_read(&self.msg_path(name)?)?;
+        io::copy(&mut (&mut f).take(start + offset), &mut io::sink())?;
+        let mut buf = Vec::with_capacity(max.min(256 * 1024));
+        f.take(max as u64).read_to_end(&mut buf)?;
+        Ok(buf)
+    }
+
+    /// The header block of a queued message (for bounces), bounded.
+    fn queue_header(&self, entry: &QueueEntry) -> Vec<u8> {
+        let head = self
+            .queue_read(&entry.name, entry.offset, 0, MAX_BOUNCE_HEADER)
+            .unwrap_or_default();
+        match head.windows(4).position(|w| w == b"\r\n\r\n") {
+            Some(end) => head[..end + 2].to_vec(),
+            None => head,
+        }
+    }
+
+    /// Records per-recipient results of an attempt, durably, before the attempt goes on.
+    /// Recipients not named are left as they were. Returns the entry, `None` if it is gone.
+    pub fn queue_mark(
+        &self,
+        name: &str,
+        results: &[(String, AttemptResult)],
+    ) -> io::Result<Option<QueueEntry>> {
+        let Some(mut entry) = self.queue_entry(name)? else {
+            return Ok(None);
+        };
+        let mut changed = false;
+        for (addr, result) in results {
+            let Some((_, state)) = entry
+                .recipients
+                .iter_mut()
+                .find(|(a, s)| a.eq_ignore_ascii_case(addr) && matches!(s, RcptState::Pending(_)))
+            else {
+                continue;
+            };
+            *state = match result {
+                AttemptResult::Delivered => RcptState::Delivered,
+                AttemptResult::TempFail(code, text) => {
+                    RcptState::Pending(Some((*code, text.clone())))
+                }
+                AttemptResult::PermFail(code, text) => RcptState::Failed {
+                    code: *code,
+                    text: text.clone(),
+                    notified: false,
+                },
+            };
+            changed = true;
+        }
+        if changed {
+            self.queue_save(&entry)?;
+        }
+        Ok(Some(entry))
+    }
+
+    /// Ends an attempt on entry `name`: bounces what failed, warns about or expires what is
+    /// still pending, schedules the next attempt, and removes the entry once nothing is left.
+    /// Notifications go out before the state that records them, so a crash can repeat a
+    /// notification but never lose one. Returns the entry if it stays queued.
+    pub fn queue_finish_attempt(
+        &self,
+        name: &str,
+        policy: &RetryPolicy,
+        remote_mta: Option<&str>,
+    ) -> io::Result<Option<QueueEntry>> {
+        let Some(mut entry) = self.queue_entry(name)? else {
+            return Ok(None);
+        };
+        let now = self.config.clock.unix_seconds();
+        if !entry.finished() {
+            entry.attempts = entry.attempts.saturating_add(1);
+            match policy.after_failure(entry.queued, entry.attempts, now) {
+                Next::RetryAt(t) => entry.next = t,
+                Next::Expired => {
+                    let days = policy.max_age.as_secs() / 86_400;
+                    for (_, state) in &mut entry.recipients {
+                        if let RcptState::Pending(last) = state {
+                            let (code, why) =
+                                last.clone().unwrap_or((0, "no attempt succeeded".into()));
+                            *state = RcptState::Failed {
+                                code,
+                                text: format!(
+                                    "message expired after {days} days in the queue: {why}"
+                                ),
+                                notified: false,
+                            };
+                        }
+                    }
+                }
+            }
+        }
+        let to_bounce: Vec<DsnRecipient> = entry
+            .recipients
+            .iter()
+            .filter_map(|(addr, s)| match s {
+                RcptState::Failed {
+                    code,
+                    text,
+                    notified: false,
+                } => Some(DsnRecipient {
+                    address: addr.clone(),
+                    action: DsnAction::Failed,
+                    code: *code,
+                    diagnostic: text.clone(),
+                    remote_mta: remote_mta.filter(|_| *code != 0).map(str::to_string),
+                }),
+                _ => None,
+            })
+            .collect();
+        if !to_bounce.is_empty() {
+            self.notify_sender(&entry, &to_bounce, None);
+            for (_, s) in &mut entry.recipients {
+                if let RcptState::Failed { notified, .. } = s {
+                    *notified = true;
+                }
+            }
+        }
+        if !entry.finished() && policy.warning_due(entry.queued, entry.warned, now) {
+            let delayed: Vec<DsnRecipient> = entry
+                .recipients
+                .iter()
+                .filter_map(|(addr, s)| match s {
+                    RcptState::Pending(last) => {
+                        let (code, text) = last.clone().unwrap_or((0, "not yet delivered".into()));
+                        Some(DsnRecipient {
+                            address: addr.clone(),
+                            action: DsnAction::Delayed,
+                            code,
+                            diagnostic: text,
+                            remote_mta: None,
+                        })
+                    }
+                    _ => None,
+                })
+                .collect();
+            let until = rfc5322_date(entry.queued.saturating_add(policy.max_age.as_secs() as i64));
+            self.notify_sender(&entry, &delayed, Some(&until));
+            entry.warned = true;
+        }
+        if entry.finished() {
+            self.queue_remove(&entry.name)?;
+            tracing::info!(id = %entry.id, "removed from the queue: every recipient done");
+            return Ok(None);
+        }
+        self.queue_save(&entry)?;
+        Ok(Some(entry))
+    }
+
+    /// Sends a delivery status notification about `entry` to its sender (none to the null
+    /// sender: notifications are never answered by notifications).
+    fn notify_sender(&self, entry: &QueueEntry, recipients: &[DsnRecipient], until: Option<&str>) {
+        if entry.sender.is_empty() {
+            tracing::info!(id = %entry.id, "no notification to the null sender");
+            return;
+        }
+        let header = self.queue_header(entry);
+        let report = DsnReport {
+            reporting_mta: &self.config.hostname,
+            to: &entry.sender,
+            queue_id: &entry.id,
+            arrival_date: &rfc5322_date(entry.queued),
+            date: &rfc5322_date(self.config.clock.unix_seconds()),
+            message_id: &self.message_id(),
+            retry_until: until,
+            recipients,
+            original_header: &header,
+        };
+        let kind = if until.is_some() {
+            "delay warning"
+        } else {
+            "bounce"
+        };
+        match self.send_notice(&entry.id, &entry.sender, &dsn::build(&report)) {
+            Ok(()) => tracing::info!(id = %entry.id, to = %entry.sender, kind, "notification sent"),
+            Err(e) => {
+                tracing::error!(id = %entry.id, to = %entry.sender, kind, error = %e, "cannot send notification")
+            }
+        }
+    }
+}
+
+/// Queue file names are ours (`store::next_unique`), but `petrel queue drop NAME` and requests
+/// name them from outside: nothing that could leave the queue directories.
+fn check_name(name: &str) -> io::Result<()> {
+    if name.is_empty() || name.starts_with('.') || name.contains(['/', '\\', '\0']) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name:?} is not a queue entry name"),
+        ));
+    }
+    Ok(())
+}
