@@ -152,6 +152,16 @@ impl IncludeSource for Includes<'_> {
             sieve_scripts::get(self.fs, self.data_dir, self.user, name).ok()
         }
     }
+
+    /// `mailboxexists` (RFC 5490): INBOX always exists, another folder if its Maildir++
+    /// directory does; a name that cannot be a folder does not.
+    fn mailbox_exists(&mut self, name: &str) -> bool {
+        if folder::is_inbox(name) {
+            return true;
+        }
+        folder::folder_dir(self.data_dir, &self.user.0, Some(name))
+            .is_ok_and(|dir| matches!(self.fs.stamp(&dir), Ok(Some(_))))
+    }
 }
 
 /// Decides what to do with `user`'s copy of the message in `path` (whose first `skip` bytes
@@ -204,6 +214,8 @@ pub fn plan(
     let envelope = sieve::Envelope {
         from: sender.to_string(),
         to: envelope_to.to_string(),
+        now: ctx.now,
+        host: ctx.hostname.to_string(),
     };
     let mut includes = Includes {
         fs: ctx.fs,

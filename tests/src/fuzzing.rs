@@ -330,6 +330,8 @@ pub fn sieve(data: &[u8]) {
             let envelope = Envelope {
                 from: "a@x.example".into(),
                 to: "b+tag@example.test".into(),
+                now: 1_700_000_000,
+                host: "mx.example.test".into(),
             };
             let outcome = sieve::run(&script, &envelope, &message, &mut NoIncludes, &limits);
             assert!(!outcome.actions.is_empty(), "no action for {text:?}");

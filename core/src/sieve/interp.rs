@@ -2,16 +2,22 @@
 
 use std::collections::BTreeMap;
 
-use super::parser::{Argument, Command, Script, Test, parse, tag_value, valid_address};
+use super::parser::{Argument, Command, DATE_PARTS, Script, Test, parse, tag_value, valid_address};
 use super::{Limits, SieveError};
 
-/// The SMTP envelope of the message being filtered.
+/// The SMTP envelope of the message being filtered, and the rest of the run's context that
+/// only the caller knows (the core reads no clock and no host name).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Envelope {
     /// Reverse path (`MAIL FROM`), empty for the null sender.
     pub from: String,
     /// The recipient this delivery is for (`RCPT TO`).
     pub to: String,
+    /// The time of delivery, Unix seconds: `currentdate` (RFC 5260) reads it. Petrel's local
+    /// time zone is UTC, as in the dates it writes elsewhere.
+    pub now: i64,
+    /// This host's fully qualified name: the `environment` items "host" and "domain" (RFC 5183).
+    pub host: String,
 }
 
 /// Read access to the message being filtered.
@@ -90,9 +96,18 @@ fn split_header(raw: &[u8]) -> (Vec<(String, String)>, &[u8]) {
 }
 
 /// Where `include` finds other scripts (RFC 6609). The interpreter parses what it gets.
+///
+/// It is also the interpreter's one other question to the store: whether a mailbox exists
+/// (`mailboxexists`, RFC 5490).
 pub trait IncludeSource {
     /// The text of script `name`, from the user's (`global == false`) or the global scripts.
     fn load(&mut self, name: &str, global: bool) -> Option<String>;
+
+    /// Whether the user's mailbox `name` exists. Called once per name `mailboxexists` tests;
+    /// the default knows of no mailboxes.
+    fn mailbox_exists(&mut self, _name: &str) -> bool {
+        false
+    }
 }
 
 /// An [`IncludeSource`] with no scripts: every `include` fails (or is skipped if `:optional`).
@@ -179,6 +194,8 @@ pub enum RunError {
     InvalidAddress(String),
     /// Actions that cannot be combined (two `reject`s, two `vacation`s, ...).
     Conflict(String),
+    /// A `:regex` key (after variable expansion) is too long or does not compile.
+    Regex(String),
 }
 
 /// The result of [`run`].
@@ -213,6 +230,7 @@ pub fn run(
         once: Vec::new(),
         match_vars: Vec::new(),
         depth: 0,
+        regexes: BTreeMap::new(),
     };
     let mut frame = Frame {
         script,
@@ -265,6 +283,45 @@ struct Run<'a> {
     once: Vec<(bool, String)>,
     match_vars: Vec<String>,
     depth: usize,
+    /// Compiled `:regex` keys of this run, by (pattern, case-insensitive).
+    regexes: BTreeMap<(String, bool), regex::Regex>,
+}
+
+/// Most compiled regular expressions kept per run; the cache starts over when full.
+const MAX_CACHED_REGEXES: usize = 64;
+
+/// Compiles a `:regex` key (draft-ietf-sieve-regex-01) within the limits: POSIX extended
+/// syntax as the `regex` crate reads it, which accepts ERE (bracket expressions with
+/// `[:class:]`, `{m,n}`, alternation, groups) but matches leftmost-first rather than
+/// leftmost-longest, and has no back-references (which ERE lacks too). Matching takes time
+/// linear in the text. `fold` is the `i;ascii-casemap` comparator.
+pub(super) fn compile_regex(
+    pattern: &str,
+    fold: bool,
+    limits: &Limits,
+) -> Result<regex::Regex, String> {
+    if pattern.len() > limits.max_regex_len {
+        return Err(format!(
+            "regular expression longer than {} bytes",
+            limits.max_regex_len
+        ));
+    }
+    regex::RegexBuilder::new(pattern)
+        .case_insensitive(fold)
+        .size_limit(limits.max_regex_size)
+        .dfa_size_limit(limits.max_regex_size)
+        .nest_limit(64)
+        .build()
+        .map_err(|e| {
+            let e = e.to_string();
+            // The crate's message spans lines with a caret diagram; the last line says why.
+            let why = e
+                .lines()
+                .rfind(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim();
+            format!("invalid regular expression \"{pattern}\": {why}")
+        })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -314,6 +371,7 @@ enum MatchType {
     Is,
     Contains,
     Matches,
+    Regex,
     Value(Rel),
     Count(Rel),
 }
@@ -379,6 +437,7 @@ impl<'a> Args<'a> {
                 "is" => return MatchType::Is,
                 "contains" => return MatchType::Contains,
                 "matches" => return MatchType::Matches,
+                "regex" => return MatchType::Regex,
                 "value" => return MatchType::Value(rel()),
                 "count" => return MatchType::Count(rel()),
                 _ => {}
@@ -715,6 +774,15 @@ impl Run<'_> {
                         s
                     });
                 }
+                if a.has("quoteregex") {
+                    v = v.chars().fold(String::new(), |mut s, c| {
+                        if "\\.*+?()[]{}|^$".contains(c) {
+                            s.push('\\');
+                        }
+                        s.push(c);
+                        s
+                    });
+                }
                 if a.has("length") {
                     v = v.chars().count().to_string();
                 }
@@ -822,7 +890,8 @@ impl Run<'_> {
                 let keys = self.strings(f, a.pos.get(1))?;
                 let mut values = Vec::new();
                 for n in &names {
-                    values.extend(self.header(n)?.iter().map(|v| decode_rfc2047(v)));
+                    let found = index(&a, self.header(n)?);
+                    values.extend(found.iter().map(|v| decode_rfc2047(v)));
                 }
                 self.matches(f, &a, &values, &keys)
             }
@@ -838,7 +907,7 @@ impl Run<'_> {
                             _ => {}
                         }
                     } else {
-                        for v in self.header(n)? {
+                        for v in index(&a, self.header(n)?) {
                             addrs.extend(parse_addresses(&v));
                         }
                     }
@@ -873,6 +942,69 @@ impl Run<'_> {
                 };
                 self.matches(f, &a, &values, &keys)
             }
+            "date" => {
+                let name = self.string(f, a.pos.first())?;
+                let part = self.string(f, a.pos.get(1))?;
+                let keys = self.strings(f, a.pos.get(2))?;
+                let zone = self.zone_arg(f, &a)?;
+                let mut values = Vec::new();
+                for v in index(&a, self.header(&name)?) {
+                    self.step(v.len() as u64 / 8)?;
+                    // A Received field ends in its date, after the last semicolon.
+                    let v = v.rsplit_once(';').map_or(v.as_str(), |(_, d)| d);
+                    let Some((unix, original)) = parse_date(v) else {
+                        continue;
+                    };
+                    let offset = if a.has("originalzone") {
+                        Some(original)
+                    } else {
+                        zone
+                    };
+                    // An invalid :zone from a variable, or an unknown date part: nothing to match.
+                    if let Some(p) = offset.and_then(|o| date_part(unix, o, &part)) {
+                        values.push(p);
+                    }
+                }
+                self.matches(f, &a, &values, &keys)
+            }
+            "currentdate" => {
+                let part = self.string(f, a.pos.first())?;
+                let keys = self.strings(f, a.pos.get(1))?;
+                let zone = self.zone_arg(f, &a)?;
+                let values: Vec<String> = zone
+                    .and_then(|o| date_part(self.env.now, o, &part))
+                    .into_iter()
+                    .collect();
+                self.matches(f, &a, &values, &keys)
+            }
+            "environment" => {
+                let name = self.string(f, a.pos.first())?.to_ascii_lowercase();
+                let keys = self.strings(f, a.pos.get(1))?;
+                let host = self.env.host.as_str();
+                let value = match name.as_str() {
+                    "domain" if !host.is_empty() => {
+                        Some(host.split_once('.').map_or(host, |(_, d)| d).to_string())
+                    }
+                    "host" if !host.is_empty() => Some(host.to_string()),
+                    "location" => Some("MDA".to_string()),
+                    "name" => Some("Petrel".to_string()),
+                    "phase" => Some("during".to_string()),
+                    "version" => Some(env!("CARGO_PKG_VERSION").to_string()),
+                    // RFC 5183 section 4: an item that is not available does not match.
+                    _ => None,
+                };
+                let values: Vec<String> = value.into_iter().collect();
+                self.matches(f, &a, &values, &keys)
+            }
+            "mailboxexists" => {
+                for name in self.strings(f, a.pos.first())? {
+                    self.step(1 + name.len() as u64 / 16)?;
+                    if !self.includes.mailbox_exists(&name) {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
             "body" => {
                 let keys = self.strings(f, a.pos.first())?;
                 self.step(self.msg.body().len() as u64 / 16)?;
@@ -888,6 +1020,15 @@ impl Run<'_> {
                 self.matches(f, &a, &values, &keys)
             }
             _ => Ok(false),
+        }
+    }
+
+    /// The offset in minutes `:zone` asks for (the local zone, UTC, without it); `None` when a
+    /// zone built from variables is not `+hhmm` / `-hhmm`.
+    fn zone_arg(&mut self, f: &Frame<'_>, a: &Args<'_>) -> R<Option<i32>> {
+        match a.value("zone") {
+            Some(v) => Ok(parse_zone(&self.string(f, Some(&v))?)),
+            None => Ok(Some(0)),
         }
     }
 
@@ -933,6 +1074,29 @@ impl Run<'_> {
                             false
                         }
                     }
+                    MatchType::Regex => {
+                        if cmp == Cmp::Numeric {
+                            false
+                        } else {
+                            let re = self.regex(k, cmp == Cmp::Casemap)?;
+                            // The NFA simulation costs about text length times pattern size.
+                            let cost = (v.len() as u64 + 1).saturating_mul(k.len() as u64 / 8 + 1);
+                            self.step(cost / 16)?;
+                            match re.captures(v) {
+                                Some(caps) => {
+                                    if f.script.has("variables") {
+                                        self.match_vars = caps
+                                            .iter()
+                                            .take(10)
+                                            .map(|m| m.map_or("", |m| m.as_str()).to_string())
+                                            .collect();
+                                    }
+                                    true
+                                }
+                                None => false,
+                            }
+                        }
+                    }
                     MatchType::Count(_) => false,
                 };
                 if hit {
@@ -941,6 +1105,22 @@ impl Run<'_> {
             }
         }
         Ok(false)
+    }
+
+    /// The compiled form of `:regex` key `pattern`, from this run's cache if it was compiled
+    /// before; compiling is charged to the step budget by pattern length.
+    fn regex(&mut self, pattern: &str, fold: bool) -> R<regex::Regex> {
+        let key = (pattern.to_string(), fold);
+        if let Some(re) = self.regexes.get(&key) {
+            return Ok(re.clone());
+        }
+        self.step(1 + pattern.len() as u64 * 4)?;
+        let re = compile_regex(pattern, fold, self.limits).map_err(RunError::Regex)?;
+        if self.regexes.len() >= MAX_CACHED_REGEXES {
+            self.regexes.clear();
+        }
+        self.regexes.insert(key, re.clone());
+        Ok(re)
     }
 
     /// Wildcard match of `text` against `pattern` (`*`, `?`, `\` escapes), iterative with a
@@ -1018,6 +1198,190 @@ impl Run<'_> {
             }
         }
     }
+}
+
+/// RFC 5260 section 6: with `:index N`, only the Nth value (from the end with `:last`).
+fn index(a: &Args<'_>, mut values: Vec<String>) -> Vec<String> {
+    let Some(Argument::Number(n)) = a.value("index") else {
+        return values;
+    };
+    let n = usize::try_from(*n).unwrap_or(usize::MAX);
+    let at = if a.has("last") {
+        values.len().checked_sub(n)
+    } else {
+        n.checked_sub(1)
+    };
+    match at {
+        Some(i) if i < values.len() => vec![values.swap_remove(i)],
+        _ => Vec::new(),
+    }
+}
+
+/// A time zone as RFC 5260 writes it, `+hhmm` or `-hhmm`, as an offset in minutes.
+pub(super) fn parse_zone(z: &str) -> Option<i32> {
+    let b = z.as_bytes();
+    if b.len() != 5 || !b[1..].iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let sign = match b[0] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let hh = i32::from(b[1] - b'0') * 10 + i32::from(b[2] - b'0');
+    let mm = i32::from(b[3] - b'0') * 10 + i32::from(b[4] - b'0');
+    (mm < 60).then_some(sign * (hh * 60 + mm))
+}
+
+const MONTHS: [&str; 12] = [
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
+const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day count since 1970-01-01: (year, month 1-12, day 1-31).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Parses an RFC 5322 date-time (with the obsolete forms of section 4.3: two-digit years,
+/// named zones, missing seconds, comments) into Unix seconds and the zone offset in minutes.
+/// `None` if it is not a date.
+pub(super) fn parse_date(value: &str) -> Option<(i64, i32)> {
+    // Comments out, commas become blanks.
+    let mut text = String::with_capacity(value.len());
+    let mut depth = 0u32;
+    for c in value.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' if depth > 0 => depth -= 1,
+            _ if depth > 0 => {}
+            ',' => text.push(' '),
+            c => text.push(c),
+        }
+    }
+    let mut words = text.split_whitespace().peekable();
+    if words
+        .peek()
+        .is_some_and(|w| w.bytes().all(|b| b.is_ascii_alphabetic()))
+    {
+        words.next();
+    }
+    let day: i64 = small_number(words.next()?, 2)?;
+    let month = words.next()?.to_ascii_lowercase();
+    let month = MONTHS.iter().position(|m| *m == month)? as i64 + 1;
+    let year_word = words.next()?;
+    let mut year: i64 = small_number(year_word, 4)?;
+    year += match year_word.len() {
+        2 if year < 50 => 2000,
+        2 => 1900,
+        3 => 1900,
+        _ => 0,
+    };
+    let mut hms = words.next()?.split(':');
+    let hour: i64 = small_number(hms.next()?, 2)?;
+    let minute: i64 = small_number(hms.next()?, 2)?;
+    let second: i64 = match hms.next() {
+        Some(s) => small_number(s, 2)?,
+        None => 0,
+    };
+    if hms.next().is_some() {
+        return None;
+    }
+    let offset = match words.next() {
+        None => 0,
+        Some(z) => parse_zone(z).unwrap_or(match z.to_ascii_uppercase().as_str() {
+            "EDT" => -4 * 60,
+            "EST" | "CDT" => -5 * 60,
+            "CST" | "MDT" => -6 * 60,
+            "MST" | "PDT" => -7 * 60,
+            "PST" => -8 * 60,
+            // UT, GMT, Z, military zones and anything else: RFC 5322 section 4.3 says -0000.
+            _ => 0,
+        }),
+    };
+    let month_days = match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if !(1..=month_days).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let local = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
+    Some((local - i64::from(offset) * 60, offset))
+}
+
+/// A run of at most `max` ASCII digits.
+fn small_number(s: &str, max: usize) -> Option<i64> {
+    if s.is_empty() || s.len() > max || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Date part `part` (RFC 5260 section 4.2) of the instant `unix` seen in zone `offset` minutes.
+pub(super) fn date_part(unix: i64, offset: i32, part: &str) -> Option<String> {
+    let part = part.to_ascii_lowercase();
+    if !DATE_PARTS.contains(&part.as_str()) {
+        return None;
+    }
+    // Years 0 to 9999 only, as the four-digit parts can show.
+    const MIN: i64 = -62_167_219_200; // 0000-01-01T00:00:00Z
+    const MAX: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    let local = unix.checked_add(i64::from(offset) * 60)?;
+    if !(MIN..=MAX).contains(&local) {
+        return None;
+    }
+    let days = local.div_euclid(86_400);
+    let secs = local.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let (hh, mi, ss) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let sign = if offset < 0 { '-' } else { '+' };
+    let (zh, zm) = (offset.abs() / 60, offset.abs() % 60);
+    Some(match part.as_str() {
+        "year" => format!("{y:04}"),
+        "month" => format!("{m:02}"),
+        "day" => format!("{d:02}"),
+        "date" => format!("{y:04}-{m:02}-{d:02}"),
+        // Modified Julian Day: days since 1858-11-17.
+        "julian" => (days + 40_587).to_string(),
+        "hour" => format!("{hh:02}"),
+        "minute" => format!("{mi:02}"),
+        "second" => format!("{ss:02}"),
+        "time" => format!("{hh:02}:{mi:02}:{ss:02}"),
+        "iso8601" => {
+            format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mi:02}:{ss:02}{sign}{zh:02}:{zm:02}")
+        }
+        "std11" => format!(
+            "{}, {d} {} {y:04} {hh:02}:{mi:02}:{ss:02} {sign}{zh:02}{zm:02}",
+            WEEKDAYS[(days + 4).rem_euclid(7) as usize],
+            map_first(MONTHS[(m - 1) as usize], |c| c
+                .to_ascii_uppercase()
+                .to_string()),
+        ),
+        "zone" => format!("{sign}{zh:02}{zm:02}"),
+        _ => (days + 4).rem_euclid(7).to_string(), // weekday, 0 = Sunday
+    })
 }
 
 fn truncate(s: &mut String, max: usize) {

@@ -1,9 +1,10 @@
 //! Sieve mail filtering (RFC 5228) as a pure language core: parse once with [`parse`], then
 //! [`run`] the [`Script`] against a message and envelope to get the [`Action`]s to perform.
 //!
-//! Nothing here does IO: included scripts come from an [`IncludeSource`], vacation response
-//! tracking is the caller's. Every input is bounded by [`Limits`]; a run that exceeds its step
-//! budget ends in the implicit keep (RFC 5228 section 2.10.6).
+//! Nothing here does IO: included scripts and mailbox existence come from an [`IncludeSource`],
+//! the time of delivery and the host name from the [`Envelope`], vacation response tracking is
+//! the caller's. Every input is bounded by [`Limits`]; a run that exceeds its step budget ends in
+//! the implicit keep (RFC 5228 section 2.10.6).
 //!
 //! ```
 //! use petrel_core::sieve::{Action, Envelope, Limits, NoIncludes, RawMessage, parse, run};
@@ -16,7 +17,11 @@
 //! )
 //! .expect("a valid script");
 //! let message = RawMessage::parse(b"Subject: hi\r\n\r\nbody\r\n");
-//! let envelope = Envelope { from: "a@example.org".into(), to: "me+lists@example.com".into() };
+//! let envelope = Envelope {
+//!     from: "a@example.org".into(),
+//!     to: "me+lists@example.com".into(),
+//!     ..Envelope::default()
+//! };
 //! let outcome = run(&script, &envelope, &message, &mut NoIncludes, &limits);
 //! assert_eq!(
 //!     outcome.actions,
@@ -29,7 +34,28 @@
 //! ```
 //!
 //! Supported extensions are listed in [`SUPPORTED_EXTENSIONS`]; `require` of anything else is a
-//! parse error at the `require`.
+//! parse error at the `require`. Besides RFC 5228 itself:
+//!
+//! | extension | specification | notes |
+//! | --- | --- | --- |
+//! | `fileinto`, `reject`, `ereject`, `envelope` | RFC 5228, RFC 5429 | |
+//! | `copy`, `subaddress`, `imap4flags` | RFC 3894, RFC 5233, RFC 5232 | |
+//! | `variables`, `relational`, comparators | RFC 5229, RFC 5231, RFC 4790 | `i;octet`, `i;ascii-casemap`, `i;ascii-numeric` |
+//! | `body` | RFC 5173 | one level of MIME parts |
+//! | `vacation`, `vacation-seconds` | RFC 5230, RFC 6131 | `vacation-seconds` implies `vacation` |
+//! | `include` | RFC 6609 | |
+//! | `regex` | draft-ietf-sieve-regex-01 | see below |
+//! | `mailbox` | RFC 5490 | `fileinto :create`, `mailboxexists` via [`IncludeSource::mailbox_exists`] |
+//! | `encoded-character` | RFC 5228 section 2.4.2.4 | decoded at parse time |
+//! | `date`, `index` | RFC 5260 | local zone is UTC; `currentdate` reads [`Envelope::now`] |
+//! | `environment` | RFC 5183 | `domain`, `host`, `location` ("MDA"), `name` ("Petrel"), `phase` ("during"), `version` |
+//!
+//! `:regex` keys are POSIX extended regular expressions as the `regex` crate reads them: the
+//! syntax is a superset of ERE, matching is leftmost-first (ERE is leftmost-longest, which can
+//! change what a group captures, not whether a key matches), and time is linear in the text.
+//! Keys longer than [`Limits::max_regex_len`] or bigger than [`Limits::max_regex_size`] compiled
+//! are refused: at parse time with a position when the key is a literal, at run time (implicit
+//! keep) when it comes from variables. `${0}` is the matched text, `${1}`..`${9}` the groups.
 
 mod interp;
 mod lexer;
@@ -99,6 +125,10 @@ pub struct Limits {
     pub max_actions: usize,
     /// Longest value a variable may hold, in bytes (longer values are truncated).
     pub max_variable_len: usize,
+    /// Longest `:regex` key, in bytes; a longer one is refused (at parse time if literal).
+    pub max_regex_len: usize,
+    /// Most memory one compiled `:regex` key may use, in bytes (`RegexBuilder::size_limit`).
+    pub max_regex_size: usize,
 }
 
 impl Default for Limits {
@@ -113,6 +143,8 @@ impl Default for Limits {
             max_includes: 32,
             max_actions: 64,
             max_variable_len: 4096,
+            max_regex_len: 1024,
+            max_regex_size: 1 << 20,
         }
     }
 }

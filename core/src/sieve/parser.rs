@@ -93,6 +93,13 @@ pub const SUPPORTED_EXTENSIONS: &[&str] = &[
     "comparator-i;octet",
     "comparator-i;ascii-casemap",
     "comparator-i;ascii-numeric",
+    "regex",
+    "mailbox",
+    "encoded-character",
+    "vacation-seconds",
+    "date",
+    "index",
+    "environment",
 ];
 
 /// Parses and checks `script` within `limits`.
@@ -103,6 +110,7 @@ pub fn parse(script: &str, limits: &Limits) -> Result<Script, SieveError> {
         pos: 0,
         limits,
         depth: 0,
+        encoded: false,
     };
     let commands = p.commands(true)?;
     let mut extensions = Vec::new();
@@ -140,11 +148,17 @@ pub fn parse(script: &str, limits: &Limits) -> Result<Script, SieveError> {
             seen_other = true;
         }
     }
+    // RFC 6131 section 2: "vacation-seconds" implies "vacation".
+    if extensions.iter().any(|e| e == "vacation-seconds")
+        && !extensions.iter().any(|e| e == "vacation")
+    {
+        extensions.push("vacation".into());
+    }
     let script = Script {
         commands,
         extensions,
     };
-    check_block(&script, &script.commands, true)?;
+    check_block(&script, &script.commands, true, limits)?;
     Ok(script)
 }
 
@@ -153,6 +167,8 @@ struct Parser<'a> {
     pos: usize,
     limits: &'a Limits,
     depth: usize,
+    /// A `require` named "encoded-character": later strings are decoded as they are read.
+    encoded: bool,
 }
 
 impl Parser<'_> {
@@ -176,6 +192,15 @@ impl Parser<'_> {
         let t = self.tokens.get(self.pos).map(|t| t.token.clone());
         self.pos += 1;
         t
+    }
+
+    /// The string token at the cursor, with `${hex:..}` / `${unicode:..}` decoded when the
+    /// script required "encoded-character" (RFC 5228 section 2.4.2.4).
+    fn decoded(&self, s: &str) -> Result<String, SieveError> {
+        if !self.encoded || !s.contains("${") {
+            return Ok(s.to_string());
+        }
+        decode_encoded_characters(s).map_err(|m| self.err(m))
     }
 
     fn enter(&mut self) -> Result<(), SieveError> {
@@ -221,6 +246,11 @@ impl Parser<'_> {
                         format!("unsupported extension \"{ext}\""),
                     ));
                 }
+                if let Token::String(ext) = &t.token
+                    && ext.eq_ignore_ascii_case("encoded-character")
+                {
+                    self.encoded = true;
+                }
             }
         }
         let mut test = None;
@@ -259,7 +289,7 @@ impl Parser<'_> {
             let arg = match self.peek() {
                 Some(Token::Tag(t)) => Argument::Tag(t.clone()),
                 Some(Token::Number(n)) => Argument::Number(*n),
-                Some(Token::String(s)) => Argument::String(s.clone()),
+                Some(Token::String(s)) => Argument::String(self.decoded(s)?),
                 Some(Token::LBracket) => {
                     self.pos += 1;
                     Argument::StringList(self.string_list()?)
@@ -279,10 +309,13 @@ impl Parser<'_> {
     fn string_list(&mut self) -> Result<Vec<String>, SieveError> {
         let mut out = Vec::new();
         loop {
-            match self.next() {
-                Some(Token::String(s)) => out.push(s),
+            match self.peek() {
+                Some(Token::String(s)) => {
+                    let s = self.decoded(s)?;
+                    self.pos += 1;
+                    out.push(s);
+                }
                 _ => {
-                    self.pos -= 1;
                     return Err(self.err("expected a string in the list"));
                 }
             }
@@ -352,8 +385,8 @@ pub(super) enum Kind {
 /// Tags that consume the following argument, with its kind.
 pub(super) fn tag_value(tag: &str) -> Option<Kind> {
     Some(match tag {
-        "comparator" | "value" | "count" | "subject" | "from" | "handle" => Kind::Str,
-        "days" | "seconds" => Kind::Num,
+        "comparator" | "value" | "count" | "subject" | "from" | "handle" | "zone" => Kind::Str,
+        "days" | "seconds" | "index" => Kind::Num,
         "addresses" | "flags" | "content" => Kind::List,
         _ => return None,
     })
@@ -371,15 +404,31 @@ const MATCH_TAGS: &[(&str, Option<&str>)] = &[
     ("is", None),
     ("contains", None),
     ("matches", None),
+    ("regex", Some("regex")),
     ("value", Some("relational")),
     ("count", Some("relational")),
 ];
 
-const ADDRESS_TAGS: &[(&str, Option<&str>)] = &[
+/// `header`: match tags and RFC 5260 `:index`.
+const HEADER_TAGS: &[(&str, Option<&str>)] = &[
     ("comparator", None),
     ("is", None),
     ("contains", None),
     ("matches", None),
+    ("regex", Some("regex")),
+    ("value", Some("relational")),
+    ("count", Some("relational")),
+    ("index", Some("index")),
+    ("last", Some("index")),
+];
+
+/// `envelope`: match tags and address parts.
+const ENVELOPE_TAGS: &[(&str, Option<&str>)] = &[
+    ("comparator", None),
+    ("is", None),
+    ("contains", None),
+    ("matches", None),
+    ("regex", Some("regex")),
     ("value", Some("relational")),
     ("count", Some("relational")),
     ("all", None),
@@ -389,16 +438,68 @@ const ADDRESS_TAGS: &[(&str, Option<&str>)] = &[
     ("detail", Some("subaddress")),
 ];
 
+/// `address`: as `envelope`, plus RFC 5260 `:index`.
+const ADDRESS_TAGS: &[(&str, Option<&str>)] = &[
+    ("comparator", None),
+    ("is", None),
+    ("contains", None),
+    ("matches", None),
+    ("regex", Some("regex")),
+    ("value", Some("relational")),
+    ("count", Some("relational")),
+    ("all", None),
+    ("localpart", None),
+    ("domain", None),
+    ("user", Some("subaddress")),
+    ("detail", Some("subaddress")),
+    ("index", Some("index")),
+    ("last", Some("index")),
+];
+
 const BODY_TAGS: &[(&str, Option<&str>)] = &[
     ("comparator", None),
     ("is", None),
     ("contains", None),
     ("matches", None),
+    ("regex", Some("regex")),
     ("value", Some("relational")),
     ("count", Some("relational")),
     ("raw", None),
     ("text", None),
     ("content", None),
+];
+
+/// RFC 5260 `date`.
+const DATE_TAGS: &[(&str, Option<&str>)] = &[
+    ("comparator", None),
+    ("is", None),
+    ("contains", None),
+    ("matches", None),
+    ("regex", Some("regex")),
+    ("value", Some("relational")),
+    ("count", Some("relational")),
+    ("zone", None),
+    ("originalzone", None),
+    ("index", Some("index")),
+    ("last", Some("index")),
+];
+
+/// RFC 5260 `currentdate`.
+const CURRENTDATE_TAGS: &[(&str, Option<&str>)] = &[
+    ("comparator", None),
+    ("is", None),
+    ("contains", None),
+    ("matches", None),
+    ("regex", Some("regex")),
+    ("value", Some("relational")),
+    ("count", Some("relational")),
+    ("zone", None),
+];
+
+/// Date parts of RFC 5260 section 4.2.
+pub(super) const DATE_PARTS: &[&str] = &[
+    "year", "month", "day", "date", "julian", "hour", "minute", "second", "time", "iso8601",
+    "std11", "zone", "weekday",
 ];
 
 fn command_spec(name: &str) -> Option<Spec> {
@@ -417,7 +518,11 @@ fn command_spec(name: &str) -> Option<Spec> {
         },
         "fileinto" => Spec {
             ext: Some("fileinto"),
-            tags: &[("copy", Some("copy")), ("flags", Some("imap4flags"))],
+            tags: &[
+                ("copy", Some("copy")),
+                ("flags", Some("imap4flags")),
+                ("create", Some("mailbox")),
+            ],
             positional: &[&[Str]],
         },
         "redirect" => Spec {
@@ -448,6 +553,7 @@ fn command_spec(name: &str) -> Option<Spec> {
                 ("lowerfirst", None),
                 ("upperfirst", None),
                 ("quotewildcard", None),
+                ("quoteregex", Some("regex")),
                 ("length", None),
             ],
             positional: &[&[Str, Str]],
@@ -456,7 +562,7 @@ fn command_spec(name: &str) -> Option<Spec> {
             ext: Some("vacation"),
             tags: &[
                 ("days", None),
-                ("seconds", None),
+                ("seconds", Some("vacation-seconds")),
                 ("subject", None),
                 ("from", None),
                 ("addresses", None),
@@ -499,12 +605,12 @@ fn test_spec(name: &str) -> Option<Spec> {
         },
         "envelope" => Spec {
             ext: Some("envelope"),
-            tags: ADDRESS_TAGS,
+            tags: ENVELOPE_TAGS,
             positional: &[&[List, List]],
         },
         "header" => Spec {
             ext: None,
-            tags: MATCH_TAGS,
+            tags: HEADER_TAGS,
             positional: &[&[List, List]],
         },
         "string" => Spec {
@@ -520,6 +626,26 @@ fn test_spec(name: &str) -> Option<Spec> {
         "body" => Spec {
             ext: Some("body"),
             tags: BODY_TAGS,
+            positional: &[&[List]],
+        },
+        "date" => Spec {
+            ext: Some("date"),
+            tags: DATE_TAGS,
+            positional: &[&[Str, Str, List]],
+        },
+        "currentdate" => Spec {
+            ext: Some("date"),
+            tags: CURRENTDATE_TAGS,
+            positional: &[&[Str, List]],
+        },
+        "environment" => Spec {
+            ext: Some("environment"),
+            tags: MATCH_TAGS,
+            positional: &[&[Str, List]],
+        },
+        "mailboxexists" => Spec {
+            ext: Some("mailbox"),
+            tags: &[],
             positional: &[&[List]],
         },
         "exists" => Spec {
@@ -556,6 +682,7 @@ fn check_args(
     spec: &Spec,
     args: &[Argument],
     pos: (u32, u32),
+    limits: &Limits,
 ) -> Result<(), SieveError> {
     let err = |m: String| SieveError::new(pos.0, pos.1, m);
     if let Some(ext) = spec.ext
@@ -584,7 +711,7 @@ fn check_args(
                 return Err(err(format!(":{t} needs require \"{ext}\"")));
             }
             match t.as_str() {
-                "is" | "contains" | "matches" | "value" | "count" => match_types += 1,
+                "is" | "contains" | "matches" | "regex" | "value" | "count" => match_types += 1,
                 "all" | "localpart" | "domain" | "user" | "detail" => parts += 1,
                 _ => {}
             }
@@ -638,10 +765,78 @@ fn check_args(
     if !fits {
         return Err(err(format!("wrong arguments for \"{name}\"")));
     }
+    check_extension_args(script, name, args, &positional, limits).map_err(err)
+}
+
+/// Checks of the newer extensions' arguments that can be made before the script runs.
+fn check_extension_args(
+    script: &Script,
+    name: &str,
+    args: &[Argument],
+    positional: &[&Argument],
+    limits: &Limits,
+) -> Result<(), String> {
+    let has = |t: &str| args.iter().any(|a| matches!(a, Argument::Tag(x) if x == t));
+    let value = |t: &str| {
+        args.iter()
+            .position(|a| matches!(a, Argument::Tag(x) if x == t))
+            .and_then(|i| args.get(i + 1))
+    };
+    // A string that may still change at run time: variables will be expanded into it.
+    let dynamic = |s: &str| script.has("variables") && s.contains("${");
+    if has("days") && has("seconds") {
+        return Err(":days and :seconds are mutually exclusive".into());
+    }
+    if has("zone") && has("originalzone") {
+        return Err(":zone and :originalzone are mutually exclusive".into());
+    }
+    if has("last") && !has("index") {
+        return Err(":last needs :index".into());
+    }
+    if let Some(Argument::Number(0)) = value("index") {
+        return Err(":index counts from 1".into());
+    }
+    if let Some(Argument::String(z)) = value("zone")
+        && !dynamic(z)
+        && super::interp::parse_zone(z).is_none()
+    {
+        return Err(format!(
+            "invalid time zone \"{z}\" (expected +hhmm or -hhmm)"
+        ));
+    }
+    let part = match name {
+        "date" => positional.get(1),
+        "currentdate" => positional.first(),
+        _ => None,
+    };
+    if let Some(Argument::String(p)) = part
+        && !dynamic(p)
+        && !DATE_PARTS.contains(&p.to_ascii_lowercase().as_str())
+    {
+        return Err(format!("unknown date part \"{p}\""));
+    }
+    if has("regex") {
+        let numeric = matches!(value("comparator"),
+            Some(Argument::String(c)) if c.eq_ignore_ascii_case("i;ascii-numeric"));
+        let octet = matches!(value("comparator"),
+            Some(Argument::String(c)) if c.eq_ignore_ascii_case("i;octet"));
+        if numeric {
+            return Err(":regex cannot be used with \"i;ascii-numeric\"".into());
+        }
+        let keys = positional
+            .last()
+            .and_then(|a| a.strings())
+            .unwrap_or_default();
+        for k in keys.iter().filter(|k| !dynamic(k)) {
+            // Compiled as the run will, case-insensitive unless i;octet: folding enlarges
+            // the program, and the size limit must hold for the form actually used.
+            super::interp::compile_regex(k, !octet, limits)?;
+        }
+    }
     Ok(())
 }
 
-fn check_test(script: &Script, t: &Test) -> Result<(), SieveError> {
+fn check_test(script: &Script, t: &Test, limits: &Limits) -> Result<(), SieveError> {
     let pos = (t.line, t.column);
     let Some(spec) = test_spec(&t.name) else {
         return Err(SieveError::new(
@@ -650,7 +845,7 @@ fn check_test(script: &Script, t: &Test) -> Result<(), SieveError> {
             format!("unknown test \"{}\"", t.name),
         ));
     };
-    check_args(script, "test", &t.name, &spec, &t.args, pos)?;
+    check_args(script, "test", &t.name, &spec, &t.args, pos, limits)?;
     let want = match t.name.as_str() {
         "allof" | "anyof" => t.tests.len().max(1),
         "not" => 1,
@@ -664,12 +859,17 @@ fn check_test(script: &Script, t: &Test) -> Result<(), SieveError> {
         ));
     }
     for sub in &t.tests {
-        check_test(script, sub)?;
+        check_test(script, sub, limits)?;
     }
     Ok(())
 }
 
-fn check_block(script: &Script, cmds: &[Command], top: bool) -> Result<(), SieveError> {
+fn check_block(
+    script: &Script,
+    cmds: &[Command],
+    top: bool,
+    limits: &Limits,
+) -> Result<(), SieveError> {
     let mut prev_if = false;
     for c in cmds {
         let err = |m: String| SieveError::new(c.line, c.column, m);
@@ -697,9 +897,9 @@ fn check_block(script: &Script, cmds: &[Command], top: bool) -> Result<(), Sieve
                     return Err(err(format!("\"{}\" needs a block", c.name)));
                 };
                 if let Some(t) = &c.test {
-                    check_test(script, t)?;
+                    check_test(script, t, limits)?;
                 }
-                check_block(script, block, false)?;
+                check_block(script, block, false, limits)?;
             }
             name => {
                 let Some(spec) = command_spec(name) else {
@@ -708,7 +908,15 @@ fn check_block(script: &Script, cmds: &[Command], top: bool) -> Result<(), Sieve
                 if c.test.is_some() || c.block.is_some() {
                     return Err(err(format!("\"{name}\" takes no test or block")));
                 }
-                check_args(script, "command", name, &spec, &c.args, (c.line, c.column))?;
+                check_args(
+                    script,
+                    "command",
+                    name,
+                    &spec,
+                    &c.args,
+                    (c.line, c.column),
+                    limits,
+                )?;
                 check_constants(c)?;
             }
         }
@@ -777,4 +985,74 @@ pub(super) fn valid_address(addr: &str) -> bool {
         }
         None => false,
     }
+}
+
+/// Decodes RFC 5228 section 2.4.2.4 encoded characters: `${hex: 24 24}` (octets, which must
+/// form UTF-8) and `${unicode: 40}` (code points). A sequence that is not well formed is left as
+/// it is; a code point outside Unicode or a surrogate, or octets that are not UTF-8, are errors.
+pub(super) fn decode_encoded_characters(s: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let decoded = after.find('}').and_then(|end| {
+            let body = &after[..end];
+            let (kind, seq) = body.split_once(':')?;
+            let kind = kind.to_ascii_lowercase();
+            if kind != "hex" && kind != "unicode" {
+                return None;
+            }
+            let items: Vec<&str> = seq
+                .split([' ', '\t', '\r', '\n'])
+                .filter(|x| !x.is_empty())
+                .collect();
+            let well_formed = !items.is_empty()
+                && items.iter().all(|x| {
+                    x.bytes().all(|b| b.is_ascii_hexdigit()) && (kind == "unicode" || x.len() <= 2)
+                })
+                && seq
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() || matches!(c, ' ' | '\t' | '\r' | '\n'));
+            well_formed.then_some((end, kind, items))
+        });
+        match decoded {
+            Some((end, kind, items)) => {
+                if kind == "hex" {
+                    let bytes: Vec<u8> = items
+                        .iter()
+                        .map(|x| u8::from_str_radix(x, 16).unwrap_or(0))
+                        .collect();
+                    let text = String::from_utf8(bytes)
+                        .map_err(|_| "${hex:...} does not encode UTF-8".to_string())?;
+                    out.push_str(&text);
+                } else {
+                    for x in items {
+                        let digits = x.trim_start_matches('0');
+                        let c = (digits.len() <= 6)
+                            .then(|| {
+                                u32::from_str_radix(
+                                    if digits.is_empty() { "0" } else { digits },
+                                    16,
+                                )
+                                .ok()
+                            })
+                            .flatten()
+                            .and_then(char::from_u32)
+                            .ok_or_else(|| {
+                                format!("${{unicode:{x}}} is not a Unicode scalar value")
+                            })?;
+                        out.push(c);
+                    }
+                }
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str("${");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
 }
