@@ -230,6 +230,15 @@ pub fn plan(
         envelope_to,
         mailbox: &user.0,
     };
+    let redirects = outcome
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::Redirect { .. }))
+        .count();
+    if redirects > petrel_core::managesieve::MAX_REDIRECTS as usize {
+        tracing::warn!(user = %user.0, redirects, "too many redirects; keeping");
+        return Ok(inbox);
+    }
     let mut plan = Plan::default();
     for action in &outcome.actions {
         match action {

@@ -13,6 +13,10 @@ use std::time::Duration;
 /// Longest script name, in characters.
 pub const MAX_NAME_CHARS: usize = 128;
 
+/// Redirects one script run may make; more are a run-time error (implicit keep). Delivery
+/// enforces it, ManageSieve advertises it as MAXREDIRECTS.
+pub const MAX_REDIRECTS: u32 = 4;
+
 /// Everything a ManageSieve session needs to know, shared by the sessions of one listener.
 #[derive(Debug, Clone)]
 pub struct ManageSieveConfig {
@@ -48,7 +52,7 @@ impl ManageSieveConfig {
             max_auth_failures: 3,
             max_errors: 20,
             sieve_limits: Limits::default(),
-            max_redirects: 4,
+            max_redirects: MAX_REDIRECTS,
         }
     }
 }
