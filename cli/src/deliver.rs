@@ -6,20 +6,21 @@ use crate::config::Config;
 use crate::{Failure, SystemClock};
 use petrel_core::smtp::address::{ReversePath, parse_mailbox};
 use petrel_core::{
-    Completion, Effect, Envelope, Recipient, RecipientOutcome, Refusals, WallClock, rfc5322_date,
+    Completion, Effect, Envelope, Receipt, Recipient, RecipientOutcome, Refusals, WallClock,
+    rfc5322_date,
 };
 use petrel_store::{RealFs, Store, StoreConfig};
 use std::io::Read;
 use std::sync::Arc;
 
 /// sysexits.h: the message is malformed or too large; bounce it.
-const EX_DATAERR: u8 = 65;
+pub(crate) const EX_DATAERR: u8 = 65;
 /// sysexits.h: no such user; bounce it.
-const EX_NOUSER: u8 = 67;
+pub(crate) const EX_NOUSER: u8 = 67;
 /// sysexits.h: permission denied (a Sieve `reject`); the MTA bounces with the reason.
 const EX_NOPERM: u8 = 77;
 /// sysexits.h: try again later.
-const EX_TEMPFAIL: u8 = 75;
+pub(crate) const EX_TEMPFAIL: u8 = 75;
 
 /// Bytes read from stdin at a time.
 const CHUNK: usize = 64 * 1024;
@@ -85,8 +86,8 @@ pub fn run(config: &Config, to: &str, from: Option<&str>) -> Result<(), Failure>
     })
 }
 
-fn deliver(config: &Config, to: &str, from: Option<&str>) -> Result<(), (u8, String)> {
-    let temp = |what: &str, e: &dyn std::fmt::Display| (EX_TEMPFAIL, format!("{what}: {e}"));
+/// Opens the store beside a server that may be running, as `deliver` and `sendmail` need it.
+pub(crate) fn open_store(config: &Config) -> Result<(Store, Arc<dyn WallClock>), (u8, String)> {
     let clock: Arc<dyn WallClock> = Arc::new(SystemClock);
     let store_config = StoreConfig {
         data_dir: config.data_dir.clone(),
@@ -96,8 +97,13 @@ fn deliver(config: &Config, to: &str, from: Option<&str>) -> Result<(), (u8, Str
         seed: u64::from(std::process::id()) ^ clock.unix_seconds() as u64,
     };
     let store = Store::attach(Arc::new(RealFs), store_config)
-        .map_err(|e| temp("cannot open the data directory", &e))?
+        .map_err(|e| (EX_TEMPFAIL, format!("cannot open the data directory: {e}")))?
         .with_mbox(config.mbox.clone());
+    Ok((store, clock))
+}
+
+fn deliver(config: &Config, to: &str, from: Option<&str>) -> Result<(), (u8, String)> {
+    let (store, clock) = open_store(config)?;
     let address =
         parse_mailbox(to).map_err(|_| (EX_NOUSER, format!("{to:?} is not an address")))?;
     let user = match store.users().lookup_recipient(&address) {
@@ -130,10 +136,33 @@ fn deliver(config: &Config, to: &str, from: Option<&str>) -> Result<(), (u8, Str
         }],
         submitted_by: None,
     };
-    let tx = match store.execute(Effect::BeginMessage {
+    let receipt = store_message(
+        &store,
+        config,
         envelope,
-        trace: trace.into_bytes(),
-    }) {
+        trace.into_bytes(),
+        &[],
+        &mut std::io::stdin().lock(),
+    )?;
+    match receipt.refused().first() {
+        // As Dovecot's LDA with -e: the MTA bounces the message with this reason.
+        Some(refusal) => Err((EX_NOPERM, format!("rejected: {}", refusal.reason))),
+        None => Ok(()),
+    }
+}
+
+/// Streams `head` then `input` (line ends made CRLF, a leading mbox `From ` line dropped) into
+/// the store for `envelope` and commits it; returns the receipt once it is durable.
+pub(crate) fn store_message(
+    store: &Store,
+    config: &Config,
+    envelope: Envelope,
+    trace: Vec<u8>,
+    head: &[u8],
+    input: &mut dyn Read,
+) -> Result<Receipt, (u8, String)> {
+    let temp = |what: &str, e: &dyn std::fmt::Display| (EX_TEMPFAIL, format!("{what}: {e}"));
+    let tx = match store.execute(Effect::BeginMessage { envelope, trace }) {
         Completion::Began(tx) => tx,
         other => return Err((EX_TEMPFAIL, format!("cannot start the delivery: {other:?}"))),
     };
@@ -142,35 +171,32 @@ fn deliver(config: &Config, to: &str, from: Option<&str>) -> Result<(), (u8, Str
     };
     let mut normaliser = Normaliser::default();
     let (mut buf, mut size) = (vec![0u8; CHUNK], 0u64);
-    let mut stdin = std::io::stdin().lock();
+    let mut pending_head = Some(head);
     loop {
-        let n = match stdin.read(&mut buf) {
-            Ok(0) => {
-                let mut rest = Vec::new();
-                normaliser.finish(&mut rest);
-                if !rest.is_empty()
-                    && !matches!(
-                        store.execute(Effect::AppendChunk { tx, bytes: rest }),
-                        Completion::Appended
-                    )
-                {
-                    abort(&store);
-                    return Err((EX_TEMPFAIL, "cannot write the message".into()));
-                }
-                break;
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                abort(&store);
-                return Err(temp("cannot read the message", &e));
+        let chunk: &[u8] = match pending_head.take() {
+            Some(h) if !h.is_empty() => h,
+            _ => {
+                let n = match input.read(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        abort(store);
+                        return Err(temp("cannot read the message", &e));
+                    }
+                };
+                &buf[..n]
             }
         };
-        let mut bytes = Vec::with_capacity(n + n / 32);
-        normaliser.feed(&buf[..n], &mut bytes);
+        let mut bytes = Vec::with_capacity(chunk.len() + chunk.len() / 32 + 8);
+        let at_end = chunk.is_empty();
+        if at_end {
+            normaliser.finish(&mut bytes);
+        } else {
+            normaliser.feed(chunk, &mut bytes);
+        }
         size += bytes.len() as u64;
         if size > config.max_message_size {
-            abort(&store);
+            abort(store);
             return Err((
                 EX_DATAERR,
                 format!(
@@ -179,12 +205,17 @@ fn deliver(config: &Config, to: &str, from: Option<&str>) -> Result<(), (u8, Str
                 ),
             ));
         }
-        if !matches!(
-            store.execute(Effect::AppendChunk { tx, bytes }),
-            Completion::Appended
-        ) {
-            abort(&store);
+        if !bytes.is_empty()
+            && !matches!(
+                store.execute(Effect::AppendChunk { tx, bytes }),
+                Completion::Appended
+            )
+        {
+            abort(store);
             return Err((EX_TEMPFAIL, "cannot write the message".into()));
+        }
+        if at_end {
+            break;
         }
     }
     match store.execute(Effect::Commit {
@@ -192,11 +223,7 @@ fn deliver(config: &Config, to: &str, from: Option<&str>) -> Result<(), (u8, Str
         prepend: Vec::new(),
         refusals: Refusals::AllOrNotice,
     }) {
-        Completion::Durable(receipt) => match receipt.refused().first() {
-            // As Dovecot's LDA with -e: the MTA bounces the message with this reason.
-            Some(refusal) => Err((EX_NOPERM, format!("rejected: {}", refusal.reason))),
-            None => Ok(()),
-        },
+        Completion::Durable(receipt) => Ok(receipt),
         other => Err((EX_TEMPFAIL, format!("delivery failed: {other:?}"))),
     }
 }

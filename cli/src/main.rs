@@ -2,6 +2,8 @@
 
 mod config;
 mod deliver;
+mod queue;
+mod sendmail;
 mod serve;
 mod tls;
 mod transfer;
@@ -64,6 +66,18 @@ enum Command {
         folder: String,
         /// Where to write.
         path: PathBuf,
+    },
+    /// Queues the message on standard input for delivery, as sendmail does for local
+    /// programs (-t, -i, -oi, -f SENDER, -F NAME, recipients); also run as `sendmail`.
+    Sendmail {
+        /// sendmail's flags and the recipients.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The outbound queue.
+    Queue {
+        #[command(subcommand)]
+        command: queue::QueueCommand,
     },
     /// Manages the users in DATA_DIR/passwd.
     User {
@@ -130,7 +144,18 @@ fn init_logging() {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Invoked as `sendmail` (a symlink, as MTAs install it): sendmail's own command line.
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let invoked_as = argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned());
+    if invoked_as.as_deref() == Some("sendmail") {
+        argv.splice(1..1, ["--".into()]);
+        argv[0] = "petrel".into();
+        argv.insert(1, "sendmail".into());
+    }
+    let cli = Cli::parse_from(argv);
     // A panic is a bug, never a user's error message: say so in one line, no backtrace.
     std::panic::set_hook(Box::new(|info| {
         let location = info
@@ -155,7 +180,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
-    let config = config::load(cli.config.as_deref()).map_err(|e| Failure::Config(e.to_string()))?;
+    // PETREL_CONFIG serves programs that run `sendmail` without knowing about --config.
+    let from_env = std::env::var_os("PETREL_CONFIG").map(PathBuf::from);
+    let path = cli.config.or(from_env);
+    let config = config::load(path.as_deref()).map_err(|e| Failure::Config(e.to_string()))?;
     match cli.command {
         Command::Deliver { to, from } => deliver::run(&config, &to, from.as_deref()),
         Command::Import {
@@ -174,6 +202,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             serve::run(config, runtime)
         }
         Command::User { command } => user(&config, command),
+        Command::Sendmail { args } => sendmail::run(&config, &args),
+        Command::Queue { command } => queue::run(&config, command),
     }
 }
 
@@ -220,8 +250,8 @@ fn user(config: &config::Config, command: UserCommand) -> Result<(), Failure> {
                 }
                 // The user's other data (Sieve scripts) lives in DATA_DIR/users/DOMAIN/LOCALPART/.
                 let user = petrel_core::UserId(address.clone());
-                let data = petrel_store::user_data_dir(&config.data_dir, &user)
-                    .map_err(|e| other(&e))?;
+                let data =
+                    petrel_store::user_data_dir(&config.data_dir, &user).map_err(|e| other(&e))?;
                 if data.exists() {
                     std::fs::remove_dir_all(&data).map_err(|e| other(&e))?;
                 }

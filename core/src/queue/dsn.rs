@@ -144,11 +144,17 @@ pub fn build(report: &DsnReport<'_>) -> Vec<u8> {
         "--{boundary}\r\nContent-Description: Delivery report\r\nContent-Type: message/delivery-status\r\n\r\n"
     ));
     out.push_str(&format!("Reporting-MTA: dns; {}\r\n", report.reporting_mta));
-    out.push_str(&format!("X-Petrel-Queue-ID: {}\r\n", one_line(report.queue_id)));
+    out.push_str(&format!(
+        "X-Petrel-Queue-ID: {}\r\n",
+        one_line(report.queue_id)
+    ));
     out.push_str(&format!("Arrival-Date: {}\r\n", report.arrival_date));
     for r in report.recipients {
         out.push_str("\r\n");
-        out.push_str(&format!("Final-Recipient: rfc822; {}\r\n", one_line(&r.address)));
+        out.push_str(&format!(
+            "Final-Recipient: rfc822; {}\r\n",
+            one_line(&r.address)
+        ));
         out.push_str(match r.action {
             DsnAction::Failed => "Action: failed\r\n",
             DsnAction::Delayed => "Action: delayed\r\n",
@@ -237,7 +243,9 @@ mod tests {
         assert!(text.contains("Subject: Undelivered Mail Returned to Sender\r\n"));
         assert!(text.contains("report-type=delivery-status"));
         assert!(text.contains("\r\nFinal-Recipient: rfc822; bob@remote.example\r\nAction: failed\r\nStatus: 5.1.1\r\nRemote-MTA: dns; mx.remote.example\r\nDiagnostic-Code: smtp; 550 5.1.1 <bob@remote.example>: Recipient address rejected X\r\n"), "{text}");
-        assert!(text.contains("Content-Type: text/rfc822-headers\r\n\r\nFrom: alice@example.com\r\nSubject: hi\r\n"));
+        assert!(text.contains(
+            "Content-Type: text/rfc822-headers\r\n\r\nFrom: alice@example.com\r\nSubject: hi\r\n"
+        ));
         assert!(text.ends_with("\r\n--ABC123/mail.example.com--\r\n"));
         assert!(!text.replace("\r\n", "").contains('\n'), "CRLF only");
     }

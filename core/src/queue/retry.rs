@@ -92,7 +92,10 @@ mod tests {
         let p = RetryPolicy::default();
         let q = 1_000_000;
         assert_eq!(p.after_failure(q, 1, q), Next::RetryAt(q + 300));
-        assert_eq!(p.after_failure(q, 3, q + 1000), Next::RetryAt(q + 1000 + 1200));
+        assert_eq!(
+            p.after_failure(q, 3, q + 1000),
+            Next::RetryAt(q + 1000 + 1200)
+        );
         let expiry = q + 5 * 86_400;
         // The last retry is clamped to the expiry instant, then the message expires.
         assert_eq!(p.after_failure(q, 50, expiry - 60), Next::RetryAt(expiry));

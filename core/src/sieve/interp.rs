@@ -1460,7 +1460,7 @@ fn strip_angle(s: &str) -> String {
 }
 
 /// The addresses in a header value: `a@b, "N" <c@d>, group: e@f;` yields `a@b`, `c@d`, `e@f`.
-pub(super) fn parse_addresses(value: &str) -> Vec<String> {
+pub fn parse_addresses(value: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let (mut quoted, mut comment, mut angle) = (false, 0u32, false);

@@ -62,6 +62,8 @@ mod lexer;
 mod parser;
 pub mod respond;
 
+/// The addresses in an address-list header value (To, Cc, ...): `a@b, "N" <c@d>, group: e@f;`.
+pub use interp::parse_addresses as header_addresses;
 pub use interp::{
     Action, Envelope, IncludeSource, Message, NoIncludes, Outcome, RawMessage, RunError, run,
 };

@@ -46,6 +46,7 @@ mod pipelining;
 mod pop3;
 mod postfix;
 mod robustness;
+mod sendmail;
 mod shutdown;
 mod sieve;
 mod smuggling;
