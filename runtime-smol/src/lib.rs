@@ -5,6 +5,8 @@
 //! All protocol decisions live in `petrel-core`; this crate only moves bytes between a socket and
 //! a [`Pump`], runs the store's requests, and turns deadlines into timers.
 
+pub mod dns;
+
 use async_io::{Async, Timer};
 use event_listener::Event;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, future};

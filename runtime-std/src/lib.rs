@@ -4,6 +4,8 @@
 //! All protocol decisions live in `petrel-core`; this crate only moves bytes between a socket and
 //! a [`Pump`], runs the store's requests inline, and turns deadlines into read timeouts.
 
+pub mod dns;
+
 use petrel_core::{Action, CloseReason, Listener, PeerInfo, ServerLimits, SessionIds, TlsInfo};
 use petrel_store::Store;
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
