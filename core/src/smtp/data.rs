@@ -109,22 +109,57 @@ impl DataReceiver {
 }
 
 /// Dot-stuffs `message` for sending as DATA and appends the terminator (the inverse of
-/// [`DataReceiver`]); used by tests and by the SMTP client.
+/// [`DataReceiver`]); used by tests. The SMTP client streams with [`DotStuffer`] instead.
 pub fn dot_stuff(message: &[u8], out: &mut Vec<u8>) {
-    let mut at_line_start = true;
-    let mut prev = 0u8;
-    for &b in message {
-        if at_line_start && b == b'.' {
-            out.push(b'.');
+    let mut stuffer = DotStuffer::new();
+    stuffer.stuff(message, out);
+    stuffer.finish(out);
+}
+
+/// Incremental dot-stuffing for sending a message as DATA, chunk by chunk: the state survives
+/// any split of the message, so the whole message is never held.
+#[derive(Debug, Clone)]
+pub struct DotStuffer {
+    at_line_start: bool,
+    prev: u8,
+}
+
+impl Default for DotStuffer {
+    fn default() -> Self {
+        DotStuffer {
+            at_line_start: true,
+            prev: 0,
         }
-        out.push(b);
-        at_line_start = prev == b'\r' && b == b'\n';
-        prev = b;
     }
-    if !message.is_empty() && !message.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
+}
+
+impl DotStuffer {
+    /// A stuffer at the start of a message.
+    pub fn new() -> Self {
+        Self::default()
     }
-    out.extend_from_slice(b".\r\n");
+
+    /// Appends `chunk` to `out`, doubling a dot that starts a line (after CRLF only: bare LF
+    /// and CR are not line ends on the wire either).
+    pub fn stuff(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        out.reserve(chunk.len() + chunk.len() / 64);
+        for &b in chunk {
+            if self.at_line_start && b == b'.' {
+                out.push(b'.');
+            }
+            out.push(b);
+            self.at_line_start = self.prev == b'\r' && b == b'\n';
+            self.prev = b;
+        }
+    }
+
+    /// Ends the message: a CRLF if it did not end with one (a non-empty message), then `.` CRLF.
+    pub fn finish(self, out: &mut Vec<u8>) {
+        if !self.at_line_start {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+    }
 }
 
 #[cfg(test)]
@@ -202,6 +237,25 @@ mod tests {
             prop_assert!(done);
             prop_assert_eq!(&wire[used..], b"QUIT\r\n");
             prop_assert_eq!(out, msg);
+        }
+
+        #[test]
+        fn stuffing_in_pieces_is_stuffing_whole(
+            msg in proptest::collection::vec(prop_oneof![Just(b'.'), Just(b'\r'), Just(b'\n'), any::<u8>()], 0..300),
+            cuts in proptest::collection::vec(any::<usize>(), 0..6),
+        ) {
+            let mut whole = Vec::new();
+            dot_stuff(&msg, &mut whole);
+            let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (msg.len() + 1)).collect();
+            bounds.push(msg.len());
+            bounds.sort();
+            let (mut stuffer, mut pieces, mut pos) = (DotStuffer::new(), Vec::new(), 0);
+            for end in bounds {
+                stuffer.stuff(&msg[pos..end], &mut pieces);
+                pos = end;
+            }
+            stuffer.finish(&mut pieces);
+            prop_assert_eq!(pieces, whole);
         }
     }
 }
