@@ -135,6 +135,25 @@ pub enum Effect {
         /// Base names of the messages to delete.
         delete: Vec<String>,
     },
+    /// Read part of a queued message for outbound delivery (the SMTP client). Answer:
+    /// [`Completion::Data`] with the bytes as stored (CRLF lines, not dot-stuffed), empty at
+    /// the end of the message.
+    ReadQueued {
+        /// The queue id.
+        id: String,
+        /// Where to start.
+        offset: u64,
+        /// At most this many bytes.
+        max: usize,
+    },
+    /// The outcome of one outbound job, per recipient, emitted once the client knows it and
+    /// before it goes on to the next job or QUIT. Answer: [`Completion::Done`] once recorded.
+    Report {
+        /// The queue id.
+        id: String,
+        /// Each recipient of the job with its outcome, in the job's order.
+        results: Vec<(String, crate::smtp::client::RcptResult)>,
+    },
     /// Read or change the user's Sieve scripts (ManageSieve). Answer: [`Completion::Sieve`],
     /// for changes only once they are durable.
     Sieve {

@@ -2,6 +2,7 @@
 //! STARTTLS and AUTH, as a pure server session.
 
 pub mod address;
+pub mod client;
 pub mod command;
 pub mod data;
 pub mod hops;
