@@ -7,7 +7,8 @@
 //! `PETREL_FRESH_MAILDIRS` (no Maildirs at the start: the store creates them under faults),
 //! `PETREL_KEEP_GOING` (run every seed, list all failures; `scripts/sim-campaign` sets it).
 //! The world has SMTP senders and POP3 readers (`tests/src/dst/pop.rs`); the planted POP3 bug is
-//! only reachable from `planted_pop3_false_ack_is_found`.
+//! only reachable from `planted_pop3_false_ack_is_found`. Some users have Sieve scripts
+//! (`tests/src/dst/sieve.rs`) that file, discard, reject or redirect by the `X-Sim-Sort` header.
 
 #[path = "../src/dst/mod.rs"]
 #[allow(dead_code)]
@@ -58,6 +59,7 @@ fn seeds() {
     let (mut acked, mut crashes, mut faults, mut stuck) = (0, 0, 0, Vec::new());
     let (mut parked, mut stalls, mut peak) = (0, 0, 0);
     let (mut retrieved, mut pop_deleted) = (0, 0);
+    let (mut filed, mut dropped, mut notices) = (0, 0, 0);
     // Campaigns run every seed and report all failures at the end.
     let keep_going = std::env::var("PETREL_KEEP_GOING").is_ok();
     let mut failed = Vec::new();
@@ -82,13 +84,16 @@ fn seeds() {
         peak = peak.max(out.peak_buffered);
         retrieved += out.retrieved;
         pop_deleted += out.pop_deleted;
+        filed += out.sieve_filed;
+        dropped += out.sieve_dropped;
+        notices += out.notices;
         if out.unfinished > 0 {
             stuck.push(seed);
         }
     }
     let secs = t0.elapsed().as_secs_f64();
     println!(
-        "{count} seeds in {secs:.2}s ({:.1} seeds/s): {acked} messages acknowledged, {crashes} crashes, {faults} disk faults, {parked} late store answers, {stalls} reader stalls, {retrieved} POP3 retrievals, {pop_deleted} acknowledged POP3 deletions, peak buffered {peak} of {}; seeds out of steps with clients unfinished: {stuck:?}",
+        "{count} seeds in {secs:.2}s ({:.1} seeds/s): {acked} messages acknowledged, {crashes} crashes, {faults} disk faults, {parked} late store answers, {stalls} reader stalls, {retrieved} POP3 retrievals, {pop_deleted} acknowledged POP3 deletions, Sieve: {filed} copies filed into folders, {dropped} discarded/rejected/redirected, {notices} rejection notices; peak buffered {peak} of {}; seeds out of steps with clients unfinished: {stuck:?}",
         count as f64 / secs,
         petrel_core::Pump::MAX_BUFFERED
     );

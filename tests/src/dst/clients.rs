@@ -6,7 +6,7 @@ use petrel_core::smtp::data::dot_stuff;
 use std::collections::VecDeque;
 
 /// The local users the world creates.
-pub const USERS: [&str; 3] = ["alice", "bob", "carol"];
+pub const USERS: [&str; 5] = ["alice", "bob", "carol", "dave", "erin"];
 /// The local domain.
 pub const DOMAIN: &str = "example.test";
 const MAX_TRIES: usize = 4;
@@ -33,6 +33,55 @@ pub struct Attempt {
     pub remote: Vec<String>,
     /// The id from `250 ... queued as ID` (the queue envelope's `id` line).
     pub queue_id: Option<String>,
+    /// The `X-Sim-Sort` header value (what the users' Sieve scripts decide on), if any.
+    pub sort: Option<char>,
+    /// Sent over LMTP: one final reply per accepted recipient.
+    pub lmtp: bool,
+    /// Local parts whose copy the server acknowledged (SMTP: every accepted one on 250;
+    /// LMTP: those whose own reply was 2xx).
+    pub delivered: Vec<String>,
+    /// The replies to the end of the message: one in SMTP, one per accepted recipient in LMTP
+    /// (in RCPT order), as (code, line).
+    pub final_replies: Vec<(u16, String)>,
+}
+
+impl Attempt {
+    /// Records the final reply for accepted recipient `index` (SMTP: the only reply, index 0,
+    /// standing for every accepted recipient).
+    fn record_final(&mut self, index: usize, code: u16, line: &str) -> Result<(), String> {
+        self.final_replies.push((code, line.to_string()));
+        if !(200..300).contains(&code) {
+            return Ok(());
+        }
+        if !line.contains("queued as") {
+            return Err(format!("final 250 without queue id: {line:?}"));
+        }
+        if self.invalid {
+            return Err(format!(
+                "{} has an over-long line but was accepted",
+                self.id
+            ));
+        }
+        self.acked = true;
+        if self.queue_id.is_none() {
+            self.queue_id = line
+                .split_once("queued as ")
+                .map(|(_, id)| id.trim().to_string());
+        }
+        if self.lmtp {
+            let user = self.accepted.get(index).cloned().ok_or_else(|| {
+                format!(
+                    "{}: LMTP reply {index} for {} recipients",
+                    self.id,
+                    self.accepted.len()
+                )
+            })?;
+            self.delivered.push(user);
+        } else {
+            self.delivered = self.accepted.clone();
+        }
+        Ok(())
+    }
 }
 
 /// One AUTH try of a submission client.
@@ -66,10 +115,13 @@ enum Expect {
     Challenge(AuthTry),
     Auth(AuthTry),
     Burst,
-    /// LMTP: the further per-recipient replies after DATA/BDAT LAST, each with this class
-    /// (2xx or not) as the first.
+    /// LMTP: the reply for accepted recipient `index` of attempt `attempt` after DATA/BDAT
+    /// LAST; `temp` is whether the first one was a 4xx (a failed commit fails every
+    /// recipient; otherwise each is 2xx or, refused by its Sieve script, 5xx).
     LmtpRest {
-        ok: bool,
+        attempt: usize,
+        index: usize,
+        temp: bool,
     },
 }
 
@@ -117,6 +169,8 @@ pub struct Client {
     /// Set after a burst: the world should stop this client's reading now.
     pub stall_request: bool,
     lockouts: u32,
+    /// Draws the `X-Sim-Sort` headers: its own stream, so the other draws stay as they were.
+    pub sort_rng: Rng,
 }
 
 impl Client {
@@ -140,6 +194,7 @@ impl Client {
             slow: rng.one_in(3),
             stall_request: false,
             lockouts: 0,
+            sort_rng: Rng::new(idx as u64),
         };
         // Half of the inbound senders speak LMTP instead, as a Postfix in front of Petrel would.
         c.lmtp = !c.submission && rng.one_in(2);
@@ -318,9 +373,18 @@ impl Client {
                 _ => return Err(format!("AUTH {t:?} answered {last:?}")),
             },
             Expect::Burst => {}
-            Expect::LmtpRest { ok: first_ok } => {
-                if ok != first_ok {
-                    return Err(format!("LMTP recipients answered differently: {last:?}"));
+            Expect::LmtpRest {
+                attempt,
+                index,
+                temp,
+            } => {
+                if (code / 100 == 4) != temp {
+                    return Err(format!(
+                        "LMTP recipients answered differently (first temp {temp}): {last:?}"
+                    ));
+                }
+                if let Some(a) = self.attempts.get_mut(attempt) {
+                    a.record_final(index, code, last)?;
                 }
             }
             Expect::Ehlo => return Err(format!("EHLO refused: {last:?}")),
@@ -353,24 +417,24 @@ impl Client {
                     _ => 0,
                 };
                 conn.bdat_refused = false;
-                for _ in 0..rest {
-                    conn.expects.push_front(Expect::LmtpRest { ok });
+                if let Some(attempt) = self.current {
+                    for index in (1..=rest).rev() {
+                        conn.expects.push_front(Expect::LmtpRest {
+                            attempt,
+                            index,
+                            temp: code / 100 == 4,
+                        });
+                    }
                 }
-                if ok {
-                    if !last.contains("queued as") {
-                        return Err(format!("final 250 without queue id: {last:?}"));
+                if let Some(a) = self.current.and_then(|c| self.attempts.get_mut(c)) {
+                    if a.lmtp && rest == 0 && a.accepted.len() > 1 {
+                        // BDAT refused: one reply for the whole transaction.
+                        a.final_replies.push((code, last.to_string()));
+                    } else {
+                        a.record_final(0, code, last)?;
                     }
-                    let a = self.current.and_then(|c| self.attempts.get_mut(c));
-                    let Some(a) = a else {
-                        return Err("ack without a transaction".into());
-                    };
-                    if a.invalid {
-                        return Err(format!("{} has an over-long line but was accepted", a.id));
-                    }
-                    a.acked = true;
-                    a.queue_id = last
-                        .split_once("queued as ")
-                        .map(|(_, id)| id.trim().to_string());
+                } else if ok {
+                    return Err("ack without a transaction".into());
                 }
                 self.finish(code, out);
             }
@@ -473,7 +537,8 @@ impl Client {
             format!("sender{}@remote.test", self.idx)
         };
         let invalid = !self.bdat && self.junk > 0 && rng.one_in(self.junk * 2);
-        let body = make_body(&id, invalid, rng);
+        let sort = super::sieve::pick_sort(&mut self.sort_rng);
+        let body = make_body(&id, sort, invalid, rng);
         let mut requested = Vec::new();
         for _ in 0..rng.range(1, 3) {
             let user = match rng.below(8) {
@@ -530,6 +595,10 @@ impl Client {
             acked: false,
             remote: Vec::new(),
             queue_id: None,
+            sort,
+            lmtp: self.lmtp,
+            delivered: Vec::new(),
+            final_replies: Vec::new(),
         });
         self.current = Some(self.attempts.len() - 1);
     }
@@ -560,8 +629,12 @@ fn next_auth(conn: &mut Conn, idx: usize, out: &mut Vec<u8>) {
 
 /// A random message: an id header, then lines that start with dots, long lines under 998,
 /// 8-bit bytes and empty lines; always ends with CRLF. `invalid` adds a line over 998 octets.
-fn make_body(id: &str, invalid: bool, rng: &mut Rng) -> Vec<u8> {
-    let mut b = format!("X-Sim-Id: {id}\r\nSubject: message {id}\r\n\r\n").into_bytes();
+fn make_body(id: &str, sort: Option<char>, invalid: bool, rng: &mut Rng) -> Vec<u8> {
+    let mut b = format!("X-Sim-Id: {id}\r\n").into_bytes();
+    if let Some(s) = sort {
+        b.extend_from_slice(format!("X-Sim-Sort: {s}\r\n").as_bytes());
+    }
+    b.extend_from_slice(format!("Subject: message {id}\r\n\r\n").as_bytes());
     for _ in 0..rng.range(0, 40) {
         match rng.below(7) {
             0 => b.extend_from_slice(b"."),

@@ -6,6 +6,7 @@ pub mod clients;
 pub mod fs;
 pub mod pop;
 pub mod rng;
+pub mod sieve;
 pub mod sim;
 
 pub use sim::{Outcome, RunOptions, run_seed};

@@ -7,6 +7,7 @@ use super::clients::{Client, DOMAIN, USERS};
 use super::fs::{Faults, SimFs};
 use super::pop::{self, PopEvent, Reader};
 use super::rng::Rng;
+use super::sieve::{self, Scripts};
 use petrel_core::pop3::Pop3Config;
 use petrel_core::smtp::{Role, SmtpConfig};
 use petrel_core::{
@@ -84,6 +85,12 @@ pub struct Outcome {
     pub retrieved: u64,
     /// POP3 deletions acknowledged by a QUIT `+OK`.
     pub pop_deleted: usize,
+    /// Acknowledged copies a Sieve script filed into a folder.
+    pub sieve_filed: usize,
+    /// Acknowledged copies a Sieve script discarded, rejected or redirected.
+    pub sieve_dropped: usize,
+    /// Rejection notices on the disk at the last check.
+    pub notices: usize,
 }
 
 /// The simulated calendar, derived from the simulated monotonic clock.
@@ -148,6 +155,10 @@ struct World {
     uidls: BTreeMap<(String, String), String>,
     uidl_owner: BTreeMap<(String, String), String>,
     planted_pop_ack: bool,
+    /// The users' Sieve scripts (installed before the first boot, never changed).
+    scripts: Scripts,
+    /// Rejection notices seen by the last disk check.
+    notices: usize,
     trace: Vec<String>,
     hash: u64,
     boots: u32,
@@ -571,10 +582,22 @@ impl World {
         Ok(())
     }
 
-    fn check_disk(&self, when: &str) -> Result<usize, String> {
-        let files = check::mailboxes(&self.fs, &self.clients, &self.gone)
+    fn check_disk(&mut self, when: &str) -> Result<usize, String> {
+        let mut notices = check::Notices::new();
+        let files = check::mailboxes(
+            &self.fs,
+            &self.clients,
+            &self.gone,
+            &self.scripts,
+            &mut notices,
+        )
+        .map_err(|e| format!("{when}: {e}"))?;
+        check::queue(&self.fs, &self.clients, &self.scripts, &mut notices)
             .map_err(|e| format!("{when}: {e}"))?;
-        check::queue(&self.fs, &self.clients).map_err(|e| format!("{when}: {e}"))?;
+        check::replies(&self.clients, &self.scripts).map_err(|e| format!("{when}: {e}"))?;
+        check::notices(&self.clients, &self.scripts, &notices)
+            .map_err(|e| format!("{when}: {e}"))?;
+        self.notices = notices.values().sum();
         Ok(files)
     }
 
@@ -715,7 +738,7 @@ impl World {
         self.clients
             .iter()
             .flat_map(|c| &c.attempts)
-            .filter(|a| a.acked && a.accepted.iter().any(|u| u == user))
+            .filter(|a| a.acked && a.delivered.iter().any(|u| u == user))
             .count()
     }
 
@@ -789,6 +812,11 @@ impl World {
                 top,
             } => {
                 let what = format!("conn {id} {user} message {n} (top {top:?})");
+                if check::sim_id(&content).is_none() && check::is_notice(&content) {
+                    // A rejection notice about a message this user sent (checked on the disk).
+                    self.log(format!("conn {id} retrieved a notice"));
+                    return Ok(());
+                }
                 let sid = check::sim_id(&content)
                     .ok_or_else(|| format!("{what}: retrieved without X-Sim-Id: {content:?}"))?;
                 self.log(format!("conn {id} retrieved {sid} uidl {uidl:?}"));
@@ -878,8 +906,12 @@ pub fn run_seed(opts: RunOptions) -> Outcome {
     sub.role = Role::Submission;
     sub.starttls = true;
     let park_one_in = [0, 40, 8][rng.range(0, 2)];
-    let clients = (0..rng.range(1, 6))
-        .map(|i| Client::new(i, &mut rng))
+    let clients: Vec<Client> = (0..rng.range(1, 6))
+        .map(|i| {
+            let mut c = Client::new(i, &mut rng);
+            c.sort_rng = Rng::new(opts.seed ^ 0x5027_0000_0000_0000 ^ ((i as u64) << 40));
+            c
+        })
         .collect();
     let readers = (0..rng.range(0, 4))
         .map(|i| Reader::new(i, &mut rng))
@@ -891,6 +923,12 @@ pub fn run_seed(opts: RunOptions) -> Outcome {
     // A quarter of the runs start with no Maildirs, so the store creates them under faults.
     let fresh = opts.fresh_maildirs || rng.range(0, 3) == 0;
     let fs = template(!fresh).fork(rng.next(), faults);
+    // Sieve scripts, from their own generator; installed as ManageSieve would, before any
+    // fault or crash (each call is durable when it returns).
+    let scripts = Scripts(sieve::choose(opts.seed));
+    fs.set_faults(false);
+    let installed = sieve::install(&fs, &scripts.0);
+    fs.set_faults(true);
     let mut w = World {
         ids: SessionIds::new(rng.next()),
         rng,
@@ -912,6 +950,8 @@ pub fn run_seed(opts: RunOptions) -> Outcome {
         uidls: BTreeMap::new(),
         uidl_owner: BTreeMap::new(),
         planted_pop_ack: opts.planted_pop_ack,
+        scripts,
+        notices: 0,
         trace: Vec::new(),
         hash: 0xcbf2_9ce4_8422_2325,
         boots: 0,
@@ -932,8 +972,9 @@ pub fn run_seed(opts: RunOptions) -> Outcome {
         w.clients.len(),
         w.readers.len()
     ));
-    let result = w
-        .boot()
+    w.log(format!("sieve scripts {:?}", w.scripts.0));
+    let result = installed
+        .and_then(|()| w.boot())
         .and_then(|()| w.run(opts.max_steps, crash_one_in, reset_one_in))
         .and_then(|()| w.liveness(opts.max_steps * 5))
         .and_then(|()| w.crash());
@@ -956,12 +997,29 @@ pub fn run_seed(opts: RunOptions) -> Outcome {
             + w.readers.iter().filter(|r| !r.done).count(),
         retrieved: w.readers.iter().map(|r| r.retrieved).sum(),
         pop_deleted: w.gone.values().filter(|g| **g == Gone::Acked).count(),
+        sieve_filed: sieve_count(&w, true),
+        sieve_dropped: sieve_count(&w, false),
+        notices: w.notices,
         parked: w.parked,
         stalls: w.stalls,
         peak_buffered: w.peak_buffered,
         failure,
         trace: w.trace,
     }
+}
+
+/// Acknowledged copies the scripts file into a folder (`filed`) or store nowhere (not `filed`).
+fn sieve_count(w: &World, filed: bool) -> usize {
+    w.clients
+        .iter()
+        .flat_map(|c| &c.attempts)
+        .filter(|a| a.acked)
+        .flat_map(|a| a.delivered.iter().map(move |u| w.scripts.disposition(u, a)))
+        .filter(|d| match d.location() {
+            Some((dir, _)) => filed && !dir.is_empty(),
+            None => !filed,
+        })
+        .count()
 }
 
 /// `alice` from `alice@example.test`.
