@@ -82,13 +82,19 @@ struct AuthFile {
     failure_delay_ms: Option<u64>,
 }
 
-// Accepted so CONTRACT.md files load; the outbound issue acts on these keys.
-#[allow(dead_code)]
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RelayFile {
-    resolver: Option<String>,
+    resolver: Option<OneOrMany>,
     smarthost: Option<String>,
+    smarthost_user: Option<String>,
+    smarthost_password_file: Option<PathBuf>,
+    smarthost_ca: Option<PathBuf>,
+    mx_port: Option<u16>,
+    queue_lifetime_days: Option<u64>,
+    delay_warning_hours: Option<u64>,
+    max_parallel: Option<usize>,
+    privacy: Option<bool>,
 }
 
 // Accepted so CONTRACT.md files load; the content-filtering issue acts on these keys.
@@ -200,8 +206,153 @@ pub struct Config {
     pub auth_failure_delay: Duration,
     /// Users and domains whose mail goes to mbox files (`[delivery]`), empty for none.
     pub mbox: MboxPolicy,
+    /// Outbound delivery (`[relay]`).
+    pub relay: Relay,
     /// Sections accepted for forward compatibility but not acted on by this version.
     pub unimplemented_sections: Vec<&'static str>,
+}
+
+/// Outbound delivery settings (`[relay]`).
+#[derive(Debug, Clone)]
+pub struct Relay {
+    /// DNS servers (`resolver`; default: the nameservers of /etc/resolv.conf).
+    pub resolvers: Vec<SocketAddr>,
+    /// Send all outbound mail through this host and port.
+    pub smarthost: Option<(String, u16)>,
+    /// AUTH user and password for the smarthost (the password read from
+    /// `smarthost_password_file`).
+    pub smarthost_auth: Option<(String, String)>,
+    /// CA bundle that verifies the smarthost's certificate (default: the system bundle).
+    pub smarthost_ca: Option<PathBuf>,
+    /// Port of MX hosts (25; another value only for tests and unusual networks).
+    pub mx_port: u16,
+    /// Retry schedule, delay warning and expiry.
+    pub policy: petrel_core::queue::RetryPolicy,
+    /// Destinations served at once.
+    pub max_parallel: usize,
+    /// Hide the submitting client's IP address and mail program in outgoing headers.
+    pub privacy: bool,
+}
+
+/// `[relay]`: validates every key; the smarthost password file is read here so a bad path is
+/// a config error, not a failure at the first delivery.
+fn relay_settings(file: RelayFile) -> Result<Relay, ConfigError> {
+    let resolvers = match &file.resolver {
+        Some(v) => {
+            let list = match v {
+                OneOrMany::One(s) => vec![s.clone()],
+                OneOrMany::Many(v) => v.clone(),
+            };
+            let mut out = Vec::new();
+            for s in list {
+                let addr = s
+                    .parse::<SocketAddr>()
+                    .or_else(|_| {
+                        s.parse::<std::net::IpAddr>()
+                            .map(|ip| SocketAddr::new(ip, 53))
+                    })
+                    .map_err(|_| {
+                        bad(
+                            "relay.resolver",
+                            format!("{s:?} is not an address (IP or IP:PORT)"),
+                        )
+                    })?;
+                out.push(addr);
+            }
+            out
+        }
+        None => {
+            let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            let mut list = petrel_core::dns::parse_resolv_conf(&text);
+            if list.is_empty() {
+                list.push(SocketAddr::from(([127, 0, 0, 1], 53)));
+            }
+            list
+        }
+    };
+    let smarthost = match &file.smarthost {
+        None => None,
+        Some(s) => {
+            let (host, port) = s
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+                .ok_or_else(|| bad("relay.smarthost", format!("{s:?} is not HOST:PORT")))?;
+            if host.is_empty() {
+                return Err(bad("relay.smarthost", format!("{s:?} has no host")));
+            }
+            Some((host.to_ascii_lowercase(), port))
+        }
+    };
+    let smarthost_auth = match (&file.smarthost_user, &file.smarthost_password_file) {
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(bad(
+                "relay.smarthost_password_file",
+                "missing (smarthost_user is set)",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(bad(
+                "relay.smarthost_user",
+                "missing (smarthost_password_file is set)",
+            ));
+        }
+        (Some(user), Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                bad(
+                    "relay.smarthost_password_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let password = text.lines().next().unwrap_or("").to_string();
+            if password.is_empty() {
+                return Err(bad(
+                    "relay.smarthost_password_file",
+                    format!("{} is empty", path.display()),
+                ));
+            }
+            Some((user.clone(), password))
+        }
+    };
+    if smarthost_auth.is_some() && smarthost.is_none() {
+        return Err(bad("relay.smarthost", "missing (smarthost_user is set)"));
+    }
+    if let Some(ca) = &file.smarthost_ca {
+        std::fs::File::open(ca).map_err(|e| {
+            bad(
+                "relay.smarthost_ca",
+                format!("cannot read {}: {e}", ca.display()),
+            )
+        })?;
+    }
+    let mut policy = petrel_core::queue::RetryPolicy::default();
+    if let Some(days) = file.queue_lifetime_days {
+        if days == 0 || days > 60 {
+            return Err(bad("relay.queue_lifetime_days", "must be between 1 and 60"));
+        }
+        policy.max_age = Duration::from_secs(days * 86_400);
+    }
+    if let Some(hours) = file.delay_warning_hours {
+        policy.delay_warning = (hours > 0).then(|| Duration::from_secs(hours * 3600));
+    }
+    let max_parallel = match file.max_parallel {
+        Some(0) => return Err(bad("relay.max_parallel", "must be greater than 0")),
+        Some(n) => n,
+        None => 8,
+    };
+    if file.mx_port == Some(0) {
+        return Err(bad("relay.mx_port", "must be greater than 0"));
+    }
+    Ok(Relay {
+        resolvers,
+        smarthost,
+        smarthost_auth,
+        smarthost_ca: file.smarthost_ca,
+        mx_port: file.mx_port.unwrap_or(25),
+        policy,
+        max_parallel,
+        privacy: file.privacy.unwrap_or(true),
+    })
 }
 
 /// The embedded defaults' listeners (CONTRACT.md).
@@ -369,9 +520,7 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         1000,
     )?;
     let mut unimplemented_sections = Vec::new();
-    if file.relay.is_some() {
-        unimplemented_sections.push("relay");
-    }
+    let relay = relay_settings(file.relay.unwrap_or_default())?;
     if let Some(f) = &file.filter {
         if let Some(mode) = &f.on_failure
             && mode != "tempfail"
@@ -392,6 +541,7 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         hostname: hostname.to_lowercase(),
         data_dir,
         mbox,
+        relay,
         domains,
         listen,
         tls,
@@ -514,9 +664,17 @@ mod tests {
         assert_eq!(c.mbox.dir, Path::new("/d/mbox"));
         assert!(
             err("domains = [\"example.test\"]\n[delivery]\nmbox = [\"x@remote.test\"]")
-                .starts_with("config error: delivery.mbox: \"x@remote.test\" is not in a local domain")
+                .starts_with(
+                    "config error: delivery.mbox: \"x@remote.test\" is not in a local domain"
+                )
         );
-        assert!(err("[delivery]\nmbox = [\"a b@localhost\"]").starts_with("config error: delivery.mbox:"));
-        assert_eq!(err("[delivery]\nmaildir = 1"), "config error: delivery.maildir: unknown key");
+        assert!(
+            err("[delivery]\nmbox = [\"a b@localhost\"]")
+                .starts_with("config error: delivery.mbox:")
+        );
+        assert_eq!(
+            err("[delivery]\nmaildir = 1"),
+            "config error: delivery.maildir: unknown key"
+        );
     }
 }

@@ -2,6 +2,7 @@
 
 mod config;
 mod deliver;
+mod outbound;
 mod queue;
 mod sendmail;
 mod serve;

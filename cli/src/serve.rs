@@ -42,6 +42,7 @@ fn smtp_config(
     c.allow_plaintext_on_loopback = config.allow_plaintext_on_loopback;
     c.auth_failure_delay = config.auth_failure_delay;
     c.starttls = starttls;
+    c.privacy = config.relay.privacy;
     Arc::new(c)
 }
 
@@ -91,13 +92,14 @@ pub fn run(config: Config, runtime: RuntimeKind) -> Result<(), Failure> {
         pid: std::process::id(),
         seed: os_seed(),
     };
-    let store = Store::open(Arc::new(RealFs), store_config).map_err(|e| {
-        Failure::Config(format!(
-            "data_dir: cannot use {}: {e}",
-            config.data_dir.display()
-        ))
-    })?
-    .with_mbox(config.mbox.clone());
+    let store = Store::open(Arc::new(RealFs), store_config)
+        .map_err(|e| {
+            Failure::Config(format!(
+                "data_dir: cannot use {}: {e}",
+                config.data_dir.display()
+            ))
+        })?
+        .with_mbox(config.mbox.clone());
     let store = Arc::new(store);
 
     let mut listeners = Vec::new();
@@ -156,6 +158,8 @@ pub fn run(config: Config, runtime: RuntimeKind) -> Result<(), Failure> {
     ])
     .map_err(|e| Failure::Other(format!("cannot install signal handlers: {e}")))?;
     let handle = signals.handle();
+    let outbound = crate::outbound::settings(&config)?;
+    let (runner, runner_thread) = crate::outbound::start(store.clone(), outbound, seed ^ 0x5eed)?;
     let result = match runtime {
         RuntimeKind::Smol => {
             let server =
@@ -172,6 +176,18 @@ pub fn run(config: Config, runtime: RuntimeKind) -> Result<(), Failure> {
         }
     };
     handle.close();
+    runner.stop();
+    // Attempts in flight get the same grace as sessions; then the process ends without them
+    // (their mail stays queued and is tried again at the next start).
+    let deadline = std::time::Instant::now() + config.shutdown_grace;
+    while !runner_thread.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if runner_thread.is_finished() {
+        let _ = runner_thread.join();
+    } else {
+        tracing::warn!("outbound deliveries still in progress at shutdown; they will be retried");
+    }
     tracing::info!("stopped");
     result.map_err(|e| Failure::Other(format!("server failed: {e}")))
 }

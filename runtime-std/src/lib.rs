@@ -5,6 +5,7 @@
 //! a [`Pump`], runs the store's requests inline, and turns deadlines into read timeouts.
 
 pub mod dns;
+pub mod outbound;
 
 use petrel_core::{Action, CloseReason, Listener, PeerInfo, ServerLimits, SessionIds, TlsInfo};
 use petrel_store::Store;

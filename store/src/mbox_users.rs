@@ -70,7 +70,10 @@ mod tests {
         assert!(p.applies(&UserId("x@legacy.example".into())));
         assert!(!p.applies(&UserId("alice@example.com".into())));
         let carol = UserId("carol@example.com".into());
-        assert_eq!(p.inbox(&carol).unwrap(), Path::new("/var/mail/example.com/carol"));
+        assert_eq!(
+            p.inbox(&carol).unwrap(),
+            Path::new("/var/mail/example.com/carol")
+        );
         assert_eq!(
             p.folder(&carol, "Lists/Rust").unwrap(),
             Path::new("/var/mail/example.com/carol.folders/Lists/Rust")

@@ -6,9 +6,11 @@ use crate::fs::write_atomic;
 use crate::queue::{ENV_DIR, MSG_DIR, QueueEntry, RcptState};
 use crate::store::Store;
 use petrel_core::queue::{DsnAction, DsnRecipient, DsnReport, Next, RetryPolicy, dsn};
-use petrel_core::rfc5322_date;
+use petrel_core::smtp::client::{OutboundJob, RcptResult};
+use petrel_core::{Completion, Effect, ErrorClass, StoreError, rfc5322_date};
 use std::io::{self, Read};
 use std::path::PathBuf;
+use std::sync::PoisonError;
 
 /// Largest header block returned in a bounce.
 const MAX_BOUNCE_HEADER: usize = 64 * 1024;
@@ -70,7 +72,9 @@ impl Store {
     /// Writes an entry's envelope, durably.
     pub fn queue_save(&self, entry: &QueueEntry) -> io::Result<()> {
         let path = self.env_path(&entry.name)?;
-        write_atomic(&*self.fs, &path, entry.to_text().as_bytes(), "queue")
+        // The process id keeps the temporary name apart from a `petrel queue` command's.
+        let unique = format!("q{}", std::process::id());
+        write_atomic(&*self.fs, &path, entry.to_text().as_bytes(), &unique)
     }
 
     /// Removes a queued message: the envelope first (so no envelope is ever left without its
@@ -121,10 +125,14 @@ impl Store {
     /// Makes every queued message due now (`petrel queue flush`). Returns how many.
     pub fn queue_flush(&self) -> io::Result<usize> {
         let mut n = 0;
-        for mut e in self.queue_entries()? {
-            e.next = 0;
-            self.queue_save(&e)?;
-            n += 1;
+        for e in self.queue_entries()? {
+            let lock = self.folders.get(&self.env_path(&e.name)?);
+            let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(mut e) = self.queue_entry(&e.name)? {
+                e.next = 0;
+                self.queue_save(&e)?;
+                n += 1;
+            }
         }
         Ok(n)
     }
@@ -163,6 +171,8 @@ impl Store {
         name: &str,
         results: &[(String, AttemptResult)],
     ) -> io::Result<Option<QueueEntry>> {
+        let lock = self.folders.get(&self.env_path(name)?);
+        let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(mut entry) = self.queue_entry(name)? else {
             return Ok(None);
         };
@@ -204,6 +214,8 @@ impl Store {
         policy: &RetryPolicy,
         remote_mta: Option<&str>,
     ) -> io::Result<Option<QueueEntry>> {
+        let lock = self.folders.get(&self.env_path(name)?);
+        let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(mut entry) = self.queue_entry(name)? else {
             return Ok(None);
         };
@@ -330,4 +342,263 @@ fn check_name(name: &str) -> io::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Recipients per job: receivers must accept 100 (RFC 5321 4.5.3.1.8); more go in further jobs.
+const MAX_RCPTS_PER_JOB: usize = 100;
+/// Bytes read at a time when scanning a message for 8-bit content.
+const SCAN_CHUNK: usize = 64 * 1024;
+
+/// One queued message's part in a [`Batch`].
+#[derive(Debug, Clone)]
+struct BatchEntry {
+    name: String,
+    sender: String,
+    offset: u64,
+    size: u64,
+    eight_bit: bool,
+    smtputf8: bool,
+    /// This domain's pending recipients, with the result of this attempt once known.
+    recipients: Vec<(String, Option<RcptResult>)>,
+}
+
+/// The due mail for one destination domain: what one delivery attempt (one connection at a
+/// time) carries. Built by [`Store::queue_due`]; the runner routes it, hands its jobs to the
+/// SMTP client and its effects back here.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The destination domain (lowercase; an address literal without brackets).
+    pub domain: String,
+    entries: Vec<BatchEntry>,
+}
+
+/// What a finished [`Batch`] touched, for [`Store::queue_finish_batches`].
+#[derive(Debug, Clone)]
+pub struct BatchOutcome {
+    names: Vec<String>,
+    remote_mta: Option<String>,
+}
+
+impl Batch {
+    /// Jobs for the SMTP client: every recipient without a final result yet (a temporary
+    /// failure at one host may succeed at the next).
+    pub fn jobs(&self) -> Vec<OutboundJob> {
+        let mut jobs = Vec::new();
+        for e in &self.entries {
+            let open: Vec<String> = e
+                .recipients
+                .iter()
+                .filter(|(_, r)| matches!(r, None | Some(RcptResult::TempFail(..))))
+                .map(|(a, _)| a.clone())
+                .collect();
+            for chunk in open.chunks(MAX_RCPTS_PER_JOB) {
+                jobs.push(OutboundJob {
+                    id: e.name.clone(),
+                    sender: e.sender.clone(),
+                    recipients: chunk.to_vec(),
+                    size: e.size,
+                    eight_bit: e.eight_bit,
+                    smtputf8: e.smtputf8,
+                });
+            }
+        }
+        jobs
+    }
+
+    /// True when recipients are left that only failed temporarily (another MX may take them).
+    pub fn wants_other_host(&self) -> bool {
+        self.entries.iter().any(|e| {
+            e.recipients
+                .iter()
+                .any(|(_, r)| matches!(r, None | Some(RcptResult::TempFail(..))))
+        })
+    }
+
+    /// The text of a temporary failure met in this attempt, for logs and the router.
+    pub fn last_problem(&self) -> String {
+        self.entries
+            .iter()
+            .flat_map(|e| e.recipients.iter())
+            .find_map(|(_, r)| match r {
+                Some(RcptResult::TempFail(code, text)) => Some(format!("{code} {text}")),
+                _ => None,
+            })
+            .unwrap_or_else(|| "no answer".into())
+    }
+
+    /// Performs the SMTP client's requests: message bytes and results (recorded durably).
+    pub fn execute(&mut self, store: &Store, effect: Effect) -> Completion {
+        match effect {
+            Effect::ReadQueued { id, offset, max } => {
+                let Some(e) = self.entries.iter().find(|e| e.name == id) else {
+                    return failed(format!("{id} is not in this batch"));
+                };
+                match store.queue_read(&e.name, e.offset, offset, max) {
+                    Ok(bytes) => Completion::Data(bytes),
+                    Err(err) => failed(err.to_string()),
+                }
+            }
+            Effect::Report { id, results } => {
+                let Some(e) = self.entries.iter_mut().find(|e| e.name == id) else {
+                    return failed(format!("{id} is not in this batch"));
+                };
+                let mut marks = Vec::new();
+                for (rcpt, result) in results {
+                    if let Some((_, slot)) = e.recipients.iter_mut().find(|(a, _)| *a == rcpt) {
+                        marks.push((rcpt.clone(), attempt_result(&result)));
+                        *slot = Some(result);
+                    }
+                }
+                match store.queue_mark(&e.name, &marks) {
+                    Ok(_) => Completion::Done,
+                    Err(err) => failed(err.to_string()),
+                }
+            }
+            other => failed(format!("the queue runner does not do {other:?}")),
+        }
+    }
+
+    /// Ends the attempt for every recipient without a result: a routing failure (`permanent`
+    /// for a domain that can never take mail). Temporary failures from a server are kept:
+    /// they say more than "no other host answered".
+    pub fn fail_remaining(&mut self, store: &Store, permanent: bool, why: &str) {
+        for e in &mut self.entries {
+            let mut marks = Vec::new();
+            for (rcpt, slot) in &mut e.recipients {
+                let replace = match slot {
+                    None => true,
+                    Some(RcptResult::TempFail(..)) => permanent,
+                    Some(_) => false,
+                };
+                if replace {
+                    let result = if permanent {
+                        RcptResult::PermFail(0, why.to_string())
+                    } else {
+                        RcptResult::TempFail(0, why.to_string())
+                    };
+                    marks.push((rcpt.clone(), attempt_result(&result)));
+                    *slot = Some(result);
+                }
+            }
+            if let Err(err) = store.queue_mark(&e.name, &marks) {
+                tracing::error!(entry = %e.name, error = %err, "cannot record a delivery failure");
+            }
+        }
+    }
+
+    /// What this batch touched, once the attempt is over.
+    pub fn into_outcome(self, remote_mta: Option<String>) -> BatchOutcome {
+        BatchOutcome {
+            names: self.entries.into_iter().map(|e| e.name).collect(),
+            remote_mta,
+        }
+    }
+}
+
+fn failed(message: String) -> Completion {
+    Completion::Failed(StoreError {
+        class: ErrorClass::Temporary,
+        message,
+    })
+}
+
+fn attempt_result(r: &RcptResult) -> AttemptResult {
+    match r {
+        RcptResult::Delivered(_) => AttemptResult::Delivered,
+        RcptResult::TempFail(c, t) => AttemptResult::TempFail(*c, t.clone()),
+        RcptResult::PermFail(c, t) => AttemptResult::PermFail(*c, t.clone()),
+    }
+}
+
+impl Store {
+    /// The due part of the queue, one [`Batch`] per destination domain.
+    pub fn queue_due(&self) -> io::Result<Vec<Batch>> {
+        let now = self.config.clock.unix_seconds();
+        let mut batches: Vec<Batch> = Vec::new();
+        for entry in self.queue_entries()? {
+            if entry.next > now || entry.finished() {
+                continue;
+            }
+            let msg = self.msg_path(&entry.name)?;
+            let size = match self.fs.stamp(&msg)? {
+                Some(s) => s.len.saturating_sub(entry.offset),
+                None => {
+                    tracing::warn!(entry = %entry.name, "queued envelope without its message");
+                    continue;
+                }
+            };
+            let eight_bit = self.has_eight_bit(&entry)?;
+            let sender_utf8 = !entry.sender.is_ascii();
+            for rcpt in entry.pending() {
+                let domain = QueueEntry::domain_of(rcpt);
+                let batch = match batches.iter_mut().position(|b| b.domain == domain) {
+                    Some(i) => &mut batches[i],
+                    None => {
+                        batches.push(Batch {
+                            domain: domain.clone(),
+                            entries: Vec::new(),
+                        });
+                        batches.last_mut().expect("just pushed")
+                    }
+                };
+                let slot = match batch.entries.iter().position(|e| e.name == entry.name) {
+                    Some(i) => &mut batch.entries[i],
+                    None => {
+                        batch.entries.push(BatchEntry {
+                            name: entry.name.clone(),
+                            sender: entry.sender.clone(),
+                            offset: entry.offset,
+                            size,
+                            eight_bit,
+                            smtputf8: sender_utf8,
+                            recipients: Vec::new(),
+                        });
+                        batch.entries.last_mut().expect("just pushed")
+                    }
+                };
+                slot.smtputf8 |= !rcpt.is_ascii();
+                slot.recipients.push((rcpt.to_string(), None));
+            }
+        }
+        Ok(batches)
+    }
+
+    fn has_eight_bit(&self, entry: &QueueEntry) -> io::Result<bool> {
+        let mut f = self.fs.open_read(&self.msg_path(&entry.name)?)?;
+        io::copy(&mut (&mut f).take(entry.offset), &mut io::sink())?;
+        let mut buf = vec![0u8; SCAN_CHUNK];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                return Ok(false);
+            }
+            if buf[..n].iter().any(|b| *b >= 0x80) {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Ends the attempts of a queue run: each message touched is scheduled, bounced or removed
+    /// once (however many destinations it had).
+    pub fn queue_finish_batches(
+        &self,
+        outcomes: &[BatchOutcome],
+        policy: &RetryPolicy,
+    ) -> io::Result<()> {
+        let mut done: Vec<&str> = Vec::new();
+        for o in outcomes {
+            for name in &o.names {
+                if done.contains(&name.as_str()) {
+                    continue;
+                }
+                done.push(name);
+                let remote = outcomes
+                    .iter()
+                    .filter(|x| x.names.contains(name))
+                    .find_map(|x| x.remote_mta.as_deref());
+                self.queue_finish_attempt(name, policy, remote)?;
+            }
+        }
+        Ok(())
+    }
 }

@@ -79,7 +79,7 @@ pub struct Store {
     pub(crate) sync: GroupSync,
     open: Mutex<HashMap<u64, Arc<Mutex<OpenTx>>>>,
     counter: AtomicU64,
-    folders: FolderLocks,
+    pub(crate) folders: FolderLocks,
     maildrops: MaildropLocks,
     /// Failed logins per user and address, to slow guessing across connections.
     throttle: AuthThrottle,
@@ -87,6 +87,8 @@ pub struct Store {
     durable_maildirs: Mutex<std::collections::HashSet<PathBuf>>,
     /// Users whose mail goes to mbox files.
     mbox: MboxPolicy,
+    /// Called when mail was queued for outbound delivery (wakes the queue runner).
+    queued_hook: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -131,6 +133,7 @@ impl Store {
             maildrops: MaildropLocks::default(),
             durable_maildirs: Mutex::new(std::collections::HashSet::new()),
             mbox: MboxPolicy::default(),
+            queued_hook: std::sync::OnceLock::new(),
             throttle: AuthThrottle::new(config.clock.clone()),
             config,
         })
@@ -151,6 +154,18 @@ impl Store {
     pub fn with_mbox(mut self, policy: MboxPolicy) -> Self {
         self.mbox = policy;
         self
+    }
+
+    /// Calls `hook` whenever mail is queued for outbound delivery (after it is durable). One
+    /// hook per store; a second call is ignored.
+    pub fn on_queued(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.queued_hook.set(hook);
+    }
+
+    pub(crate) fn queued(&self) {
+        if let Some(hook) = self.queued_hook.get() {
+            hook();
+        }
     }
 
     /// The user database.
@@ -566,6 +581,9 @@ impl Store {
             }
             return Err(e);
         }
+        if !remote.is_empty() {
+            self.queued();
+        }
         Ok((refused, notices))
     }
 
@@ -667,7 +685,9 @@ impl Store {
                         &[to.to_string()],
                     );
                     self.enqueue(&path, size, &text, &mut created, &mut dirs)?;
-                    self.sync.sync_dirs(&*self.fs, &dirs)
+                    self.sync.sync_dirs(&*self.fs, &dirs)?;
+                    self.queued();
+                    Ok(())
                 }
             })();
             if placed.is_err() {

@@ -473,14 +473,24 @@ fn more_redirects_than_advertised_keep_instead() {
         .map(|i| format!("redirect \"r{i}@elsewhere.example\";\n"))
         .collect();
     f.script("alice@example.test", &many);
-    f.deliver("bob@remote.example", &["alice@example.test"], MSG, Refusals::AllOrNotice);
+    f.deliver(
+        "bob@remote.example",
+        &["alice@example.test"],
+        MSG,
+        Refusals::AllOrNotice,
+    );
     assert_eq!(f.folder("alice@example.test", "").len(), 1);
     assert!(f.queue().is_empty());
     let four: String = (0..4)
         .map(|i| format!("redirect \"r{i}@elsewhere.example\";\n"))
         .collect();
     f.script("alice@example.test", &four);
-    f.deliver("bob@remote.example", &["alice@example.test"], MSG, Refusals::AllOrNotice);
+    f.deliver(
+        "bob@remote.example",
+        &["alice@example.test"],
+        MSG,
+        Refusals::AllOrNotice,
+    );
     assert_eq!(f.queue().len(), 1);
     assert_eq!(f.queue()[0].0.matches("rcpt ").count(), 4);
 }

@@ -15,12 +15,14 @@
 //! (config, Maildirs, queue and the server's stderr) for inspection.
 
 pub mod client;
+pub mod dnsmasq;
 pub mod fuzzing;
 pub mod message;
 pub mod server;
 pub mod tools;
 
 pub use client::{Reply, SmtpConn, data_payload, stored_form};
+pub use dnsmasq::Dnsmasq;
 pub use message::{
     Delivery, StoredMessage, check_delivery, contains, count_containing, sample_message,
 };

@@ -42,7 +42,7 @@ pub struct StoredMessage {
 
 impl StoredMessage {
     /// Splits a stored message: it must start with `Return-Path: <...>\r\n`, then a
-    /// `Received: from ` header (continuation lines start with SP or HTAB), each line ending CRLF.
+    /// `Received: ` header (continuation lines start with SP or HTAB), each line ending CRLF.
     pub fn parse(bytes: &[u8]) -> Result<StoredMessage, String> {
         let head = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
         let line_end = |from: usize| -> Result<usize, String> {
@@ -68,9 +68,10 @@ impl StoredMessage {
                 format!("stored message does not start with `Return-Path: <...>\\r\\n`: {head:?}")
             })?
             .to_string();
-        if !bytes[first_end..].starts_with(b"Received: from ") {
+        // `Received: from ...`, or `Received: by ...` on submission with privacy on.
+        if !bytes[first_end..].starts_with(b"Received: ") {
             return Err(format!(
-                "second stored header is not `Received: from ...`: {:?}",
+                "second stored header is not `Received: ...`: {:?}",
                 String::from_utf8_lossy(&bytes[first_end..bytes.len().min(first_end + 120)])
             ));
         }
@@ -141,13 +142,22 @@ pub fn check_delivery(stored: &[u8], want: &Delivery<'_>) -> Result<StoredMessag
     if !msg.received.contains(';') {
         problems.push("Received lacks the `; date-time` stamp".to_string());
     }
-    if !msg.received.contains("127.0.0.1") {
-        problems.push("Received lacks the client's IP address 127.0.0.1".to_string());
-    }
-    if let Some(helo) = want.helo
-        && !msg.received.contains(helo)
-    {
-        problems.push(format!("Received lacks the EHLO name {helo}"));
+    // Authenticated submission (ESMTPA, ESMTPSA) keeps the client private by default: no
+    // address, no EHLO name. Everything else records both.
+    let private = want.protocol.is_some_and(|p| p.ends_with('A'));
+    if private {
+        if msg.received.contains("127.0.0.1") || msg.received.contains("from ") {
+            problems.push("Received names the submitting client (privacy is on)".to_string());
+        }
+    } else {
+        if !msg.received.contains("127.0.0.1") {
+            problems.push("Received lacks the client's IP address 127.0.0.1".to_string());
+        }
+        if let Some(helo) = want.helo
+            && !msg.received.contains(helo)
+        {
+            problems.push(format!("Received lacks the EHLO name {helo}"));
+        }
     }
     if let Some(proto) = want.protocol {
         match msg.with_protocol() {

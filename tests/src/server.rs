@@ -125,6 +125,8 @@ pub struct ServerOptions {
     pub managesieve: bool,
     /// TOML appended to `petrel.toml` (whole sections, e.g. `[delivery]`). Default empty.
     pub extra_config: String,
+    /// The local domains. Default `example.test` and `other.test`.
+    pub domains: Vec<String>,
 }
 
 impl Default for ServerOptions {
@@ -139,6 +141,7 @@ impl Default for ServerOptions {
             pop3: false,
             managesieve: false,
             extra_config: String::new(),
+            domains: vec!["example.test".into(), "other.test".into()],
         }
     }
 }
@@ -346,7 +349,7 @@ impl Server {
         format!(
             "hostname = \"mail.test.example\"\n\
              data_dir = {data}\n\
-             domains  = [\"example.test\", \"other.test\"]\n\
+             domains  = [{domains}]\n\
              \n\
              [listen]\n\
              smtp = \"127.0.0.1:{smtp}\"\n\
@@ -365,7 +368,19 @@ impl Server {
              [auth]\n\
              allow_plaintext_on_loopback = false\n\
              {extra}\n",
-            extra = o.extra_config,
+            // Mail for other domains stays queued unless a test gives the runner a resolver:
+            // nothing answers DNS on port 9, so every attempt is deferred.
+            extra = if o.extra_config.contains("[relay]") {
+                o.extra_config.clone()
+            } else {
+                format!("{}\n[relay]\nresolver = \"127.0.0.1:9\"\n", o.extra_config)
+            },
+            domains = o
+                .domains
+                .iter()
+                .map(|d| format!("\"{d}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
             data = toml_str(&self.data_dir().to_string_lossy()),
             smtp = self.smtp,
             sub = self.submission,

@@ -6,6 +6,7 @@ pub mod client;
 pub mod command;
 pub mod data;
 pub mod hops;
+pub mod privacy;
 pub mod received;
 pub mod server;
 
@@ -75,6 +76,9 @@ pub struct SmtpConfig {
     pub chunk_size: usize,
     /// Calendar time for Received headers.
     pub clock: Arc<dyn WallClock>,
+    /// On submission: leave the client's address out of the Received header and remove
+    /// User-Agent/X-Mailer fields ([`privacy`]).
+    pub privacy: bool,
 }
 
 impl SmtpConfig {
@@ -94,6 +98,7 @@ impl SmtpConfig {
             starttls: true,
             chunk_size: 64 * 1024,
             clock,
+            privacy: false,
         }
     }
 

@@ -27,6 +27,8 @@ pub struct Trace<'a> {
     pub single_rcpt: Option<String>,
     /// Unix seconds of receipt.
     pub unix: i64,
+    /// Leave out where the message came from (submission privacy): no `from` clause.
+    pub private: bool,
 }
 
 impl Trace<'_> {
@@ -54,15 +56,19 @@ impl Trace<'_> {
         } else {
             self.ip.to_string()
         };
-        let mut h = format!("Received: from {} ([{}])\r\n", self.helo, ip);
+        let mut h = if self.private {
+            String::from("Received: ")
+        } else {
+            format!("Received: from {} ([{}])\r\n\t", self.helo, ip)
+        };
         if let Some(tls) = self.tls {
             h.push_str(&format!(
-                "\t(using {} with cipher {})\r\n",
+                "(using {} with cipher {})\r\n\t",
                 tls.version, tls.cipher
             ));
         }
         h.push_str(&format!(
-            "\tby {} (Petrel) with {} id {}",
+            "by {} (Petrel) with {} id {}",
             self.hostname,
             self.protocol(),
             self.id
@@ -97,6 +103,7 @@ mod tests {
             id: "ABC01",
             single_rcpt: Some("a@example.com".into()),
             unix: 0,
+            private: false,
         };
         let mut out = Vec::new();
         t.write(&mut out);
@@ -105,6 +112,30 @@ mod tests {
             "Received: from client.example ([IPv6:::1])\r\n\t(using TLSv1.3 with cipher \
              TLS13_AES_256_GCM_SHA384)\r\n\tby mx.example.com (Petrel) with ESMTPSA id ABC01\r\n\t\
              for <a@example.com>;\r\n\tThu, 1 Jan 1970 00:00:00 +0000\r\n"
+        );
+    }
+
+    #[test]
+    fn private_trace_names_no_client() {
+        let t = Trace {
+            helo: "johns-laptop",
+            ip: "192.0.2.7",
+            hostname: "mx.example.com",
+            esmtp: true,
+            tls: None,
+            authenticated: true,
+            utf8: false,
+            lmtp: false,
+            id: "ABC01",
+            single_rcpt: None,
+            unix: 0,
+            private: true,
+        };
+        let mut out = Vec::new();
+        t.write(&mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Received: by mx.example.com (Petrel) with ESMTPA id ABC01;\r\n\tThu, 1 Jan 1970 00:00:00 +0000\r\n"
         );
     }
 }

@@ -9,6 +9,7 @@ use super::address::{Address, Domain, ReversePath};
 use super::command::{self, BodyType, Command};
 use super::data::DataReceiver;
 use super::hops::{HopCounter, MAX_HOPS};
+use super::privacy::HeaderStrip;
 use super::received::Trace;
 use super::{Role, SmtpConfig};
 use crate::effect::{
@@ -81,6 +82,8 @@ struct Body {
     bdat: bool,
     hops: HopCounter,
     looping: bool,
+    /// Submission privacy filter, when on.
+    strip: Option<HeaderStrip>,
 }
 
 /// A mail transaction: from MAIL to the final reply.
@@ -209,6 +212,11 @@ impl SmtpSession {
 
     fn lmtp(&self) -> bool {
         self.config.role == Role::Lmtp
+    }
+
+    /// Submission privacy applies to this session.
+    fn private(&self) -> bool {
+        self.config.privacy && self.config.role.is_submission()
     }
 
     fn auth_allowed(&self) -> bool {
@@ -353,7 +361,10 @@ impl SmtpSession {
             smtputf8,
             recipients: Vec::new(),
             accepted: Vec::new(),
-            body: Body::default(),
+            body: Body {
+                strip: self.private().then(HeaderStrip::default),
+                ..Body::default()
+            },
         });
         self.reply(250, "2.1.0", "Ok");
     }
@@ -487,6 +498,7 @@ impl SmtpSession {
             id: &tx.id,
             single_rcpt: single,
             unix: self.config.clock.unix_seconds(),
+            private: self.private(),
         }
         .write(&mut trace);
         let envelope = Envelope {
@@ -643,6 +655,13 @@ impl SmtpSession {
         };
         body.size += (body.chunk.len() - before) as u64;
         body.hops.feed(&body.chunk[before..]);
+        if let Some(strip) = &mut body.strip {
+            let raw = body.chunk.split_off(before);
+            strip.feed(&raw, &mut body.chunk);
+            if body.ended {
+                strip.finish(&mut body.chunk);
+            }
+        }
         if body.hops.hops() > MAX_HOPS {
             body.looping = true;
         }

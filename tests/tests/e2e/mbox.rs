@@ -103,7 +103,13 @@ fn mbox_users_get_an_mbox_file(rt: Runtime) {
     l.quit();
 
     let out = s.petrel(
-        &["deliver", "--to", BOB.address, "--from", "lda@remote.example"],
+        &[
+            "deliver",
+            "--to",
+            BOB.address,
+            "--from",
+            "lda@remote.example",
+        ],
         b"Subject: third\n\nvia deliver\n",
     );
     assert!(out.status.success(), "{out:?}");
@@ -115,14 +121,29 @@ fn mbox_users_get_an_mbox_file(rt: Runtime) {
     let inbox = read(&s.data_dir().join("mbox/example.test/bob"));
     let subjects: Vec<&str> = inbox.iter().map(|m| m.subject.as_str()).collect();
     assert_eq!(subjects, ["first", "second", "third"], "{inbox:?}");
-    assert!(inbox[0].from_line.starts_with("sender@remote.example "), "{inbox:?}");
-    assert!(inbox[1].from_line.starts_with("MAILER-DAEMON "), "{inbox:?}");
-    assert!(inbox[2].from_line.starts_with("lda@remote.example "), "{inbox:?}");
+    assert!(
+        inbox[0].from_line.starts_with("sender@remote.example "),
+        "{inbox:?}"
+    );
+    assert!(
+        inbox[1].from_line.starts_with("MAILER-DAEMON "),
+        "{inbox:?}"
+    );
+    assert!(
+        inbox[2].from_line.starts_with("lda@remote.example "),
+        "{inbox:?}"
+    );
     // mboxrd: the reader sees the quoting of lines that begin with "From ".
-    assert!(inbox[0].body.contains(">From the start\n>>From quoted\n"), "{inbox:?}");
+    assert!(
+        inbox[0].body.contains(">From the start\n>>From quoted\n"),
+        "{inbox:?}"
+    );
     assert!(!inbox[0].body.contains('\r'), "mbox files use LF line ends");
 
-    let lists = read(&s.data_dir().join("mbox/example.test/bob.folders/Lists/Rust"));
+    let lists = read(
+        &s.data_dir()
+            .join("mbox/example.test/bob.folders/Lists/Rust"),
+    );
     assert_eq!(lists.len(), 1, "{lists:?}");
     assert_eq!(lists[0].subject, "a list post");
     assert!(lists[0].flags.contains('R'), "Seen is Status: R: {lists:?}");

@@ -76,7 +76,12 @@ if envelope :detail "to" "shop" { fileinto "Shopping"; stop; }
 vacation :days 1 :subject "Away" "I am away.";
 "#,
     );
-    send_swaks(&s, "bob@remote.example", ALICE.address, "[rust] 1.95 is out");
+    send_swaks(
+        &s,
+        "bob@remote.example",
+        ALICE.address,
+        "[rust] 1.95 is out",
+    );
     send_swaks(&s, "bob@remote.example", "alice+shop@example.test", "order");
     send_swaks(&s, "carol@remote.example", ALICE.address, "hello");
     send_swaks(&s, "carol@remote.example", ALICE.address, "hello again");
@@ -84,7 +89,11 @@ vacation :days 1 :subject "Away" "I am away.";
     let rust = folder(&s, ALICE.address, ".Lists.Rust");
     assert_eq!(rust.len(), 1, "{rust:?}\n{}", s.log_tail(20));
     assert!(rust[0].0.ends_with(":2,S"), "{}", rust[0].0);
-    assert!(s.maildir(ALICE.address).join(".Lists.Rust/maildirfolder").is_file());
+    assert!(
+        s.maildir(ALICE.address)
+            .join(".Lists.Rust/maildirfolder")
+            .is_file()
+    );
     assert_eq!(folder(&s, ALICE.address, ".Shopping").len(), 1);
     expect_messages(&s, ALICE.address, 2);
     // One vacation reply to carol, from the null sender, queued for remote delivery.
@@ -145,7 +154,13 @@ fn deliver_reports_a_reject_as_ex_noperm() {
          elsif header :contains \"subject\" \"lists\" { fileinto \"Lists\"; }",
     );
     let refused = s.petrel(
-        &["deliver", "--to", BOB.address, "--from", "spam@remote.example"],
+        &[
+            "deliver",
+            "--to",
+            BOB.address,
+            "--from",
+            "spam@remote.example",
+        ],
         b"From: spam@remote.example\nSubject: buy\n\nnow\n",
     );
     assert_eq!(refused.status.code(), Some(77), "{refused:?}");

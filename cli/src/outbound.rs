@@ -1,0 +1,77 @@
+//! Starts the outbound queue runner beside the listeners, from `[relay]`.
+
+use crate::Failure;
+use crate::config::Config;
+use petrel_core::smtp::client::{ClientConfig, TlsPolicy};
+use petrel_core::{Secret, dns};
+use petrel_runtime_std::outbound::{OutboundConfig, QueueRunner, RunnerHandle};
+use petrel_store::Store;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The system's CA bundle (Debian's ca-certificates), for verifying a smarthost.
+const SYSTEM_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Builds the runner's settings; errors name the config key.
+pub fn settings(config: &Config) -> Result<OutboundConfig, Failure> {
+    let relay = &config.relay;
+    let mut client = ClientConfig::new(&config.hostname);
+    let tls = match &relay.smarthost {
+        Some(_) => {
+            // Mail and a password go to one host: insist on TLS, with a verified certificate.
+            if relay.smarthost_auth.is_some() {
+                client.tls = TlsPolicy::Required;
+            }
+            let ca = relay
+                .smarthost_ca
+                .clone()
+                .unwrap_or_else(|| SYSTEM_CA.into());
+            let key = if relay.smarthost_ca.is_some() {
+                "relay.smarthost_ca"
+            } else {
+                "relay.smarthost (system CA bundle)"
+            };
+            if Path::new(&ca).exists() {
+                crate::tls::client_config(Some(&ca), key).map_err(Failure::Config)?
+            } else {
+                tracing::warn!(bundle = %ca.display(), "no CA bundle: the smarthost's certificate cannot be verified");
+                crate::tls::client_config(None, key).map_err(Failure::Config)?
+            }
+        }
+        None => crate::tls::client_config(None, "tls").map_err(Failure::Config)?,
+    };
+    client.auth = relay
+        .smarthost_auth
+        .as_ref()
+        .map(|(u, p)| (u.clone(), Secret::new(p.clone())));
+    Ok(OutboundConfig {
+        client: Arc::new(client),
+        tls,
+        smarthost: relay.smarthost.clone(),
+        mx_port: relay.mx_port,
+        resolvers: relay.resolvers.clone(),
+        dns: dns::ResolverConfig::default(),
+        policy: relay.policy.clone(),
+        interval: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(30),
+        max_parallel: relay.max_parallel,
+    })
+}
+
+/// Starts the runner on its own thread; the store wakes it when mail is queued.
+pub fn start(
+    store: Arc<Store>,
+    settings: OutboundConfig,
+    seed: u64,
+) -> Result<(RunnerHandle, std::thread::JoinHandle<()>), Failure> {
+    let runner = QueueRunner::new(store.clone(), settings, seed);
+    let handle = runner.handle();
+    let waker = handle.clone();
+    store.on_queued(Box::new(move || waker.wake()));
+    let thread = std::thread::Builder::new()
+        .name("queue".into())
+        .spawn(move || runner.run())
+        .map_err(|e| Failure::Other(format!("cannot start the queue runner: {e}")))?;
+    Ok((handle, thread))
+}
