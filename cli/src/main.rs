@@ -156,6 +156,26 @@ fn main() -> ExitCode {
         argv[0] = "petrel".into();
         argv.insert(1, "sendmail".into());
     }
+    // `petrel sendmail ARGS --config PATH`: sendmail's arguments are taken raw, so lift a
+    // --config given among them to where clap sees it.
+    if let Some(at) = argv.iter().position(|a| a == "sendmail") {
+        let mut i = at + 1;
+        while i < argv.len() {
+            if argv[i] == "--config" && i + 1 < argv.len() {
+                let value = argv.remove(i + 1);
+                let flag = argv.remove(i);
+                argv.insert(at, value);
+                argv.insert(at, flag);
+                i += 1;
+            } else if argv[i].to_string_lossy().starts_with("--config=") {
+                let flag = argv.remove(i);
+                argv.insert(at, flag);
+                i += 1;
+            } else {
+                i += 1;
+            }
+        }
+    }
     let cli = Cli::parse_from(argv);
     // A panic is a bug, never a user's error message: say so in one line, no backtrace.
     std::panic::set_hook(Box::new(|info| {

@@ -5,7 +5,7 @@
 //! the client reports them; retries, bounces and expiry are the store's and core's decisions.
 
 use petrel_core::queue::{RetryPolicy, RouteStep, Router};
-use petrel_core::smtp::client::{ClientConfig, SmtpClient};
+use petrel_core::smtp::client::{ClientConfig, SmtpClient, TlsPolicy};
 use petrel_core::{Action, Pump, dns};
 use petrel_store::Store;
 use petrel_store::outbound::{Batch, BatchOutcome};
@@ -187,9 +187,26 @@ impl QueueRunner {
                         Ok(tcp) => {
                             tracing::info!(domain = %batch.domain, %host, %addr, "connected");
                             remote_mta = Some(host.clone());
-                            match self.converse(tcp, &host, &mut batch) {
-                                Ok(()) if !batch.wants_other_host() => break,
-                                Ok(()) => router.connect_failed(&batch.last_problem()),
+                            let client = self.config.client.clone();
+                            let mut result = self.converse(tcp, &host, &mut batch, client);
+                            // Opportunistic TLS that fails is not worth a bounce (RFC 7435):
+                            // the same host once more, in plaintext, as Postfix does.
+                            if matches!(result, Ok(true))
+                                && self.config.client.tls == TlsPolicy::Opportunistic
+                                && batch.wants_other_host()
+                            {
+                                tracing::info!(%host, %addr, "retrying without TLS");
+                                let mut plain = (*self.config.client).clone();
+                                plain.tls = TlsPolicy::None;
+                                result =
+                                    TcpStream::connect_timeout(&addr, self.config.connect_timeout)
+                                        .and_then(|tcp| {
+                                            self.converse(tcp, &host, &mut batch, Arc::new(plain))
+                                        });
+                            }
+                            match result {
+                                Ok(_) if !batch.wants_other_host() => break,
+                                Ok(_) => router.connect_failed(&batch.last_problem()),
                                 Err(e) => router.connect_failed(&format!("{host}[{addr}]: {e}")),
                             }
                         }
@@ -210,11 +227,19 @@ impl QueueRunner {
         batch.into_outcome(remote_mta)
     }
 
-    /// Runs the SMTP client over one connection for what is left of `batch`.
-    fn converse(&self, tcp: TcpStream, host: &str, batch: &mut Batch) -> io::Result<()> {
+    /// Runs the SMTP client over one connection for what is left of `batch`; true when a
+    /// STARTTLS handshake failed.
+    fn converse(
+        &self,
+        tcp: TcpStream,
+        host: &str,
+        batch: &mut Batch,
+        client: Arc<ClientConfig>,
+    ) -> io::Result<bool> {
         tcp.set_nodelay(true)?;
         tcp.set_write_timeout(Some(Duration::from_secs(300)))?;
-        let session = SmtpClient::new(self.config.client.clone(), batch.jobs(), Instant::now());
+        let mut tls_failed = false;
+        let session = SmtpClient::new(client, batch.jobs(), Instant::now());
         let mut pump = Pump::new(Box::new(session));
         let mut conn = ClientConn::Plain(tcp);
         loop {
@@ -239,6 +264,7 @@ impl QueueRunner {
                     }
                     Err(e) => {
                         tracing::info!(%host, error = %e, "TLS handshake failed");
+                        tls_failed = true;
                         pump.eof(Instant::now());
                     }
                 },
@@ -275,7 +301,7 @@ impl QueueRunner {
                 Action::Close(_) => break,
             }
         }
-        Ok(())
+        Ok(tls_failed)
     }
 }
 

@@ -205,3 +205,47 @@ fn undeliverable_domains_bounce_and_unreachable_ones_wait() {
     );
     assert!(listing.contains("1 attempt(s)"), "{listing}");
 }
+
+/// The receiver is down; the sender is killed with SIGKILL with the message queued; after the
+/// receiver and then the sender come back (and `petrel queue flush`), the message is delivered
+/// exactly once.
+#[test]
+fn queued_mail_survives_kill_9_and_is_delivered_once() {
+    let mut b = receiver(Runtime::Smol);
+    let dns = Dnsmasq::start(&[
+        "--mx-host=remote.test,mx.remote.test,10".into(),
+        "--host-record=mx.remote.test,127.0.0.1".into(),
+    ]);
+    let mut a = Server::start(
+        Runtime::Smol,
+        ServerOptions {
+            extra_config: format!(
+                "[relay]\nresolver = \"{}\"\nmx_port = {}\n",
+                dns.addr,
+                b.port(Listener::Smtp)
+            ),
+            ..Default::default()
+        },
+    );
+    b.stop();
+    submit(&a, DAVE.address, "survives kill -9");
+    wait_for(&a, &a, "a deferred attempt", || {
+        let out = a.petrel(&["queue", "list"], b"");
+        String::from_utf8_lossy(&out.stdout).contains("1 attempt(s)")
+    });
+    a.kill9();
+    b.restart();
+    let flushed = a.petrel(&["queue", "flush"], b"");
+    assert!(
+        String::from_utf8_lossy(&flushed.stdout).contains("1 message(s) due now"),
+        "{flushed:?}"
+    );
+    a.restart();
+    wait_for(&a, &b, "delivery after the restarts", || {
+        b.new_messages(DAVE.address).len() == 1
+    });
+    wait_for(&a, &b, "an empty queue", || a.queue_files().is_empty());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(b.new_messages(DAVE.address).len(), 1, "delivered once");
+    assert!(a.new_messages(ALICE.address).is_empty(), "no bounce");
+}

@@ -18,6 +18,11 @@ use crate::expect_messages;
 both_runtimes!(postfix_delivers_over_lmtp);
 
 #[test]
+fn petrel_sends_to_postfix_which_defers_and_refuses_some() {
+    outbound_to_postfix(Runtime::Smol)
+}
+
+#[test]
 fn postfix_bounces_a_sieve_reject_answered_over_lmtp() {
     sieve_reject(Runtime::Smol)
 }
@@ -43,6 +48,11 @@ impl Postfix {
     /// Writes main.cf and master.cf for an instance listening on a free loopback port and
     /// delivering `example.test` and `other.test` to `127.0.0.1:lmtp_port` over LMTP.
     fn configure(lmtp_port: u16) -> Postfix {
+        Postfix::configure_with(lmtp_port, "example.test, other.test", "")
+    }
+
+    /// The same for `domains`, with `extra` lines appended to main.cf.
+    fn configure_with(lmtp_port: u16, domains: &str, extra: &str) -> Postfix {
         let dir = tempfile::Builder::new()
             .prefix("petrel-postfix-")
             .tempdir()
@@ -73,7 +83,7 @@ impl Postfix {
              alias_maps =\n\
              alias_database =\n\
              local_recipient_maps =\n\
-             virtual_mailbox_domains = example.test, other.test\n\
+             virtual_mailbox_domains = {domains}\n\
              virtual_transport = lmtp:inet:127.0.0.1:{lmtp_port}\n\
              default_transport = error:outbound mail is disabled in this test\n\
              relay_transport = error:outbound mail is disabled in this test\n\
@@ -83,7 +93,8 @@ impl Postfix {
              smtputf8_enable = no\n\
              biff = no\n\
              maillog_file = {root}/maillog\n\
-             maillog_file_prefixes = {root}\n"
+             maillog_file_prefixes = {root}\n\
+             {extra}\n"
         );
         let master_cf = format!(
             "127.0.0.1:{} inet n - n - - smtpd\n\
@@ -509,4 +520,105 @@ fn sieve_reject(rt: Runtime) {
             format!("carol's message is not the bounce for bob:\n{text}"),
         );
     }
+}
+
+/// Petrel's queue runner delivers to a real Postfix (found by MX through dnsmasq), which takes
+/// one recipient (and hands it to a second Petrel over LMTP), defers one with 450 and refuses
+/// one with 550: the first arrives, the second stays queued with Postfix's reply, the third
+/// comes back to the sender as a bounce quoting Postfix.
+fn outbound_to_postfix(rt: Runtime) {
+    const DAVE: petrel_tests::Account = petrel_tests::Account {
+        address: "dave@remote.test",
+        password: "dave-pw",
+    };
+    let b = Server::start(
+        rt,
+        ServerOptions {
+            domains: vec!["remote.test".into()],
+            users: vec![DAVE],
+            ..Default::default()
+        },
+    );
+    let pf = Postfix::configure_with(
+        b.port(Listener::Lmtp),
+        "remote.test",
+        "smtpd_recipient_restrictions = check_recipient_access inline:{ \
+         { greylist@remote.test = 450 4.7.1 greylisted, try again later }, \
+         { refused@remote.test = 550 5.7.1 we do not want this } }, \
+         permit_mynetworks, reject_unauth_destination",
+    );
+    pf.start(&b);
+    let dns = petrel_tests::Dnsmasq::start(&[
+        "--mx-host=remote.test,mx.remote.test,10".into(),
+        "--host-record=mx.remote.test,127.0.0.1".into(),
+    ]);
+    let a = Server::start(
+        rt,
+        ServerOptions {
+            extra_config: format!(
+                "[relay]\nresolver = \"{}\"\nmx_port = {}\n",
+                dns.addr, pf.smtp_port
+            ),
+            ..Default::default()
+        },
+    );
+    // `petrel sendmail` queues as submission does.
+    let out = a.petrel(
+        &[
+            "sendmail",
+            "-f",
+            ALICE.address,
+            "dave@remote.test",
+            "greylist@remote.test",
+            "refused@remote.test",
+        ],
+        b"Subject: to postfix\n\nhello postfix\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let bounced = a.new_messages(ALICE.address).len() == 1;
+        if b.new_messages(DAVE.address).len() == 1 && bounced {
+            break;
+        }
+        if Instant::now() > deadline {
+            fail(
+                &a,
+                &pf,
+                format!(
+                    "after 30 s: dave has {} message(s), alice {} bounce(s)",
+                    b.new_messages(DAVE.address).len(),
+                    a.new_messages(ALICE.address).len()
+                ),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let dave = String::from_utf8_lossy(&b.new_messages(DAVE.address)[0]).into_owned();
+    assert!(
+        dave.contains("Subject: to postfix") && dave.contains("by mta.postfix.test"),
+        "{dave}"
+    );
+    let bounce = String::from_utf8_lossy(&a.new_messages(ALICE.address)[0]).into_owned();
+    assert!(
+        bounce.contains("Final-Recipient: rfc822; refused@remote.test")
+            && bounce.contains("Status: 5.7.1")
+            && bounce.contains(
+                "Diagnostic-Code: smtp; 550 5.7.1 <refused@remote.test>: Recipient address \
+                 rejected: we do not want this"
+            ),
+        "{bounce}"
+    );
+    assert!(
+        !bounce.contains("Final-Recipient: rfc822; greylist@"),
+        "{bounce}"
+    );
+    let list = a.petrel(&["queue", "list"], b"");
+    let listing = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        listing.contains("greylist@remote.test: pending (450 4.7.1 ")
+            && listing.contains("greylisted, try again later)"),
+        "{listing}"
+    );
+    assert!(!listing.contains("dave@remote.test: pending"), "{listing}");
 }
