@@ -8,7 +8,7 @@
 use super::clients::{Attempt, Client, DOMAIN, USERS};
 use super::fs::SimFs;
 use super::sieve::{Disposition, Scripts};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// The data directory of the simulated server.
@@ -255,10 +255,32 @@ pub fn replies(clients: &[Client], scripts: &Scripts) -> Result<(), String> {
 
 /// Every rejection notice (in a local INBOX or the queue) is about a message that some
 /// recipient's script rejected while others accepted it over SMTP, one per rejecting recipient
-/// at most. (A notice is best effort: the store does not fail the message when it cannot
-/// write one, so its absence is not an error.)
-pub fn notices(clients: &[Client], scripts: &Scripts, seen: &Notices) -> Result<(), String> {
+/// at most. A notice is best effort (the store does not fail the message when it cannot write
+/// one), so one must be there only when the commit of an acknowledged message (`clean`) met
+/// no disk fault: then there is exactly one per rejecting recipient.
+pub fn notices(
+    clients: &[Client],
+    scripts: &Scripts,
+    seen: &Notices,
+    clean: &BTreeSet<String>,
+) -> Result<(), String> {
     let attempts = attempts_by_id(clients);
+    for id in clean {
+        let Some(a) = attempts.get(id.as_str()) else {
+            continue;
+        };
+        if a.lmtp || !a.acked {
+            continue;
+        }
+        let want = scripts.notices_allowed(a);
+        let n = seen.get(id).copied().unwrap_or(0);
+        if n < want {
+            return Err(format!(
+                "acknowledged {id} (X-Sim-Sort {:?}, accepted {:?}, remote {:?}) was rejected by {want} recipients' scripts in a commit without disk faults, but {n} rejection notices reached {}",
+                a.sort, a.accepted, a.remote, a.sender
+            ));
+        }
+    }
     for (id, n) in seen {
         let a = attempts
             .get(id.as_str())

@@ -201,6 +201,13 @@ impl Client {
         c
     }
 
+    /// The id of the attempt whose transaction is in progress, if any.
+    pub fn current_attempt(&self) -> Option<&str> {
+        self.current
+            .and_then(|c| self.attempts.get(c))
+            .map(|a| a.id.as_str())
+    }
+
     /// True when the client is not connected and still has work.
     pub fn wants_connect(&self) -> bool {
         !self.done && self.conn.is_none()

@@ -15,7 +15,7 @@ use petrel_core::{
     TlsInfo, WallClock,
 };
 use petrel_store::{Store, StoreConfig};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -159,6 +159,9 @@ struct World {
     scripts: Scripts,
     /// Rejection notices seen by the last disk check.
     notices: usize,
+    /// Attempts whose commit succeeded without any disk fault: their rejection notices must
+    /// all be there.
+    clean_commits: BTreeSet<String>,
     trace: Vec<String>,
     hash: u64,
     boots: u32,
@@ -539,12 +542,30 @@ impl World {
             }
             _ => {}
         }
+        // The attempt a commit is for, to know which commits ran without a disk fault. Only
+        // while the client is still on this connection is its current attempt this one's.
+        let committing = match &effect {
+            Effect::Commit { .. } => self
+                .conns
+                .get(&id)
+                .filter(|c| !c.pop && !c.client_gone)
+                .and_then(|c| self.clients[c.client].current_attempt())
+                .map(str::to_string),
+            _ => None,
+        };
+        let faults_before = self.fs.injected();
         let store = self.store.as_ref().expect("store is open");
         let c = store.execute(effect);
         if self.fs.crashed() {
             self.log(format!("conn {id} {name} -> power lost inside"));
             self.crash()?;
             return Ok(None);
+        }
+        if let Some(attempt) = committing
+            && matches!(c, Completion::Durable(_))
+            && self.fs.injected() == faults_before
+        {
+            self.clean_commits.insert(attempt);
         }
         if let Some((user, holder)) = opening {
             match (&c, holder) {
@@ -595,7 +616,7 @@ impl World {
         check::queue(&self.fs, &self.clients, &self.scripts, &mut notices)
             .map_err(|e| format!("{when}: {e}"))?;
         check::replies(&self.clients, &self.scripts).map_err(|e| format!("{when}: {e}"))?;
-        check::notices(&self.clients, &self.scripts, &notices)
+        check::notices(&self.clients, &self.scripts, &notices, &self.clean_commits)
             .map_err(|e| format!("{when}: {e}"))?;
         self.notices = notices.values().sum();
         Ok(files)
@@ -952,6 +973,7 @@ pub fn run_seed(opts: RunOptions) -> Outcome {
         planted_pop_ack: opts.planted_pop_ack,
         scripts,
         notices: 0,
+        clean_commits: BTreeSet::new(),
         trace: Vec::new(),
         hash: 0xcbf2_9ce4_8422_2325,
         boots: 0,
