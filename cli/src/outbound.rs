@@ -1,4 +1,5 @@
-//! Starts the outbound queue runner beside the listeners, from `[relay]`.
+//! Starts the outbound queue runner beside the listeners, from `[relay]`: on its own thread for
+//! the blocking runtime, as a task on the server's executor for the smol one.
 
 use crate::Failure;
 use crate::config::Config;
@@ -74,4 +75,56 @@ pub fn start(
         .spawn(move || runner.run())
         .map_err(|e| Failure::Other(format!("cannot start the queue runner: {e}")))?;
     Ok((handle, thread))
+}
+
+/// The smol runner's settings: the same fields (the runtimes share no crate that could hold the
+/// struct; see `petrel_runtime_smol::outbound::OutboundConfig`). Destructured in full, so a field
+/// added to one and not the other fails to build.
+fn smol_settings(settings: OutboundConfig) -> petrel_runtime_smol::outbound::OutboundConfig {
+    let OutboundConfig {
+        client,
+        tls,
+        smarthost,
+        mx_port,
+        resolvers,
+        dns,
+        policy,
+        interval,
+        connect_timeout,
+        max_parallel,
+    } = settings;
+    petrel_runtime_smol::outbound::OutboundConfig {
+        client,
+        tls,
+        smarthost,
+        mx_port,
+        resolvers,
+        dns,
+        policy,
+        interval,
+        connect_timeout,
+        max_parallel,
+    }
+}
+
+/// Starts the runner as a task on `server`'s executor (its deliveries too), from the moment the
+/// server runs; the store wakes it when mail is queued. Stop it with the returned handle when the
+/// server is asked to shut down: the server then gives its attempts in flight the shutdown grace.
+pub fn start_smol(
+    store: Arc<Store>,
+    settings: OutboundConfig,
+    seed: u64,
+    server: &mut petrel_runtime_smol::Server,
+) -> petrel_runtime_smol::outbound::RunnerHandle {
+    let runner = petrel_runtime_smol::outbound::QueueRunner::new(
+        store.clone(),
+        smol_settings(settings),
+        seed,
+    )
+    .with_executor(&server.executor());
+    let handle = runner.handle();
+    let waker = handle.clone();
+    store.on_queued(Box::new(move || waker.wake()));
+    server.spawn_background(runner.run());
+    handle
 }

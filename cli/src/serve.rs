@@ -159,27 +159,45 @@ pub fn run(config: Config, runtime: RuntimeKind) -> Result<(), Failure> {
     .map_err(|e| Failure::Other(format!("cannot install signal handlers: {e}")))?;
     let handle = signals.handle();
     let outbound = crate::outbound::settings(&config)?;
-    let (runner, runner_thread) = crate::outbound::start(store.clone(), outbound, seed ^ 0x5eed)?;
+    let runner_seed = seed ^ 0x5eed;
     let result = match runtime {
         RuntimeKind::Smol => {
-            let server =
-                petrel_runtime_smol::Server::new(listeners, store, Some(tls), limits, seed);
+            let mut server =
+                petrel_runtime_smol::Server::new(listeners, store.clone(), Some(tls), limits, seed);
+            let runner = crate::outbound::start_smol(store, outbound, runner_seed, &mut server);
             let stop = server.shutdown_handle();
-            on_signal(signals, move || stop.shutdown());
-            server.run()
+            on_signal(signals, move || {
+                stop.shutdown();
+                runner.stop();
+            });
+            // The runner's attempts in flight get the grace period beside the sessions; what is
+            // still running after it ends with the executor (its mail stays queued).
+            let result = server.run();
+            handle.close();
+            result
         }
         RuntimeKind::Blocking => {
+            let (runner, runner_thread) =
+                crate::outbound::start(store.clone(), outbound, runner_seed)?;
             let server = petrel_runtime_std::Server::new(listeners, store, Some(tls), limits, seed);
             let stop = server.shutdown_handle();
             on_signal(signals, move || stop.shutdown());
-            server.run()
+            let result = server.run();
+            handle.close();
+            runner.stop();
+            wait_for_runner(runner_thread, config.shutdown_grace);
+            result
         }
     };
-    handle.close();
-    runner.stop();
+    tracing::info!("stopped");
+    result.map_err(|e| Failure::Other(format!("server failed: {e}")))
+}
+
+/// Gives the thread runner's attempts in flight the shutdown grace.
+fn wait_for_runner(runner_thread: std::thread::JoinHandle<()>, grace: std::time::Duration) {
     // Attempts in flight get the same grace as sessions; then the process ends without them
     // (their mail stays queued and is tried again at the next start).
-    let deadline = std::time::Instant::now() + config.shutdown_grace;
+    let deadline = std::time::Instant::now() + grace;
     while !runner_thread.is_finished() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
@@ -188,8 +206,6 @@ pub fn run(config: Config, runtime: RuntimeKind) -> Result<(), Failure> {
     } else {
         tracing::warn!("outbound deliveries still in progress at shutdown; they will be retried");
     }
-    tracing::info!("stopped");
-    result.map_err(|e| Failure::Other(format!("server failed: {e}")))
 }
 
 fn on_signal(mut signals: signal_hook::iterator::Signals, stop: impl Fn() + Send + 'static) {

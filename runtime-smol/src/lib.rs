@@ -6,6 +6,7 @@
 //! a [`Pump`], runs the store's requests, and turns deadlines into timers.
 
 pub mod dns;
+pub mod outbound;
 
 use async_io::{Async, Timer};
 use event_listener::Event;
@@ -15,7 +16,7 @@ use futures_rustls::server::TlsStream;
 use petrel_core::{Action, CloseReason, Listener, PeerInfo, ServerLimits, SessionIds, TlsInfo};
 use petrel_store::Store;
 use rustls::ServerConfig;
-use smol::Executor;
+use smol::{Executor, Task};
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
@@ -68,6 +69,8 @@ impl ShutdownHandle {
 pub struct Server {
     listeners: Vec<Listener<TcpListener>>,
     shared: Arc<Shared>,
+    ex: Arc<Executor<'static>>,
+    background: Vec<Task<()>>,
 }
 
 impl Server {
@@ -89,7 +92,26 @@ impl Server {
             active: AtomicUsize::new(0),
             idle: Event::new(),
         });
-        Server { listeners, shared }
+        Server {
+            listeners,
+            shared,
+            ex: Arc::new(Executor::new()),
+            background: Vec::new(),
+        }
+    }
+
+    /// The executor the connections run on, for the daemon's other work that should share its
+    /// threads (the outbound queue runner's deliveries).
+    pub fn executor(&self) -> Arc<Executor<'static>> {
+        self.ex.clone()
+    }
+
+    /// Runs `task` on the server's executor beside the connections, from [`Server::run`] on.
+    /// At shutdown the server waits for it as for the sessions, within the same grace period,
+    /// then drops it: whoever requests the shutdown must also make `task` end (the outbound
+    /// runner's [`outbound::RunnerHandle::stop`]).
+    pub fn spawn_background(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        self.background.push(self.ex.spawn(task));
     }
 
     /// A handle to stop the server from another thread (a signal handler).
@@ -100,7 +122,8 @@ impl Server {
     /// Serves until shutdown is requested, then lets sessions finish (bounded by the grace
     /// period) and returns.
     pub fn run(self) -> io::Result<()> {
-        let ex = Arc::new(Executor::new());
+        let ex = self.ex.clone();
+        let mut background = self.background;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let shared = self.shared.clone();
         let mut workers = Vec::new();
@@ -133,6 +156,9 @@ impl Server {
             let grace = Timer::after(shared.limits.shutdown_grace);
             let drained = async {
                 shared.wait_idle().await;
+                for task in &mut background {
+                    task.await;
+                }
                 true
             };
             if !drained
@@ -144,7 +170,8 @@ impl Server {
             {
                 tracing::warn!(
                     connections = shared.active.load(Ordering::SeqCst),
-                    "grace period over; closing unfinished sessions"
+                    background = background.iter().filter(|t| !t.is_finished()).count(),
+                    "grace period over; closing unfinished sessions and background work"
                 );
             }
         }));
