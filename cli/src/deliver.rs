@@ -222,6 +222,7 @@ pub(crate) fn store_message(
         tx,
         prepend: Vec::new(),
         refusals: Refusals::AllOrNotice,
+        junk: false,
     }) {
         Completion::Durable(receipt) => Ok(receipt),
         other => Err((EX_TEMPFAIL, format!("delivery failed: {other:?}"))),

@@ -164,6 +164,7 @@ pub fn run(config: Config, runtime: RuntimeKind) -> Result<(), Failure> {
         RuntimeKind::Smol => {
             let mut server =
                 petrel_runtime_smol::Server::new(listeners, store.clone(), Some(tls), limits, seed);
+            server.set_resolver(config.relay.resolvers.clone(), Default::default());
             let runner = crate::outbound::start_smol(store, outbound, runner_seed, &mut server);
             let stop = server.shutdown_handle();
             on_signal(signals, move || {
@@ -180,6 +181,7 @@ pub fn run(config: Config, runtime: RuntimeKind) -> Result<(), Failure> {
             let (runner, runner_thread) =
                 crate::outbound::start(store.clone(), outbound, runner_seed)?;
             let server = petrel_runtime_std::Server::new(listeners, store, Some(tls), limits, seed);
+            server.set_resolver(config.relay.resolvers.clone(), Default::default());
             let stop = server.shutdown_handle();
             on_signal(signals, move || stop.shutdown());
             let result = server.run();

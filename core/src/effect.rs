@@ -105,6 +105,14 @@ pub enum Effect {
         prepend: Vec<u8>,
         /// How recipients whose filters refuse the message are answered.
         refusals: Refusals,
+        /// Deliver to the recipients' Junk folder instead of INBOX (DMARC quarantine, spam).
+        junk: bool,
+    },
+    /// Look these names up in the DNS. Answer: [`Completion::Dns`], one answer per question
+    /// in the same order (a runtime without a resolver answers `TempFail`).
+    Resolve {
+        /// The questions.
+        queries: Vec<(String, crate::dns::RecordType)>,
     },
     /// Drop the transaction and anything written for it. Answer: [`Completion::Aborted`].
     Abort {
@@ -309,6 +317,8 @@ pub enum Completion {
     Done,
     /// Answer to `Sieve`.
     Sieve(crate::managesieve::SieveAnswer),
+    /// Answer to `Resolve`.
+    Dns(Vec<crate::dns::Answer>),
     /// Any request failed.
     Failed(StoreError),
 }

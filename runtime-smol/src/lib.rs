@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 struct Shared {
     store: Arc<Store>,
+    /// DNS servers and settings for the sessions' lookups (mail authentication).
+    resolver: std::sync::OnceLock<(Vec<std::net::SocketAddr>, petrel_core::dns::ResolverConfig)>,
     tls: Option<Arc<ServerConfig>>,
     limits: ServerLimits,
     ids: SessionIds,
@@ -84,6 +86,7 @@ impl Server {
     ) -> Self {
         let shared = Arc::new(Shared {
             store,
+            resolver: std::sync::OnceLock::new(),
             tls,
             limits,
             ids: SessionIds::new(seed),
@@ -117,6 +120,15 @@ impl Server {
     /// A handle to stop the server from another thread (a signal handler).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(self.shared.clone())
+    }
+
+    /// The DNS servers sessions' lookups go to (without, every lookup fails temporarily).
+    pub fn set_resolver(
+        &self,
+        servers: Vec<std::net::SocketAddr>,
+        config: petrel_core::dns::ResolverConfig,
+    ) {
+        let _ = self.shared.resolver.set((servers, config));
     }
 
     /// Serves until shutdown is requested, then lets sessions finish (bounded by the grace
@@ -353,6 +365,10 @@ async fn serve(
                     Err(_) => pump.write_failed(Instant::now()),
                 }
             }
+            Action::Execute(req, petrel_core::Effect::Resolve { queries }) => {
+                let completion = resolve_all(shared, &queries).await;
+                pump.complete(Instant::now(), req, completion);
+            }
             Action::Execute(req, effect) => {
                 let store = shared.store.clone();
                 let completion = blocking::unblock(move || store.execute(effect)).await;
@@ -416,4 +432,24 @@ async fn serve(
     };
     tracing::info!(session = %id, ?reason, "connection closed");
     Ok(())
+}
+
+/// Answers a session's DNS questions, all at once.
+async fn resolve_all(
+    shared: &Shared,
+    queries: &[(String, petrel_core::dns::RecordType)],
+) -> petrel_core::Completion {
+    let Some((servers, config)) = shared.resolver.get() else {
+        return petrel_core::Completion::Dns(
+            queries
+                .iter()
+                .map(|_| petrel_core::dns::Answer::TempFail("no resolver configured".into()))
+                .collect(),
+        );
+    };
+    let mut answers = Vec::with_capacity(queries.len());
+    for (name, rtype) in queries {
+        answers.push(dns::resolve(name, *rtype, servers, config).await);
+    }
+    petrel_core::Completion::Dns(answers)
 }

@@ -23,6 +23,8 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(250);
 #[derive(Debug)]
 struct Shared {
     store: Arc<Store>,
+    /// DNS servers and settings for the sessions' lookups (mail authentication).
+    resolver: std::sync::OnceLock<(Vec<SocketAddr>, petrel_core::dns::ResolverConfig)>,
     tls: Option<Arc<ServerConfig>>,
     limits: ServerLimits,
     ids: SessionIds,
@@ -63,6 +65,7 @@ impl Server {
     ) -> Self {
         let shared = Arc::new(Shared {
             store,
+            resolver: std::sync::OnceLock::new(),
             tls,
             limits,
             ids: SessionIds::new(seed),
@@ -77,6 +80,11 @@ impl Server {
     /// A handle to stop the server from another thread (a signal handler).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(self.shared.clone())
+    }
+
+    /// The DNS servers sessions' lookups go to (without, every lookup fails temporarily).
+    pub fn set_resolver(&self, servers: Vec<SocketAddr>, config: petrel_core::dns::ResolverConfig) {
+        let _ = self.shared.resolver.set((servers, config));
     }
 
     /// Serves until shutdown is requested, then lets sessions finish (bounded by the grace
@@ -285,6 +293,16 @@ fn serve(
                     Ok(()) => pump.wrote(Instant::now(), n),
                     Err(_) => pump.write_failed(Instant::now()),
                 }
+            }
+            Action::Execute(req, petrel_core::Effect::Resolve { queries }) => {
+                let answers = queries
+                    .iter()
+                    .map(|(name, rtype)| match shared.resolver.get() {
+                        Some((servers, config)) => dns::resolve(name, *rtype, servers, config),
+                        None => petrel_core::dns::Answer::TempFail("no resolver configured".into()),
+                    })
+                    .collect();
+                pump.complete(Instant::now(), req, petrel_core::Completion::Dns(answers));
             }
             Action::Execute(req, effect) => {
                 let completion = shared.store.execute(effect);

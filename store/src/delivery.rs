@@ -77,7 +77,13 @@ pub struct Context<'a> {
     pub now: i64,
     /// Serialises updates of one user's vacation tracking file.
     pub vacation_lock: &'a Mutex<()>,
+    /// The message goes to Junk instead of INBOX (DMARC quarantine, spam); the script still
+    /// runs, and its keep means Junk.
+    pub junk: bool,
 }
+
+/// The folder quarantined mail is kept in (created on demand, SPECIAL-USE \Junk).
+pub const JUNK: &str = "Junk";
 
 /// The message as Sieve sees it: header and (if needed) the start of the body, with the true size.
 struct StoredMessage<'a> {
@@ -180,10 +186,15 @@ pub fn plan(
     message_id: &mut dyn FnMut() -> String,
 ) -> io::Result<Plan> {
     let root = maildir::user_root(ctx.data_dir, &user.0)?;
+    let (keep_dir, keep_folder) = if ctx.junk {
+        (folder::folder_dir(ctx.data_dir, &user.0, Some(JUNK))?, JUNK)
+    } else {
+        (root.clone(), "INBOX")
+    };
     let keep = |flags: Vec<String>| Placement {
         root: root.clone(),
-        dir: root.clone(),
-        folder: "INBOX".into(),
+        dir: keep_dir.clone(),
+        folder: keep_folder.into(),
         flags,
     };
     let inbox = Plan {

@@ -209,7 +209,14 @@ impl Store {
                 tx,
                 prepend,
                 refusals,
-            } => self.commit(tx, &prepend, refusals),
+                junk,
+            } => self.commit(tx, &prepend, refusals, junk),
+            Effect::Resolve { queries } => Completion::Dns(
+                queries
+                    .iter()
+                    .map(|_| petrel_core::dns::Answer::TempFail("no resolver here".into()))
+                    .collect(),
+            ),
             Effect::Abort { tx } => {
                 self.abort(tx);
                 Completion::Aborted
@@ -354,11 +361,11 @@ impl Store {
         }
     }
 
-    fn commit(&self, tx: TxId, prepend: &[u8], refusals: Refusals) -> Completion {
+    fn commit(&self, tx: TxId, prepend: &[u8], refusals: Refusals, junk: bool) -> Completion {
         let Some(mut open) = self.take(tx) else {
             return temp("unknown transaction");
         };
-        let result = self.make_durable(&mut open, prepend, refusals);
+        let result = self.make_durable(&mut open, prepend, refusals, junk);
         let _ = self.fs.remove_file(&open.path);
         match result {
             Ok((refused, notices)) => {
@@ -403,6 +410,7 @@ impl Store {
         open: &mut OpenTx,
         prepend: &[u8],
         refusals: Refusals,
+        junk: bool,
     ) -> io::Result<(Vec<Refusal>, Vec<Notice>)> {
         open.file.flush()?;
         if !prepend.is_empty() {
@@ -445,6 +453,7 @@ impl Store {
                 hostname: &self.config.hostname,
                 now,
                 vacation_lock: &lock,
+                junk,
             };
             let plan = delivery::plan(
                 &ctx,
@@ -480,6 +489,7 @@ impl Store {
                     hostname: &self.config.hostname,
                     now,
                     vacation_lock: &lock,
+                    junk,
                 };
                 let bytes = delivery::rejection_notice(
                     &ctx,

@@ -91,7 +91,7 @@ fn delivers_to_each_local_user_and_queues_remote() {
         Completion::Appended
     ));
     assert!(
-        matches!(s.execute(Effect::Commit { tx, prepend: vec![], refusals: Refusals::AllOrNotice }), Completion::Durable(r) if r.tx() == tx)
+        matches!(s.execute(Effect::Commit { tx, prepend: vec![], refusals: Refusals::AllOrNotice, junk: false }), Completion::Durable(r) if r.tx() == tx)
     );
     let expected =
         b"Return-Path: <x@remote.example>\r\nReceived: x\r\nSubject: a\r\n\r\nbody\r\n".to_vec();
@@ -144,7 +144,8 @@ fn prepend_goes_after_return_path() {
         s.execute(Effect::Commit {
             tx,
             prepend,
-            refusals: Refusals::AllOrNotice
+            refusals: Refusals::AllOrNotice,
+            junk: false,
         }),
         Completion::Durable(_)
     ));
@@ -210,6 +211,7 @@ fn concurrent_commits_all_land() {
                             tx,
                             prepend: vec![],
                             refusals: Refusals::AllOrNotice,
+                            junk: false,
                         }),
                         Completion::Durable(_)
                     ));

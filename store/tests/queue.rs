@@ -71,7 +71,8 @@ fn submit(store: &Store, sender: &str) {
         store.execute(Effect::Commit {
             tx,
             prepend: vec![],
-            refusals: Refusals::AllOrNotice
+            refusals: Refusals::AllOrNotice,
+            junk: false,
         }),
         Completion::Durable(_)
     ));

@@ -62,6 +62,17 @@ impl Fixture {
     /// Delivers `message` from `sender` to `rcpts` (local users resolve to themselves, with
     /// `+detail` stripped); returns the receipt.
     fn deliver(&self, sender: &str, rcpts: &[&str], message: &str, refusals: Refusals) -> Receipt {
+        self.deliver_to(sender, rcpts, message, refusals, false)
+    }
+
+    fn deliver_to(
+        &self,
+        sender: &str,
+        rcpts: &[&str],
+        message: &str,
+        refusals: Refusals,
+        junk: bool,
+    ) -> Receipt {
         let users = self.store.users();
         let envelope = Envelope {
             session: "S".into(),
@@ -99,6 +110,7 @@ impl Fixture {
             tx,
             prepend: Vec::new(),
             refusals,
+            junk,
         }) {
             Completion::Durable(r) => r,
             other => panic!("commit failed: {other:?}"),
@@ -493,4 +505,33 @@ fn more_redirects_than_advertised_keep_instead() {
     );
     assert_eq!(f.queue().len(), 1);
     assert_eq!(f.queue()[0].0.matches("rcpt ").count(), 4);
+}
+
+#[test]
+fn quarantined_mail_goes_to_junk_and_scripts_still_file() {
+    let f = fixture(&["alice@example.test", "bob@example.test"]);
+    f.script(
+        "bob@example.test",
+        "require \"fileinto\";\nif header :contains \"subject\" \"Rust\" { fileinto \"Lists\"; }",
+    );
+    f.deliver_to(
+        "bob@remote.example",
+        &["alice@example.test", "bob@example.test"],
+        MSG,
+        Refusals::AllOrNotice,
+        true,
+    );
+    assert!(f.folder("alice@example.test", "").is_empty());
+    assert_eq!(f.folder("alice@example.test", ".Junk").len(), 1);
+    assert!(
+        user_root(&f, "alice@example.test")
+            .join(".Junk/maildirfolder")
+            .is_file()
+    );
+    assert_eq!(
+        f.folder("bob@example.test", ".Lists").len(),
+        1,
+        "fileinto still applies"
+    );
+    assert!(f.folder("bob@example.test", ".Junk").is_empty());
 }

@@ -1,7 +1,9 @@
-//! Submission privacy: header fields that expose the sender's mail program or network address
-//! (`User-Agent`, `X-Mailer`, `X-Originating-IP`) are removed from the header block as the
-//! message streams past. Bounded: at most [`MAX_NAME`] bytes are held back while a field name is
-//! read; any split of the input gives the same output.
+//! Header fields removed as a message streams past: on submission (privacy) those that expose
+//! the sender's mail program or network address (`User-Agent`, `X-Mailer`, `X-Originating-IP`);
+//! on inbound mail, `Authentication-Results` fields that claim to come from this server (RFC 8601
+//! section 5: forged ones must go). Bounded: at most [`MAX_NAME`] bytes are held back while a
+//! field name is read, [`MAX_AUTHSERV`] while an Authentication-Results authserv-id is; any
+//! split of the input gives the same output.
 
 /// Fields removed, lowercase.
 pub const REMOVED: [&str; 4] = [
@@ -12,10 +14,18 @@ pub const REMOVED: [&str; 4] = [
 ];
 /// Longest field name looked at; longer names are none of ours and pass through.
 pub const MAX_NAME: usize = 64;
+/// Longest Authentication-Results start read to find its authserv-id.
+pub const MAX_AUTHSERV: usize = 512;
 
 /// The streaming filter (see the module docs).
 #[derive(Debug, Clone)]
 pub struct HeaderStrip {
+    /// Remove the [`REMOVED`] fields.
+    privacy: bool,
+    /// Remove Authentication-Results fields with this authserv-id.
+    authserv: Option<String>,
+    /// Reading an Authentication-Results value up to its authserv-id.
+    reading_authserv: bool,
     in_header: bool,
     at_line_start: bool,
     /// Bytes of a field's first line, held until its name is known.
@@ -25,8 +35,20 @@ pub struct HeaderStrip {
 }
 
 impl Default for HeaderStrip {
+    /// The submission privacy filter.
     fn default() -> Self {
+        HeaderStrip::new(true, None)
+    }
+}
+
+impl HeaderStrip {
+    /// A filter removing the privacy fields (`privacy`) and Authentication-Results fields
+    /// whose authserv-id is `authserv`.
+    pub fn new(privacy: bool, authserv: Option<&str>) -> Self {
         HeaderStrip {
+            privacy,
+            authserv: authserv.map(str::to_ascii_lowercase),
+            reading_authserv: false,
             in_header: true,
             at_line_start: true,
             pending: Vec::new(),
@@ -34,9 +56,7 @@ impl Default for HeaderStrip {
             dropping: false,
         }
     }
-}
 
-impl HeaderStrip {
     /// Filters `input` into `out`.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
         for (i, &b) in input.iter().enumerate() {
@@ -44,12 +64,29 @@ impl HeaderStrip {
                 out.extend_from_slice(&input[i..]);
                 return;
             }
+            if self.reading_authserv {
+                self.pending.push(b);
+                if b == b';' || b == b'\n' || self.pending.len() > MAX_AUTHSERV {
+                    let text = String::from_utf8_lossy(&self.pending).to_ascii_lowercase();
+                    let value = text.split_once(':').map_or("", |(_, v)| v);
+                    let id = value.trim_end_matches(';').trim();
+                    self.dropping = self.authserv.as_deref() == Some(id);
+                    self.reading_authserv = false;
+                    self.release(out);
+                }
+                self.at_line_start = b == b'\n';
+                continue;
+            }
             if self.deciding {
                 self.pending.push(b);
                 if b == b':' {
                     let name = &self.pending[..self.pending.len() - 1];
                     let name = String::from_utf8_lossy(name).trim().to_ascii_lowercase();
-                    self.dropping = REMOVED.contains(&name.as_str());
+                    if name == "authentication-results" && self.authserv.is_some() {
+                        self.reading_authserv = true;
+                        continue;
+                    }
+                    self.dropping = self.privacy && REMOVED.contains(&name.as_str());
                     self.release(out);
                 } else if b == b'\n' || self.pending.len() > MAX_NAME {
                     self.dropping = false;
@@ -87,6 +124,7 @@ impl HeaderStrip {
     /// The end of the message: anything held back is released.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         self.dropping = false;
+        self.reading_authserv = false;
         self.release(out);
     }
 
@@ -130,6 +168,21 @@ mod tests {
         // A line without a colon and an overlong name pass through.
         let long = format!("{}: v\r\n\r\n", "X".repeat(100));
         assert_eq!(run(long.as_bytes(), &[]), long.as_bytes());
+    }
+
+    #[test]
+    fn forged_authentication_results_go() {
+        let msg = b"Authentication-Results: MX.example.com;\r\n\tspf=pass smtp.mailfrom=x@y\r\nAuthentication-Results: other.example; dkim=pass\r\nAuthentication-Results: mx.example.com; dmarc=pass\r\nUser-Agent: kept here\r\nSubject: s\r\n\r\nbody\r\n";
+        let mut f = HeaderStrip::new(false, Some("mx.example.com"));
+        let mut out = Vec::new();
+        for b in msg.iter() {
+            f.feed(std::slice::from_ref(b), &mut out);
+        }
+        f.finish(&mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Authentication-Results: other.example; dkim=pass\r\nUser-Agent: kept here\r\nSubject: s\r\n\r\nbody\r\n"
+        );
     }
 
     proptest! {

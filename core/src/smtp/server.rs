@@ -710,6 +710,7 @@ impl SmtpSession {
                     } else {
                         Refusals::AllOrNotice
                     },
+                    junk: false,
                 },
                 Pending::Commit,
             );
