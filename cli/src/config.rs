@@ -95,6 +95,7 @@ struct RelayFile {
     delay_warning_hours: Option<u64>,
     max_parallel: Option<usize>,
     privacy: Option<bool>,
+    tls: Option<String>,
 }
 
 // Accepted so CONTRACT.md files load; the content-filtering issue acts on these keys.
@@ -232,6 +233,8 @@ pub struct Relay {
     pub max_parallel: usize,
     /// Hide the submitting client's IP address and mail program in outgoing headers.
     pub privacy: bool,
+    /// MX delivery only over TLS (`tls = "encrypt"`), instead of opportunistic (`"may"`).
+    pub require_tls: bool,
 }
 
 /// `[relay]`: validates every key; the smarthost password file is read here so a bad path is
@@ -340,6 +343,16 @@ fn relay_settings(file: RelayFile) -> Result<Relay, ConfigError> {
         Some(n) => n,
         None => 8,
     };
+    let require_tls = match file.tls.as_deref() {
+        None | Some("may") => false,
+        Some("encrypt") => true,
+        Some(other) => {
+            return Err(bad(
+                "relay.tls",
+                format!("{other:?} must be \"may\" (opportunistic) or \"encrypt\" (required)"),
+            ));
+        }
+    };
     if file.mx_port == Some(0) {
         return Err(bad("relay.mx_port", "must be greater than 0"));
     }
@@ -352,6 +365,7 @@ fn relay_settings(file: RelayFile) -> Result<Relay, ConfigError> {
         policy,
         max_parallel,
         privacy: file.privacy.unwrap_or(true),
+        require_tls,
     })
 }
 

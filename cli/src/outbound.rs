@@ -40,7 +40,12 @@ pub fn settings(config: &Config) -> Result<OutboundConfig, Failure> {
                 crate::tls::client_config(None, key).map_err(Failure::Config)?
             }
         }
-        None => crate::tls::client_config(None, "tls").map_err(Failure::Config)?,
+        None => {
+            if relay.require_tls {
+                client.tls = TlsPolicy::Required;
+            }
+            crate::tls::client_config(None, "tls").map_err(Failure::Config)?
+        }
     };
     client.auth = relay
         .smarthost_auth

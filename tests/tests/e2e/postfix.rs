@@ -22,6 +22,50 @@ fn petrel_sends_to_postfix_which_defers_and_refuses_some() {
     outbound_to_postfix(Runtime::Smol)
 }
 
+/// With `relay.tls = "encrypt"`, a receiver without STARTTLS (this Postfix offers none) gets
+/// nothing: the mail stays queued, saying why.
+#[test]
+fn required_tls_defers_mail_for_a_plaintext_receiver() {
+    let b = Server::start(Runtime::Blocking, ServerOptions::default());
+    let pf = Postfix::configure(b.port(Listener::Lmtp));
+    pf.start(&b);
+    let dns = petrel_tests::Dnsmasq::start(&[
+        "--mx-host=example.test,mx.example.test,10".into(),
+        "--host-record=mx.example.test,127.0.0.1".into(),
+    ]);
+    let a = Server::start(
+        Runtime::Blocking,
+        ServerOptions {
+            domains: vec!["sender.test".into()],
+            users: vec![],
+            extra_config: format!(
+                "[relay]\nresolver = \"{}\"\nmx_port = {}\ntls = \"encrypt\"\n",
+                dns.addr, pf.smtp_port
+            ),
+            ..Default::default()
+        },
+    );
+    let out = a.petrel(
+        &["sendmail", "-f", "cron@sender.test", ALICE.address],
+        b"Subject: needs TLS\n\nx\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = a.petrel(&["queue", "list"], b"");
+        let listing = String::from_utf8_lossy(&list.stdout).into_owned();
+        if listing.contains("alice@example.test: pending (451 4.7.4") {
+            assert!(listing.contains("TLS"), "{listing}");
+            break;
+        }
+        if Instant::now() > deadline {
+            fail(&a, &pf, format!("not deferred for lack of TLS:\n{listing}"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(b.new_messages(ALICE.address).is_empty());
+}
+
 #[test]
 fn postfix_bounces_a_sieve_reject_answered_over_lmtp() {
     sieve_reject(Runtime::Smol)
