@@ -55,6 +55,7 @@
 //! ```
 
 pub mod clock;
+pub mod dkim;
 pub mod dns;
 pub mod effect;
 pub mod line;
