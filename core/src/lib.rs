@@ -61,6 +61,7 @@ pub mod effect;
 pub mod line;
 pub mod managesieve;
 pub mod mbox;
+pub mod mta_sts;
 pub mod mutf7;
 pub mod outbox;
 pub mod pop3;

@@ -257,6 +257,29 @@ impl Router {
         }
     }
 
+    /// Keeps only the MX hosts `keep` accepts and returns the others (MTA-STS, RFC 8461 4.1:
+    /// mail goes only to hosts the policy names). Call it right after [`Router::answer`] for the
+    /// MX lookup, before the next step. When no host is left the route ends with
+    /// `TempFail(why)`; a route already over (null MX, no such domain, failed lookup) is left
+    /// as it is. Meant for MX routing only: a smarthost or an address literal is not filtered.
+    pub fn retain_hosts(&mut self, keep: impl Fn(&str) -> bool, why: &str) -> Vec<String> {
+        if self.host != 0
+            || self.tried_addrs != 0
+            || matches!(self.state, State::Done(_) | State::Mx)
+        {
+            return Vec::new();
+        }
+        let (kept, dropped): (Vec<String>, Vec<String>) =
+            self.hosts.drain(..).partition(|h| keep(h));
+        self.hosts = kept;
+        if self.hosts.is_empty() {
+            self.state = State::Done(RouteStep::TempFail(why.to_string()));
+        } else {
+            self.start_host();
+        }
+        dropped
+    }
+
     /// The last `Connect` failed (refused, unreachable, timed out, greeting refused).
     pub fn connect_failed(&mut self, why: &str) {
         self.last_error = Some(why.to_string());
@@ -399,6 +422,26 @@ mod tests {
         assert_eq!(lit.next_step(), RouteStep::TempFail("refused".into()));
         let mut bad = Router::new("[999.1.1.1]", None, 25, 0);
         assert!(matches!(bad.next_step(), RouteStep::PermFail(_)));
+    }
+
+    #[test]
+    fn retain_hosts_filters_the_mx_list() {
+        let mut r = Router::new("example.net", None, 25, 0);
+        r.next_step();
+        r.answer(&mx(&[(10, "a.example.net"), (20, "b.example.net")]));
+        let dropped = r.retain_hosts(|h| h == "b.example.net", "none allowed");
+        assert_eq!(dropped, vec!["a.example.net".to_string()]);
+        assert_eq!(r.next_step(), lookup("b.example.net", RecordType::A));
+        let mut none = Router::new("example.net", None, 25, 0);
+        none.next_step();
+        none.answer(&mx(&[(10, "a.example.net")]));
+        none.retain_hosts(|_| false, "none allowed");
+        assert_eq!(none.next_step(), RouteStep::TempFail("none allowed".into()));
+        let mut null = Router::new("null.example", None, 25, 0);
+        null.next_step();
+        null.answer(&mx(&[(0, ".")]));
+        assert!(null.retain_hosts(|_| false, "x").is_empty());
+        assert!(matches!(null.next_step(), RouteStep::PermFail(_)));
     }
 
     #[test]
