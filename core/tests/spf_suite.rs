@@ -208,7 +208,7 @@ fn check(section: &Section) {
 const ME: &str = "mail.example.com";
 
 #[test]
-fn initial_processing() {
+fn spf_initial_processing() {
     check(&Section {
         name: "Initial processing",
         zone: &[
@@ -338,7 +338,7 @@ fn initial_processing() {
 }
 
 #[test]
-fn record_lookup() {
+fn spf_record_lookup() {
     check(&Section {
         name: "Record lookup",
         zone: &[
@@ -422,7 +422,7 @@ fn record_lookup() {
 }
 
 #[test]
-fn selecting_records() {
+fn spf_selecting_records() {
     check(&Section {
         name: "Selecting records",
         zone: &[
@@ -532,7 +532,7 @@ fn selecting_records() {
 }
 
 #[test]
-fn record_evaluation() {
+fn spf_record_evaluation() {
     check(&Section {
         name: "Record evaluation",
         zone: &[
@@ -670,7 +670,7 @@ fn record_evaluation() {
 }
 
 #[test]
-fn all_mechanism_syntax() {
+fn spf_all_mechanism_syntax() {
     check(&Section {
         name: "ALL mechanism syntax",
         zone: &[
@@ -727,7 +727,7 @@ fn all_mechanism_syntax() {
 }
 
 #[test]
-fn ptr_mechanism_syntax() {
+fn spf_ptr_mechanism_syntax() {
     check(&Section {
         name: "PTR mechanism syntax",
         zone: &[
@@ -815,7 +815,7 @@ fn ptr_mechanism_syntax() {
 }
 
 #[test]
-fn a_mechanism_syntax() {
+fn spf_a_mechanism_syntax() {
     check(&Section {
         name: "A mechanism syntax",
         zone: &[
@@ -1096,7 +1096,7 @@ fn a_mechanism_syntax() {
 }
 
 #[test]
-fn include_mechanism() {
+fn spf_include_mechanism() {
     check(&Section {
         name: "Include mechanism semantics and syntax",
         zone: &[
@@ -1200,7 +1200,7 @@ fn include_mechanism() {
 }
 
 #[test]
-fn mx_mechanism_syntax() {
+fn spf_mx_mechanism_syntax() {
     check(&Section {
         name: "MX mechanism syntax",
         zone: &[
@@ -1404,7 +1404,7 @@ fn mx_mechanism_syntax() {
 }
 
 #[test]
-fn exists_mechanism_syntax() {
+fn spf_exists_mechanism_syntax() {
     check(&Section {
         name: "EXISTS mechanism syntax",
         zone: &[
@@ -1480,7 +1480,7 @@ fn exists_mechanism_syntax() {
 }
 
 #[test]
-fn ip4_mechanism_syntax() {
+fn spf_ip4_mechanism_syntax() {
     check(&Section {
         name: "IP4 mechanism syntax",
         zone: &[
@@ -1569,7 +1569,7 @@ fn ip4_mechanism_syntax() {
 }
 
 #[test]
-fn ip6_mechanism_syntax() {
+fn spf_ip6_mechanism_syntax() {
     check(&Section {
         name: "IP6 mechanism syntax",
         zone: &[
@@ -1659,7 +1659,7 @@ fn ip6_mechanism_syntax() {
 }
 
 #[test]
-fn modifiers() {
+fn spf_modifiers() {
     check(&Section {
         name: "Semantics of exp and other modifiers",
         zone: &[
@@ -1936,7 +1936,7 @@ fn modifiers() {
 }
 
 #[test]
-fn macro_expansion_rules() {
+fn spf_macro_expansion_rules() {
     const H: &str = "msgbas2x.cos.example.com";
     check(&Section {
         name: "Macro expansion rules",
@@ -2233,7 +2233,7 @@ fn macro_expansion_rules() {
 }
 
 #[test]
-fn processing_limits() {
+fn spf_processing_limits() {
     check(&Section {
         name: "Processing limits",
         zone: &[
@@ -2412,7 +2412,7 @@ fn processing_limits() {
 }
 
 #[test]
-fn implementation_bugs() {
+fn spf_implementation_bugs() {
     check(&Section {
         name: "Test cases from implementation bugs",
         zone: &[
