@@ -2,6 +2,7 @@
 
 mod config;
 mod deliver;
+mod dkim;
 mod outbound;
 mod queue;
 mod sendmail;
@@ -79,6 +80,11 @@ enum Command {
     Queue {
         #[command(subcommand)]
         command: queue::QueueCommand,
+    },
+    /// DKIM signing keys under DATA_DIR/dkim/.
+    Dkim {
+        #[command(subcommand)]
+        command: dkim::DkimCommand,
     },
     /// Manages the users in DATA_DIR/passwd.
     User {
@@ -225,6 +231,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::User { command } => user(&config, command),
         Command::Sendmail { args } => sendmail::run(&config, &args),
         Command::Queue { command } => queue::run(&config, command),
+        Command::Dkim { command } => dkim::run(&config, command),
     }
 }
 

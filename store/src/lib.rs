@@ -3,6 +3,7 @@
 //! only through the [`fs::FileSystem`] trait.
 
 pub mod delivery;
+pub mod dkim_keys;
 pub mod folder;
 pub mod fs;
 pub mod group_sync;

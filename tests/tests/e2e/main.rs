@@ -36,6 +36,7 @@ mod conversation;
 mod crash;
 mod data;
 mod deliver;
+mod dkim;
 mod ehlo;
 mod inbound;
 mod limits;
