@@ -72,6 +72,7 @@ pub mod service;
 pub mod session;
 pub mod sieve;
 pub mod smtp;
+pub mod spf;
 pub mod testing;
 
 pub use clock::{WallClock, rfc5322_date};
