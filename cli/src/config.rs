@@ -96,6 +96,9 @@ struct RelayFile {
     max_parallel: Option<usize>,
     privacy: Option<bool>,
     tls: Option<String>,
+    mta_sts: Option<bool>,
+    mta_sts_port: Option<u16>,
+    mta_sts_ca: Option<PathBuf>,
 }
 
 // Accepted so CONTRACT.md files load; the content-filtering issue acts on these keys.
@@ -235,6 +238,13 @@ pub struct Relay {
     pub privacy: bool,
     /// MX delivery only over TLS (`tls = "encrypt"`), instead of opportunistic (`"may"`).
     pub require_tls: bool,
+    /// Honour the recipient domains' MTA-STS policies (RFC 8461; `mta_sts`, default true).
+    pub mta_sts: bool,
+    /// Port MTA-STS policies are fetched from (`mta_sts_port`, 443; for tests).
+    pub mta_sts_port: u16,
+    /// CA bundle for MTA-STS instead of the system one, for the policy fetch and the enforced
+    /// SMTP TLS (`mta_sts_ca`; for tests).
+    pub mta_sts_ca: Option<PathBuf>,
 }
 
 /// `[relay]`: validates every key; the smarthost password file is read here so a bad path is
@@ -356,6 +366,17 @@ fn relay_settings(file: RelayFile) -> Result<Relay, ConfigError> {
     if file.mx_port == Some(0) {
         return Err(bad("relay.mx_port", "must be greater than 0"));
     }
+    if file.mta_sts_port == Some(0) {
+        return Err(bad("relay.mta_sts_port", "must be greater than 0"));
+    }
+    if let Some(ca) = &file.mta_sts_ca {
+        std::fs::File::open(ca).map_err(|e| {
+            bad(
+                "relay.mta_sts_ca",
+                format!("cannot read {}: {e}", ca.display()),
+            )
+        })?;
+    }
     Ok(Relay {
         resolvers,
         smarthost,
@@ -366,6 +387,9 @@ fn relay_settings(file: RelayFile) -> Result<Relay, ConfigError> {
         max_parallel,
         privacy: file.privacy.unwrap_or(true),
         require_tls,
+        mta_sts: file.mta_sts.unwrap_or(true),
+        mta_sts_port: file.mta_sts_port.unwrap_or(443),
+        mta_sts_ca: file.mta_sts_ca,
     })
 }
 

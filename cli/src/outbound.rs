@@ -47,6 +47,24 @@ pub fn settings(config: &Config) -> Result<OutboundConfig, Failure> {
             crate::tls::client_config(None, "tls").map_err(Failure::Config)?
         }
     };
+    // MTA-STS: verified TLS from the system's roots (or the test's CA), for policy fetches and
+    // for MX hosts under an enforced policy. Without roots nothing can be verified: MTA-STS is
+    // off rather than blocking mail to every domain with a policy.
+    let sts_tls = match (&relay.smarthost, relay.mta_sts) {
+        (None, true) => {
+            let (ca, key) = match &relay.mta_sts_ca {
+                Some(ca) => (ca.clone(), "relay.mta_sts_ca"),
+                None => (SYSTEM_CA.into(), "relay.mta_sts (system CA bundle)"),
+            };
+            if Path::new(&ca).exists() {
+                Some(crate::tls::client_config(Some(&ca), key).map_err(Failure::Config)?)
+            } else {
+                tracing::warn!(bundle = %ca.display(), "no CA bundle: MTA-STS is off");
+                None
+            }
+        }
+        _ => None,
+    };
     client.auth = relay
         .smarthost_auth
         .as_ref()
@@ -62,6 +80,8 @@ pub fn settings(config: &Config) -> Result<OutboundConfig, Failure> {
         interval: Duration::from_secs(10),
         connect_timeout: Duration::from_secs(30),
         max_parallel: relay.max_parallel,
+        sts_tls,
+        sts_port: relay.mta_sts_port,
     })
 }
 
@@ -97,6 +117,8 @@ fn smol_settings(settings: OutboundConfig) -> petrel_runtime_smol::outbound::Out
         interval,
         connect_timeout,
         max_parallel,
+        sts_tls,
+        sts_port,
     } = settings;
     petrel_runtime_smol::outbound::OutboundConfig {
         client,
@@ -109,6 +131,8 @@ fn smol_settings(settings: OutboundConfig) -> petrel_runtime_smol::outbound::Out
         interval,
         connect_timeout,
         max_parallel,
+        sts_tls,
+        sts_port,
     }
 }
 

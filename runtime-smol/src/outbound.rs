@@ -7,6 +7,10 @@
 //! expiry are the store's and core's decisions. Store calls block on the disk, so they run on the
 //! `blocking` pool, as the server sessions' requests do.
 //!
+//! MTA-STS (RFC 8461) as in the blocking runner: after a successful MX lookup, the policy from
+//! the cache ([`StsCache`]) or fetched over verified HTTPS; under `enforce`, only the MX hosts it
+//! allows, over STARTTLS verified with [`OutboundConfig::sts_tls`], never in plaintext.
+//!
 //! Destinations are served as tasks on the daemon's executor ([`QueueRunner::with_executor`],
 //! normally [`crate::Server::executor`]), at most [`OutboundConfig::max_parallel`] at once.
 
@@ -16,18 +20,21 @@ use event_listener::Event;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use futures_rustls::TlsConnector;
 use futures_rustls::client::TlsStream;
+use petrel_core::dns::{Answer, Record, RecordType};
+use petrel_core::mta_sts::{self, HttpParse, Mode, Plan, Policy};
 use petrel_core::queue::{RetryPolicy, RouteStep, Router};
 use petrel_core::smtp::client::{ClientConfig, SmtpClient, TlsPolicy};
 use petrel_core::{Action, Pump, TlsInfo, dns};
 use petrel_store::Store;
 use petrel_store::outbound::{Batch, BatchOutcome};
+use petrel_store::sts_cache::StsCache;
 use rustls::pki_types::ServerName;
 use smol::{Executor, Task};
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How long one write to a remote server may take.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -35,6 +42,10 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(300);
 const READ_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a STARTTLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long fetching an MTA-STS policy may take, connection to last byte.
+const STS_FETCH_TIMEOUT: Duration = Duration::from_secs(20);
+/// Most addresses of `mta-sts.DOMAIN` tried for one fetch.
+const STS_FETCH_ADDRESSES: usize = 4;
 
 /// How the runner reaches other servers.
 ///
@@ -63,6 +74,11 @@ pub struct OutboundConfig {
     pub connect_timeout: Duration,
     /// Destinations served at once.
     pub max_parallel: usize,
+    /// MTA-STS (RFC 8461): the verifying TLS configuration for policy fetches and for MX hosts
+    /// under an `enforce` policy; `None` turns MTA-STS off. Not used with a smarthost.
+    pub sts_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The port MTA-STS policies are fetched from (443; another value only for tests).
+    pub sts_port: u16,
 }
 
 /// What a [`RunnerHandle`] tells the runner.
@@ -121,6 +137,7 @@ struct Shared {
     store: Arc<Store>,
     config: OutboundConfig,
     seed: u64,
+    sts_cache: Arc<StsCache>,
 }
 
 /// The queue runner (see the module docs).
@@ -138,6 +155,7 @@ impl QueueRunner {
     pub fn new(store: Arc<Store>, config: OutboundConfig, seed: u64) -> Self {
         QueueRunner {
             shared: Arc::new(Shared {
+                sts_cache: Arc::new(StsCache::new(&store)),
                 store,
                 config,
                 seed,
@@ -261,8 +279,19 @@ impl Shared {
             .map(|(h, p)| (h.as_str(), *p));
         let mut router = Router::new(&batch.domain, smarthost, self.config.mx_port, seed);
         let mut remote_mta = None;
+        // The MTA-STS policy in force (enforce or testing), known once the MX lookup succeeded.
+        let mut sts: Option<Policy> = None;
+        let (mut client, mut tls) = (self.config.client.clone(), self.config.tls.clone());
         loop {
-            match router.next_step() {
+            let step = router.next_step();
+            if let RouteStep::Connect { host, .. } = &step
+                && let Some(p) = &sts
+                && p.mode == Mode::Testing
+                && !p.allows(host)
+            {
+                tracing::warn!(domain = %batch.domain, %host, "MTA-STS (testing): the policy does not allow this MX host; delivering anyway");
+            }
+            match step {
                 RouteStep::Lookup { name, rtype } => {
                     let answer = crate::dns::resolve_seeded(
                         &name,
@@ -273,6 +302,24 @@ impl Shared {
                     )
                     .await;
                     router.answer(&answer);
+                    if rtype == RecordType::Mx
+                        && matches!(answer, Answer::Records { .. } | Answer::NoData)
+                    {
+                        sts = self.sts_policy(&batch.domain, seed).await;
+                        if let Some(p) = &sts
+                            && let Some(verified) = &self.config.sts_tls
+                            && p.mode == Mode::Enforce
+                        {
+                            let why = sts_mismatch(&batch.domain, p);
+                            let dropped = router.retain_hosts(|h| p.allows(h), &why);
+                            if !dropped.is_empty() {
+                                tracing::warn!(domain = %batch.domain, hosts = ?dropped, "MTA-STS: skipping MX hosts the enforced policy does not allow");
+                            }
+                            let mut required = (*self.config.client).clone();
+                            required.tls = TlsPolicy::Required;
+                            (client, tls) = (Arc::new(required), verified.clone());
+                        }
+                    }
                 }
                 RouteStep::Connect { host, addr } => match self.connect(addr).await {
                     Err(e) => {
@@ -282,22 +329,24 @@ impl Shared {
                     Ok(tcp) => {
                         tracing::info!(domain = %batch.domain, %host, %addr, "connected");
                         remote_mta = Some(host.clone());
-                        let client = self.config.client.clone();
-                        let (b, mut result) = self.converse(tcp, &host, batch, client).await;
+                        let (b, mut result) =
+                            self.converse(tcp, &host, batch, client.clone(), &tls).await;
                         batch = b;
                         // Opportunistic TLS that fails is not worth a bounce (RFC 7435): the
-                        // same host once more, in plaintext, as Postfix does.
+                        // same host once more, in plaintext, as Postfix does. Never under
+                        // required TLS (`relay.tls`, an enforced MTA-STS policy).
                         if matches!(result, Ok(true))
-                            && self.config.client.tls == TlsPolicy::Opportunistic
+                            && client.tls == TlsPolicy::Opportunistic
                             && batch.wants_other_host()
                         {
                             tracing::info!(%host, %addr, "retrying without TLS");
-                            let mut plain = (*self.config.client).clone();
+                            let mut plain = (*client).clone();
                             plain.tls = TlsPolicy::None;
                             match self.connect(addr).await {
                                 Ok(tcp) => {
-                                    let (b, r) =
-                                        self.converse(tcp, &host, batch, Arc::new(plain)).await;
+                                    let (b, r) = self
+                                        .converse(tcp, &host, batch, Arc::new(plain), &tls)
+                                        .await;
                                     batch = b;
                                     result = r;
                                 }
@@ -347,6 +396,7 @@ impl Shared {
         host: &str,
         mut batch: Batch,
         client: Arc<ClientConfig>,
+        tls_config: &Arc<rustls::ClientConfig>,
     ) -> (Batch, io::Result<bool>) {
         if let Err(e) = tcp.get_ref().set_nodelay(true) {
             return (batch, Err(e));
@@ -372,7 +422,7 @@ impl Shared {
                 }
                 Action::StartTls => {
                     let plain = std::mem::replace(&mut conn, ClientConn::Closed);
-                    match limited(HANDSHAKE_TIMEOUT, plain.into_tls(&self.config.tls, host)).await {
+                    match limited(HANDSHAKE_TIMEOUT, plain.into_tls(tls_config, host)).await {
                         Ok((c, info)) => {
                             conn = c;
                             pump.tls_established(Instant::now(), info);
@@ -409,6 +459,161 @@ impl Shared {
         }
         (batch, Ok(tls_failed))
     }
+}
+
+impl Shared {
+    /// The MTA-STS policy of `domain` that changes delivery (enforce or testing), if any: the
+    /// TXT lookup, then the cache or a fetch, as core's [`mta_sts::plan`] decides. The cache's
+    /// disk work runs on the blocking pool.
+    async fn sts_policy(&self, domain: &str, seed: u64) -> Option<Policy> {
+        let tls = self.config.sts_tls.as_ref()?;
+        if self.config.smarthost.is_some() || !mta_sts::is_policy_domain(domain) {
+            return None;
+        }
+        let answer = crate::dns::resolve_seeded(
+            &mta_sts::txt_name(domain),
+            RecordType::Txt,
+            &self.config.resolvers,
+            &self.config.dns,
+            seed.rotate_left(7),
+        )
+        .await;
+        let discovery = mta_sts::discover(&answer);
+        let (cache, name) = (self.sts_cache.clone(), domain.to_string());
+        let cached = blocking::unblock(move || cache.get(&name)).await;
+        let now = unix_now();
+        let current = match mta_sts::plan(cached.as_ref(), &discovery, now) {
+            Plan::NoPolicy => None,
+            Plan::UseCached => cached,
+            Plan::Fetch { id } => {
+                let fetched = self
+                    .fetch_policy(domain, tls, seed)
+                    .await
+                    .and_then(|text| mta_sts::parse_policy(&text));
+                if let Err(e) = &fetched {
+                    tracing::warn!(%domain, error = %e, "cannot fetch the MTA-STS policy");
+                }
+                let outcome = mta_sts::after_fetch(cached.as_ref(), &id, fetched, now);
+                if outcome.save
+                    && let Some(p) = &outcome.policy
+                {
+                    tracing::info!(%domain, %id, mode = p.policy.mode.as_str(), "MTA-STS policy fetched");
+                    let (cache, name, entry) =
+                        (self.sts_cache.clone(), domain.to_string(), p.clone());
+                    if let Err(e) = blocking::unblock(move || cache.put(&name, &entry)).await {
+                        tracing::warn!(%domain, error = %e, "cannot cache the MTA-STS policy");
+                    }
+                }
+                outcome.policy
+            }
+        };
+        current.map(|c| c.policy).filter(|p| p.mode != Mode::None)
+    }
+
+    /// `https://mta-sts.DOMAIN/.well-known/mta-sts.txt`, over TLS verified with `tls`, from
+    /// the first address that answers.
+    async fn fetch_policy(
+        &self,
+        domain: &str,
+        tls: &Arc<rustls::ClientConfig>,
+        seed: u64,
+    ) -> Result<String, String> {
+        let host = mta_sts::policy_host(domain);
+        let mut addrs = Vec::new();
+        for (i, rtype) in [RecordType::A, RecordType::Aaaa].into_iter().enumerate() {
+            let answer = crate::dns::resolve_seeded(
+                &host,
+                rtype,
+                &self.config.resolvers,
+                &self.config.dns,
+                seed.rotate_left(11 + i as u32),
+            )
+            .await;
+            addrs.extend(sts_addresses(&answer, self.config.sts_port));
+        }
+        if addrs.is_empty() {
+            return Err(format!("{host} has no address"));
+        }
+        let mut last = String::new();
+        for addr in addrs.into_iter().take(STS_FETCH_ADDRESSES) {
+            let fetch = async {
+                self.fetch_from(addr, &host, domain, tls)
+                    .await
+                    .map_err(io::Error::other)
+            };
+            match limited(STS_FETCH_TIMEOUT, fetch).await {
+                Ok(text) => return Ok(text),
+                Err(e) => last = format!("{host}[{addr}]: {e}"),
+            }
+        }
+        Err(last)
+    }
+
+    async fn fetch_from(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+        domain: &str,
+        tls: &Arc<rustls::ClientConfig>,
+    ) -> Result<String, String> {
+        let tcp = self.connect(addr).await.map_err(|e| e.to_string())?;
+        let name = ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+        let mut stream = TlsConnector::from(tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        stream
+            .write_all(&mta_sts::http_request(domain))
+            .await
+            .map_err(|e| e.to_string())?;
+        stream.flush().await.map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            let room = (mta_sts::MAX_RESPONSE - buf.len()).clamp(1, chunk.len());
+            // A close without TLS close_notify is an error, not an end: it could cut the policy.
+            let n = stream
+                .read(&mut chunk[..room])
+                .await
+                .map_err(|e| e.to_string())?;
+            buf.extend_from_slice(&chunk[..n]);
+            match mta_sts::parse_http_response(&buf, n == 0) {
+                HttpParse::Done(result) => return result,
+                HttpParse::Incomplete if n == 0 => return Err("connection closed".into()),
+                HttpParse::Incomplete => {}
+            }
+        }
+    }
+}
+
+/// The deferral text when an enforced policy allows none of the MX hosts.
+fn sts_mismatch(domain: &str, policy: &Policy) -> String {
+    format!(
+        "MTA-STS: the enforced policy of {domain} allows none of its MX hosts (mx: {})",
+        policy.mx.join(", ")
+    )
+}
+
+/// The addresses of an A or AAAA answer, on `port`.
+fn sts_addresses(answer: &Answer, port: u16) -> Vec<SocketAddr> {
+    match answer {
+        Answer::Records { records, .. } => records
+            .iter()
+            .filter_map(|r| match r {
+                Record::A(a) => Some(SocketAddr::from((*a, port))),
+                Record::Aaaa(a) => Some(SocketAddr::from((*a, port))),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Seconds since the Unix epoch, for the MTA-STS cache's ages.
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// An outbound connection, plain or TLS.

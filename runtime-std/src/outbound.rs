@@ -3,19 +3,33 @@
 //! [`Router`], resolves with [`crate::dns`], connects, and drives core's [`SmtpClient`] over the
 //! connection through the same [`Pump`] as every session. Results are recorded by the store as
 //! the client reports them; retries, bounces and expiry are the store's and core's decisions.
+//!
+//! MTA-STS (RFC 8461, [`petrel_core::mta_sts`]): once the MX lookup of a destination succeeds,
+//! the runner looks for its `_mta-sts` TXT record, fetches the policy over verified HTTPS when
+//! its cache ([`StsCache`]) has no current one, and under an `enforce` policy keeps only the MX
+//! hosts the policy allows and requires STARTTLS with a verified certificate
+//! ([`OutboundConfig::sts_tls`]), with no plaintext retry: mail that cannot go that way waits.
 
+use petrel_core::dns::{Answer, Record, RecordType};
+use petrel_core::mta_sts::{self, HttpParse, Mode, Plan, Policy};
 use petrel_core::queue::{RetryPolicy, RouteStep, Router};
 use petrel_core::smtp::client::{ClientConfig, SmtpClient, TlsPolicy};
 use petrel_core::{Action, Pump, dns};
 use petrel_store::Store;
 use petrel_store::outbound::{Batch, BatchOutcome};
+use petrel_store::sts_cache::StsCache;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, StreamOwned};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long fetching an MTA-STS policy may take, connection to last byte.
+const STS_FETCH_TIMEOUT: Duration = Duration::from_secs(20);
+/// Most addresses of `mta-sts.DOMAIN` tried for one fetch.
+const STS_FETCH_ADDRESSES: usize = 4;
 
 /// How the runner reaches other servers.
 #[derive(Debug, Clone)]
@@ -40,6 +54,11 @@ pub struct OutboundConfig {
     pub connect_timeout: Duration,
     /// Destinations served at once.
     pub max_parallel: usize,
+    /// MTA-STS (RFC 8461): the verifying TLS configuration for policy fetches and for MX hosts
+    /// under an `enforce` policy; `None` turns MTA-STS off. Not used with a smarthost.
+    pub sts_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The port MTA-STS policies are fetched from (443; another value only for tests).
+    pub sts_port: u16,
 }
 
 /// Wakes or stops a running [`QueueRunner`].
@@ -82,12 +101,14 @@ pub struct QueueRunner {
     config: OutboundConfig,
     handle: RunnerHandle,
     seed: u64,
+    sts_cache: StsCache,
 }
 
 impl QueueRunner {
     /// A runner over `store`; `seed` varies DNS ids and MX order.
     pub fn new(store: Arc<Store>, config: OutboundConfig, seed: u64) -> Self {
         QueueRunner {
+            sts_cache: StsCache::new(&store),
             store,
             config,
             handle: RunnerHandle::default(),
@@ -166,6 +187,9 @@ impl QueueRunner {
             .map(|(h, p)| (h.as_str(), *p));
         let mut router = Router::new(&batch.domain, smarthost, self.config.mx_port, seed);
         let mut remote_mta = None;
+        // The MTA-STS policy in force (enforce or testing), known once the MX lookup succeeded.
+        let mut sts: Option<Policy> = None;
+        let (mut client, mut tls) = (self.config.client.clone(), self.config.tls.clone());
         loop {
             match router.next_step() {
                 RouteStep::Lookup { name, rtype } => {
@@ -177,8 +201,32 @@ impl QueueRunner {
                         seed ^ name.len() as u64,
                     );
                     router.answer(&answer);
+                    if rtype == RecordType::Mx
+                        && matches!(answer, Answer::Records { .. } | Answer::NoData)
+                    {
+                        sts = self.sts_policy(&batch.domain, seed);
+                        if let Some(p) = &sts
+                            && let Some(verified) = &self.config.sts_tls
+                            && p.mode == Mode::Enforce
+                        {
+                            let why = sts_mismatch(&batch.domain, p);
+                            let dropped = router.retain_hosts(|h| p.allows(h), &why);
+                            if !dropped.is_empty() {
+                                tracing::warn!(domain = %batch.domain, hosts = ?dropped, "MTA-STS: skipping MX hosts the enforced policy does not allow");
+                            }
+                            let mut required = (*self.config.client).clone();
+                            required.tls = TlsPolicy::Required;
+                            (client, tls) = (Arc::new(required), verified.clone());
+                        }
+                    }
                 }
                 RouteStep::Connect { host, addr } => {
+                    if let Some(p) = &sts
+                        && p.mode == Mode::Testing
+                        && !p.allows(&host)
+                    {
+                        tracing::warn!(domain = %batch.domain, %host, "MTA-STS (testing): the policy does not allow this MX host; delivering anyway");
+                    }
                     match TcpStream::connect_timeout(&addr, self.config.connect_timeout) {
                         Err(e) => {
                             tracing::info!(domain = %batch.domain, %host, %addr, error = %e, "cannot connect");
@@ -187,21 +235,28 @@ impl QueueRunner {
                         Ok(tcp) => {
                             tracing::info!(domain = %batch.domain, %host, %addr, "connected");
                             remote_mta = Some(host.clone());
-                            let client = self.config.client.clone();
-                            let mut result = self.converse(tcp, &host, &mut batch, client);
+                            let mut result =
+                                self.converse(tcp, &host, &mut batch, client.clone(), &tls);
                             // Opportunistic TLS that fails is not worth a bounce (RFC 7435):
-                            // the same host once more, in plaintext, as Postfix does.
+                            // the same host once more, in plaintext, as Postfix does. Never
+                            // under required TLS (`relay.tls`, an enforced MTA-STS policy).
                             if matches!(result, Ok(true))
-                                && self.config.client.tls == TlsPolicy::Opportunistic
+                                && client.tls == TlsPolicy::Opportunistic
                                 && batch.wants_other_host()
                             {
                                 tracing::info!(%host, %addr, "retrying without TLS");
-                                let mut plain = (*self.config.client).clone();
+                                let mut plain = (*client).clone();
                                 plain.tls = TlsPolicy::None;
                                 result =
                                     TcpStream::connect_timeout(&addr, self.config.connect_timeout)
                                         .and_then(|tcp| {
-                                            self.converse(tcp, &host, &mut batch, Arc::new(plain))
+                                            self.converse(
+                                                tcp,
+                                                &host,
+                                                &mut batch,
+                                                Arc::new(plain),
+                                                &tls,
+                                            )
                                         });
                             }
                             match result {
@@ -235,6 +290,7 @@ impl QueueRunner {
         host: &str,
         batch: &mut Batch,
         client: Arc<ClientConfig>,
+        tls_config: &Arc<rustls::ClientConfig>,
     ) -> io::Result<bool> {
         tcp.set_nodelay(true)?;
         tcp.set_write_timeout(Some(Duration::from_secs(300)))?;
@@ -256,7 +312,7 @@ impl QueueRunner {
                     pump.complete(Instant::now(), req, completion);
                 }
                 Action::StartTls => match std::mem::replace(&mut conn, ClientConn::Closed)
-                    .into_tls(&self.config.tls, host)
+                    .into_tls(tls_config, host)
                 {
                     Ok((c, info)) => {
                         conn = c;
@@ -303,6 +359,155 @@ impl QueueRunner {
         }
         Ok(tls_failed)
     }
+}
+
+impl QueueRunner {
+    /// The MTA-STS policy of `domain` that changes delivery (enforce or testing), if any: the
+    /// TXT lookup, then the cache or a fetch, as core's [`mta_sts::plan`] decides.
+    fn sts_policy(&self, domain: &str, seed: u64) -> Option<Policy> {
+        let tls = self.config.sts_tls.as_ref()?;
+        if self.config.smarthost.is_some() || !mta_sts::is_policy_domain(domain) {
+            return None;
+        }
+        let answer = crate::dns::resolve_seeded(
+            &mta_sts::txt_name(domain),
+            RecordType::Txt,
+            &self.config.resolvers,
+            &self.config.dns,
+            seed.rotate_left(7),
+        );
+        let discovery = mta_sts::discover(&answer);
+        let cached = self.sts_cache.get(domain);
+        let now = unix_now();
+        let current = match mta_sts::plan(cached.as_ref(), &discovery, now) {
+            Plan::NoPolicy => None,
+            Plan::UseCached => cached,
+            Plan::Fetch { id } => {
+                let fetched = self
+                    .fetch_policy(domain, tls, seed)
+                    .and_then(|text| mta_sts::parse_policy(&text));
+                if let Err(e) = &fetched {
+                    tracing::warn!(%domain, error = %e, "cannot fetch the MTA-STS policy");
+                }
+                let outcome = mta_sts::after_fetch(cached.as_ref(), &id, fetched, now);
+                if outcome.save
+                    && let Some(p) = &outcome.policy
+                {
+                    tracing::info!(%domain, %id, mode = p.policy.mode.as_str(), "MTA-STS policy fetched");
+                    if let Err(e) = self.sts_cache.put(domain, p) {
+                        tracing::warn!(%domain, error = %e, "cannot cache the MTA-STS policy");
+                    }
+                }
+                outcome.policy
+            }
+        };
+        current.map(|c| c.policy).filter(|p| p.mode != Mode::None)
+    }
+
+    /// `https://mta-sts.DOMAIN/.well-known/mta-sts.txt`, over TLS verified with `tls`, from
+    /// the first address that answers.
+    fn fetch_policy(
+        &self,
+        domain: &str,
+        tls: &Arc<rustls::ClientConfig>,
+        seed: u64,
+    ) -> Result<String, String> {
+        let host = mta_sts::policy_host(domain);
+        let mut addrs = Vec::new();
+        for (i, rtype) in [RecordType::A, RecordType::Aaaa].into_iter().enumerate() {
+            let answer = crate::dns::resolve_seeded(
+                &host,
+                rtype,
+                &self.config.resolvers,
+                &self.config.dns,
+                seed.rotate_left(11 + i as u32),
+            );
+            addrs.extend(sts_addresses(&answer, self.config.sts_port));
+        }
+        if addrs.is_empty() {
+            return Err(format!("{host} has no address"));
+        }
+        let mut last = String::new();
+        for addr in addrs.into_iter().take(STS_FETCH_ADDRESSES) {
+            match self.fetch_from(addr, &host, domain, tls) {
+                Ok(text) => return Ok(text),
+                Err(e) => last = format!("{host}[{addr}]: {e}"),
+            }
+        }
+        Err(last)
+    }
+
+    fn fetch_from(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+        domain: &str,
+        tls: &Arc<rustls::ClientConfig>,
+    ) -> Result<String, String> {
+        let deadline = Instant::now() + STS_FETCH_TIMEOUT;
+        let tcp = TcpStream::connect_timeout(&addr, self.config.connect_timeout)
+            .map_err(|e| e.to_string())?;
+        tcp.set_write_timeout(Some(STS_FETCH_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let name = ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+        let conn = ClientConnection::new(tls.clone(), name).map_err(|e| e.to_string())?;
+        let mut stream = StreamOwned::new(conn, tcp);
+        let mut buf = Vec::new();
+        let mut chunk = vec![0u8; 16 * 1024];
+        stream
+            .write_all(&mta_sts::http_request(domain))
+            .and_then(|()| stream.flush())
+            .map_err(|e| e.to_string())?;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("timed out".into());
+            }
+            stream
+                .sock
+                .set_read_timeout(Some(left))
+                .map_err(|e| e.to_string())?;
+            let room = (mta_sts::MAX_RESPONSE - buf.len()).clamp(1, chunk.len());
+            // A close without TLS close_notify is an error, not an end: it could cut the policy.
+            let n = stream.read(&mut chunk[..room]).map_err(|e| e.to_string())?;
+            buf.extend_from_slice(&chunk[..n]);
+            match mta_sts::parse_http_response(&buf, n == 0) {
+                HttpParse::Done(result) => return result,
+                HttpParse::Incomplete if n == 0 => return Err("connection closed".into()),
+                HttpParse::Incomplete => {}
+            }
+        }
+    }
+}
+
+/// The deferral text when an enforced policy allows none of the MX hosts.
+fn sts_mismatch(domain: &str, policy: &Policy) -> String {
+    format!(
+        "MTA-STS: the enforced policy of {domain} allows none of its MX hosts (mx: {})",
+        policy.mx.join(", ")
+    )
+}
+
+/// The addresses of an A or AAAA answer, on `port`.
+fn sts_addresses(answer: &Answer, port: u16) -> Vec<SocketAddr> {
+    match answer {
+        Answer::Records { records, .. } => records
+            .iter()
+            .filter_map(|r| match r {
+                Record::A(a) => Some(SocketAddr::from((*a, port))),
+                Record::Aaaa(a) => Some(SocketAddr::from((*a, port))),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Seconds since the Unix epoch, for the MTA-STS cache's ages.
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// An outbound connection, plain or TLS.

@@ -18,6 +18,7 @@ pub mod password;
 pub mod queue;
 pub mod sieve_scripts;
 pub mod store;
+pub mod sts_cache;
 pub mod throttle;
 pub mod transfer;
 pub mod uidlist;
