@@ -43,6 +43,7 @@ mod limits;
 mod lmtp;
 mod managesieve;
 mod mbox;
+mod mta_sts;
 mod outbound;
 mod pipelining;
 mod pop3;
