@@ -44,9 +44,12 @@ pub async fn resolve_seeded(
         while let Some(transmit) = lookup.poll_transmit() {
             match transmit {
                 Transmit::Udp { server, bytes } => {
-                    // A failed send shows up as the try's timeout.
-                    if let Ok(socket) = sockets.for_server(server) {
-                        let _ = socket.send_to(&bytes, server).await;
+                    // Connected, so that an ICMP "port unreachable" ends the try at once
+                    // instead of at its timeout; a failed send shows up as the try's timeout.
+                    if let Ok(socket) = sockets.for_server(server)
+                        && socket.get_ref().connect(server).is_ok()
+                    {
+                        let _ = socket.send(&bytes).await;
                     }
                     listening = Some(server);
                 }
@@ -87,6 +90,11 @@ pub async fn resolve_seeded(
         match received {
             Some(Ok((n, from))) => lookup.handle_udp(Instant::now(), from, &buf[..n]),
             None => lookup.handle_timeout(Instant::now()),
+            Some(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                if let Some(server) = listening {
+                    lookup.handle_udp_error(Instant::now(), server, &e.to_string());
+                }
+            }
             Some(Err(_)) => {
                 let wait = deadline.saturating_duration_since(Instant::now());
                 Timer::after(wait.min(ERROR_BACKOFF)).await;

@@ -42,9 +42,10 @@ pub fn resolve_seeded(
         while let Some(transmit) = lookup.poll_transmit() {
             match transmit {
                 Transmit::Udp { server, bytes } => {
-                    // A failed send shows up as the try's timeout.
+                    // Connected, so that an ICMP "port unreachable" ends the try at once
+                    // instead of at its timeout; a failed send shows up as the try's timeout.
                     if let Ok(socket) = sockets.for_server(server) {
-                        let _ = socket.send_to(&bytes, server);
+                        let _ = socket.connect(server).and_then(|()| socket.send(&bytes));
                     }
                     listening = Some(server);
                 }
@@ -80,6 +81,11 @@ pub fn resolve_seeded(
         match socket.recv_from(&mut buf) {
             Ok((n, from)) => lookup.handle_udp(Instant::now(), from, &buf[..n]),
             Err(e) if is_timeout(&e) => lookup.handle_timeout(Instant::now()),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                if let Some(server) = listening {
+                    lookup.handle_udp_error(Instant::now(), server, &e.to_string());
+                }
+            }
             Err(_) => {
                 std::thread::sleep((deadline - now).min(ERROR_BACKOFF));
                 lookup.handle_timeout(Instant::now());

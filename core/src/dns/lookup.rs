@@ -183,6 +183,18 @@ impl Lookup {
         self.next_try(now);
     }
 
+    /// The UDP try in flight to `server` failed at once (on a connected socket, an ICMP
+    /// "port unreachable" arrives as a receive error): it counts as failed now, not at its
+    /// deadline. Calls for another server or a TCP try are ignored.
+    pub fn handle_udp_error(&mut self, now: Instant, server: SocketAddr, error: &str) {
+        let Some(p) = &self.pending else { return };
+        if p.tcp || p.server != server {
+            return;
+        }
+        self.last_error = format!("{server} (udp): {error}");
+        self.next_try(now);
+    }
+
     /// When [`Lookup::handle_timeout`] must be called next; `None` once the lookup is finished.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
