@@ -80,6 +80,8 @@ struct LimitsFile {
 struct AuthFile {
     allow_plaintext_on_loopback: Option<bool>,
     failure_delay_ms: Option<u64>,
+    verify: Option<bool>,
+    dmarc_failure: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -208,6 +210,9 @@ pub struct Config {
     pub allow_plaintext_on_loopback: bool,
     /// Delay before a failed AUTH is answered.
     pub auth_failure_delay: Duration,
+    /// Inbound SMTP checks SPF, DKIM and DMARC and acts on DMARC failures this way (`[auth]
+    /// verify`, `dmarc_failure`); `None` when verification is off.
+    pub authenticate: Option<petrel_core::auth::FailurePolicy>,
     /// Users and domains whose mail goes to mbox files (`[delivery]`), empty for none.
     pub mbox: MboxPolicy,
     /// Outbound delivery (`[relay]`).
@@ -557,6 +562,19 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         limits.max_connections.map(|v| v as u64),
         1000,
     )?;
+    let failure = match auth.dmarc_failure.as_deref() {
+        None | Some("follow") => petrel_core::auth::FailurePolicy::Follow,
+        Some("none") => petrel_core::auth::FailurePolicy::Ignore,
+        Some("quarantine") => petrel_core::auth::FailurePolicy::Quarantine,
+        Some("reject") => petrel_core::auth::FailurePolicy::Reject,
+        Some(other) => {
+            return Err(bad(
+                "auth.dmarc_failure",
+                format!("{other:?} must be \"follow\", \"reject\", \"quarantine\" or \"none\""),
+            ));
+        }
+    };
+    let authenticate = auth.verify.unwrap_or(true).then_some(failure);
     let mut unimplemented_sections = Vec::new();
     let relay = relay_settings(file.relay.unwrap_or_default())?;
     if let Some(f) = &file.filter {
@@ -600,6 +618,7 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         shutdown_grace: Duration::from_secs(limits.shutdown_grace.unwrap_or(30)),
         allow_plaintext_on_loopback: auth.allow_plaintext_on_loopback.unwrap_or(false),
         auth_failure_delay: Duration::from_millis(auth.failure_delay_ms.unwrap_or(1000)),
+        authenticate,
         unimplemented_sections,
     })
 }

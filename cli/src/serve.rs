@@ -43,6 +43,7 @@ fn smtp_config(
     c.auth_failure_delay = config.auth_failure_delay;
     c.starttls = starttls;
     c.privacy = config.relay.privacy;
+    c.authenticate = config.authenticate;
     Arc::new(c)
 }
 

@@ -54,6 +54,7 @@
 //! # }
 //! ```
 
+pub mod auth;
 pub mod clock;
 pub mod dkim;
 pub mod dns;

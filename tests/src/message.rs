@@ -34,6 +34,8 @@ pub fn sample_message(marker: &str) -> Vec<u8> {
 pub struct StoredMessage {
     /// The address inside `Return-Path: <...>`.
     pub return_path: String,
+    /// The `Authentication-Results:` field inbound SMTP added, if any.
+    pub authentication_results: Option<String>,
     /// The whole `Received:` header, folded lines and CRLFs included.
     pub received: String,
     /// Everything after the `Received:` header: the message as the client sent it.
@@ -68,6 +70,18 @@ impl StoredMessage {
                 format!("stored message does not start with `Return-Path: <...>\\r\\n`: {head:?}")
             })?
             .to_string();
+        // Inbound SMTP puts its Authentication-Results on top (RFC 8601 5).
+        let mut first_end = first_end;
+        let mut authentication_results = None;
+        if bytes[first_end..].starts_with(b"Authentication-Results: ") {
+            let mut end = line_end(first_end)?;
+            while end < bytes.len() && (bytes[end] == b' ' || bytes[end] == b'\t') {
+                end = line_end(end)?;
+            }
+            authentication_results =
+                Some(String::from_utf8_lossy(&bytes[first_end..end]).into_owned());
+            first_end = end;
+        }
         // `Received: from ...`, or `Received: by ...` on submission with privacy on.
         if !bytes[first_end..].starts_with(b"Received: ") {
             return Err(format!(
@@ -85,6 +99,7 @@ impl StoredMessage {
         }
         Ok(StoredMessage {
             return_path,
+            authentication_results,
             received,
             rest: bytes[end..].to_vec(),
         })

@@ -79,6 +79,9 @@ pub struct SmtpConfig {
     /// On submission: leave the client's address out of the Received header and remove
     /// User-Agent/X-Mailer fields ([`privacy`]).
     pub privacy: bool,
+    /// On inbound SMTP: check SPF, DKIM and DMARC, add Authentication-Results, and act on a
+    /// DMARC failure this way; `None` to check nothing.
+    pub authenticate: Option<crate::auth::FailurePolicy>,
 }
 
 impl SmtpConfig {
@@ -99,6 +102,7 @@ impl SmtpConfig {
             chunk_size: 64 * 1024,
             clock,
             privacy: false,
+            authenticate: None,
         }
     }
 

@@ -12,6 +12,7 @@ use super::hops::{HopCounter, MAX_HOPS};
 use super::privacy::HeaderStrip;
 use super::received::Trace;
 use super::{Role, SmtpConfig};
+use crate::auth::{Disposition, MessageAuth};
 use crate::effect::{
     AuthOutcome, Completion, Effect, Envelope, Receipt, Recipient, RecipientOutcome, Refusals,
     Secret, TxId, UserId,
@@ -63,10 +64,14 @@ struct Reply(u16, &'static str, String);
 enum Pending {
     Auth,
     Rcpt(Address),
-    Begin { bdat: Option<(u64, bool)> },
+    Begin {
+        bdat: Option<(u64, bool)>,
+    },
     Append,
     Commit,
     Abort,
+    /// DNS questions of the message's authentication, in the order asked.
+    Resolve(Vec<(String, crate::dns::RecordType)>),
 }
 
 /// The message part of a transaction, once the store has opened it.
@@ -82,8 +87,12 @@ struct Body {
     bdat: bool,
     hops: HopCounter,
     looping: bool,
-    /// Submission privacy filter, when on.
+    /// Header filter (submission privacy, forged Authentication-Results), when on.
     strip: Option<HeaderStrip>,
+    /// SPF, DKIM and DMARC of an inbound message, when on.
+    auth: Option<Box<MessageAuth>>,
+    /// DMARC says: refuse, with this text.
+    refused_by_policy: Option<String>,
 }
 
 /// A mail transaction: from MAIL to the final reply.
@@ -217,6 +226,18 @@ impl SmtpSession {
     /// Submission privacy applies to this session.
     fn private(&self) -> bool {
         self.config.privacy && self.config.role.is_submission()
+    }
+
+    /// The header filter for this session's messages: privacy on submission, forged
+    /// Authentication-Results on inbound mail that gets authenticated.
+    fn header_filter(&self) -> Option<HeaderStrip> {
+        let verify = self.config.role == Role::Inbound && self.config.authenticate.is_some();
+        (self.private() || verify).then(|| {
+            HeaderStrip::new(
+                self.private(),
+                verify.then_some(self.config.hostname.as_str()),
+            )
+        })
     }
 
     fn auth_allowed(&self) -> bool {
@@ -362,7 +383,7 @@ impl SmtpSession {
             recipients: Vec::new(),
             accepted: Vec::new(),
             body: Body {
-                strip: self.private().then(HeaderStrip::default),
+                strip: self.header_filter(),
                 ..Body::default()
             },
         });
@@ -501,6 +522,19 @@ impl SmtpSession {
             private: self.private(),
         }
         .write(&mut trace);
+        let auth = match (self.config.authenticate, self.config.role) {
+            (Some(policy), Role::Inbound) => self.peer.ip.parse().ok().map(|ip| {
+                Box::new(MessageAuth::new(
+                    &self.config.hostname,
+                    policy,
+                    ip,
+                    &helo,
+                    &tx.sender.to_string(),
+                    self.config.clock.unix_seconds(),
+                ))
+            }),
+            _ => None,
+        };
         let envelope = Envelope {
             session: self.peer.session_id.clone(),
             id: tx.id.clone(),
@@ -508,6 +542,9 @@ impl SmtpSession {
             recipients: tx.recipients.clone(),
             submitted_by: self.user.clone(),
         };
+        if let Some(tx) = &mut self.tx {
+            tx.body.auth = auth;
+        }
         self.request(
             Effect::BeginMessage { envelope, trace },
             Pending::Begin { bdat },
@@ -655,6 +692,9 @@ impl SmtpSession {
         };
         body.size += (body.chunk.len() - before) as u64;
         body.hops.feed(&body.chunk[before..]);
+        if let Some(auth) = &mut body.auth {
+            auth.feed(&body.chunk[before..]);
+        }
         if let Some(strip) = &mut body.strip {
             let raw = body.chunk.split_off(before);
             strip.feed(&raw, &mut body.chunk);
@@ -701,16 +741,48 @@ impl SmtpSession {
                 std::mem::replace(&mut body.chunk, Vec::with_capacity(chunk_size.min(8192)));
             self.request(Effect::AppendChunk { tx: id, bytes }, Pending::Append);
         } else if body.ended && healthy {
+            let mut prepend = Vec::new();
+            let mut junk = false;
+            if let Some(auth) = &mut body.auth {
+                auth.finish_message();
+                match auth.outcome() {
+                    None => {
+                        let queries = auth.queries();
+                        if !queries.is_empty() {
+                            self.request(
+                                Effect::Resolve {
+                                    queries: queries.clone(),
+                                },
+                                Pending::Resolve(queries),
+                            );
+                            return;
+                        }
+                        // Nothing left to ask and still no verdict: deliver unmarked.
+                    }
+                    Some(outcome) => {
+                        prepend = outcome.header.into_bytes();
+                        match outcome.disposition {
+                            Disposition::Accept => {}
+                            Disposition::Quarantine => junk = true,
+                            Disposition::Reject(text) => {
+                                body.refused_by_policy = Some(text);
+                                self.request(Effect::Abort { tx: id }, Pending::Abort);
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
             self.request(
                 Effect::Commit {
                     tx: id,
-                    prepend: Vec::new(),
+                    prepend,
                     refusals: if self.lmtp() {
                         Refusals::PerRecipient
                     } else {
                         Refusals::AllOrNotice
                     },
-                    junk: false,
+                    junk,
                 },
                 Pending::Commit,
             );
@@ -723,6 +795,13 @@ impl SmtpSession {
     fn finish_failed_message(&mut self) {
         let Some(tx) = self.tx.take() else { return };
         let b = &tx.body;
+        if let Some(text) = &b.refused_by_policy {
+            let (status, text) = text.split_once(' ').unwrap_or(("5.7.1", text));
+            let text = text.to_string();
+            let status: &'static str = if status == "5.7.1" { "5.7.1" } else { "5.7.0" };
+            self.final_replies(&tx, 550, status, &text);
+            return;
+        }
         let (code, status, text) = if b.too_big {
             (552, "5.3.4", "Error: message too large")
         } else if b.looping {
@@ -949,6 +1028,20 @@ impl Session for SmtpSession {
         debug_assert_eq!(expected, id, "completion for another request");
         self.deadline = now + self.config.command_timeout;
         match (what, completion) {
+            (Pending::Resolve(queries), completion) => {
+                let answers = match completion {
+                    Completion::Dns(answers) if answers.len() == queries.len() => answers,
+                    _ => queries
+                        .iter()
+                        .map(|_| crate::dns::Answer::TempFail("lookup failed".into()))
+                        .collect(),
+                };
+                if let Some(auth) = self.tx.as_mut().and_then(|t| t.body.auth.as_mut()) {
+                    for ((name, rtype), answer) in queries.iter().zip(&answers) {
+                        auth.answer(name, *rtype, answer);
+                    }
+                }
+            }
             (Pending::Auth, Completion::Auth(AuthOutcome::Success(user))) => {
                 self.user = Some(user);
                 self.reply(235, "2.7.0", "Authentication successful");
