@@ -352,7 +352,8 @@ fn sendmail(config: &Config, argv: &[String]) -> Result<(), (u8, String)> {
         id: id.clone(),
         sender,
         recipients,
-        submitted_by: None,
+        // A local program is a trusted submitter: its mail is signed like submission's.
+        submitted_by: Some(petrel_core::UserId(format!("{login}@localhost"))),
     };
     let receipt = store_message(
         &store,

@@ -17,6 +17,7 @@ pub mod passwd;
 pub mod password;
 pub mod queue;
 pub mod sieve_scripts;
+pub mod signing;
 pub mod store;
 pub mod sts_cache;
 pub mod throttle;

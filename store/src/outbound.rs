@@ -355,6 +355,8 @@ struct BatchEntry {
     name: String,
     sender: String,
     offset: u64,
+    /// Sent before the stored message (DKIM signatures made when it was queued).
+    prepend: Vec<u8>,
     size: u64,
     eight_bit: bool,
     smtputf8: bool,
@@ -433,7 +435,13 @@ impl Batch {
                 let Some(e) = self.entries.iter().find(|e| e.name == id) else {
                     return failed(format!("{id} is not in this batch"));
                 };
-                match store.queue_read(&e.name, e.offset, offset, max) {
+                let head = e.prepend.len() as u64;
+                if offset < head {
+                    let start = offset as usize;
+                    let end = e.prepend.len().min(start.saturating_add(max));
+                    return Completion::Data(e.prepend[start..end].to_vec());
+                }
+                match store.queue_read(&e.name, e.offset, offset - head, max) {
                     Ok(bytes) => Completion::Data(bytes),
                     Err(err) => failed(err.to_string()),
                 }
@@ -527,7 +535,7 @@ impl Store {
                     continue;
                 }
             };
-            let eight_bit = self.has_eight_bit(&entry)?;
+            let eight_bit = self.has_eight_bit(&entry)? || entry.prepend.iter().any(|b| *b >= 0x80);
             let sender_utf8 = !entry.sender.is_ascii();
             for rcpt in entry.pending() {
                 let domain = QueueEntry::domain_of(rcpt);
@@ -548,7 +556,8 @@ impl Store {
                             name: entry.name.clone(),
                             sender: entry.sender.clone(),
                             offset: entry.offset,
-                            size,
+                            prepend: entry.prepend.clone(),
+                            size: size + entry.prepend.len() as u64,
                             eight_bit,
                             smtputf8: sender_utf8,
                             recipients: Vec::new(),

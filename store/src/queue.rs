@@ -18,7 +18,8 @@
 //! failed dave@example.net 550 5.1.1 user unknown
 //! ```
 //! `offset` is where the message starts in `msg/NAME` (after the Return-Path line, which belongs
-//! only to final delivery). `sender` is empty for the null path. `rcpt` lines are recipients
+//! only to final delivery). `prepend` lines (base64) hold header fields sent before the message,
+//! such as its DKIM signatures, computed once when it was queued. `sender` is empty for the null path. `rcpt` lines are recipients
 //! still to deliver (with the `last` problem met, if any); `done` ones were delivered, `failed`
 //! ones failed for good and `bounced` ones failed and were reported to the sender. Every change
 //! is written atomically and fsynced.
@@ -28,15 +29,24 @@ pub const MSG_DIR: &str = "queue/msg";
 /// Directory of envelope files, relative to the data directory.
 pub const ENV_DIR: &str = "queue/env";
 
-/// The envelope file of a newly queued message from `sender` (empty: null sender).
+/// The envelope file of a newly queued message from `sender` (empty: null sender), with
+/// `prepend` (header fields sent before the message, e.g. DKIM signatures) if any.
 pub fn envelope_lines(
     id: &str,
     sender: &str,
     offset: usize,
     queued: i64,
+    prepend: &[u8],
     recipients: &[String],
 ) -> String {
     let mut text = format!("id {id}\nsender {sender}\noffset {offset}\nqueued {queued}\n");
+    if !prepend.is_empty() {
+        use base64::Engine;
+        text.push_str(&format!(
+            "prepend {}\n",
+            base64::engine::general_purpose::STANDARD.encode(prepend)
+        ));
+    }
     for r in recipients {
         text.push_str(&format!("rcpt {r}\n"));
     }
@@ -80,6 +90,8 @@ pub struct QueueEntry {
     pub next: i64,
     /// A delay warning was sent.
     pub warned: bool,
+    /// Header fields sent before the stored message (DKIM-Signature), CRLF lines.
+    pub prepend: Vec<u8>,
     /// The recipients in the order given.
     pub recipients: Vec<(String, RcptState)>,
 }
@@ -120,6 +132,7 @@ impl QueueEntry {
             attempts: 0,
             next: 0,
             warned: false,
+            prepend: Vec::new(),
             recipients: Vec::new(),
         };
         let mut lasts: Vec<(String, u16, String)> = Vec::new();
@@ -142,6 +155,13 @@ impl QueueEntry {
                 "attempts" => e.attempts = num(value)?.clamp(0, i64::from(u32::MAX)) as u32,
                 "next" => e.next = num(value)?,
                 "warned" => e.warned = true,
+                "prepend" => {
+                    use base64::Engine;
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(value.trim())
+                        .map_err(|_| "bad prepend line".to_string())?;
+                    e.prepend.extend_from_slice(&bytes);
+                }
                 "rcpt" => e
                     .recipients
                     .push((value.to_string(), RcptState::Pending(None))),
@@ -191,6 +211,13 @@ impl QueueEntry {
         if self.warned {
             t.push_str("warned\n");
         }
+        if !self.prepend.is_empty() {
+            use base64::Engine;
+            t.push_str(&format!(
+                "prepend {}\n",
+                base64::engine::general_purpose::STANDARD.encode(&self.prepend)
+            ));
+        }
         for (addr, state) in &self.recipients {
             match state {
                 RcptState::Pending(last) => {
@@ -220,9 +247,17 @@ mod tests {
 
     #[test]
     fn round_trips_and_reads_old_files() {
-        let old = envelope_lines("S01", "a@example.com", 31, 1000, &["b@x.example".into()]);
+        let old = envelope_lines(
+            "S01",
+            "a@example.com",
+            31,
+            1000,
+            b"DKIM-Signature: x\r\n",
+            &["b@x.example".into()],
+        );
         let mut e = QueueEntry::parse("n1", &old, 5).unwrap();
         assert_eq!(e.queued, 1000);
+        assert_eq!(e.prepend, b"DKIM-Signature: x\r\n");
         assert_eq!(e.pending().collect::<Vec<_>>(), ["b@x.example"]);
         e.recipients.push((
             "c@y.example".into(),

@@ -571,10 +571,17 @@ impl Store {
             }
             if !remote.is_empty() {
                 let env = &open.envelope;
+                // Mail from our own users (authenticated submission, local programs) is
+                // signed for its From domain; mail merely passing through never is.
+                let signatures = if env.submitted_by.is_some() {
+                    self.dkim_signatures(&open.path, skip)
+                } else {
+                    Vec::new()
+                };
                 self.enqueue(
                     &open.path,
                     size,
-                    &queue::envelope_lines(&env.id, &sender, skip, now, &remote),
+                    &queue::envelope_lines(&env.id, &sender, skip, now, &signatures, &remote),
                     &mut created,
                     &mut dirs,
                 )?;
@@ -692,6 +699,7 @@ impl Store {
                         "",
                         return_path.len(),
                         self.config.clock.unix_seconds(),
+                        &[],
                         &[to.to_string()],
                     );
                     self.enqueue(&path, size, &text, &mut created, &mut dirs)?;
