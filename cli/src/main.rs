@@ -1,5 +1,6 @@
 //! `petrel`: the command line of CONTRACT.md.
 
+mod check;
 mod config;
 mod deliver;
 mod dkim;
@@ -80,6 +81,12 @@ enum Command {
     Queue {
         #[command(subcommand)]
         command: queue::QueueCommand,
+    },
+    /// Checks DOMAIN's DNS and mail server as receivers see them (MX, PTR, SPF, DKIM, DMARC,
+    /// TLS, open relay) and prints each finding with the fix.
+    Check {
+        /// The mail domain.
+        domain: String,
     },
     /// DKIM signing keys under DATA_DIR/dkim/.
     Dkim {
@@ -232,6 +239,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Sendmail { args } => sendmail::run(&config, &args),
         Command::Queue { command } => queue::run(&config, command),
         Command::Dkim { command } => dkim::run(&config, command),
+        Command::Check { domain } => check::run(&config, &domain),
     }
 }
 

@@ -31,6 +31,8 @@ macro_rules! sargs {
     ($($x:expr),* $(,)?) => { vec![$($x.to_string()),*] };
 }
 
+mod auth;
+mod check;
 mod config;
 mod conversation;
 mod crash;
