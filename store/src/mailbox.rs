@@ -154,7 +154,9 @@ pub fn sync(
         }
     }
     let mut new: Vec<(&'static str, String)> = present.into_values().collect();
-    new.sort_by(|a, b| a.1.cmp(&b.1));
+    // Arrival order: Maildir names start with the time and carry counters, compared as numbers
+    // (`Q10` after `Q9`), so new messages get UIDs in the order they were delivered.
+    new.sort_by(|a, b| natural_cmp(&a.1, &b.1));
     for (subdir, name) in new {
         let uid = list.next_uid;
         list.next_uid = list.next_uid.saturating_add(1);
@@ -259,5 +261,64 @@ mod tests {
         assert_eq!(find(&fs, &dir, "../x").unwrap(), None);
         let text = std::fs::read_to_string(dir.join(uidlist::FILE_NAME)).unwrap();
         assert!(text.starts_with("3 V1000 N4 G"), "{text}");
+    }
+}
+
+/// Compares names with runs of digits taken as numbers: `1.Q9.h` < `1.Q10.h`.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    fn runs(s: &str) -> impl Iterator<Item = (bool, &str)> {
+        let mut rest = s;
+        std::iter::from_fn(move || {
+            let first = rest.chars().next()?;
+            let digit = first.is_ascii_digit();
+            let end = rest
+                .find(|c: char| c.is_ascii_digit() != digit)
+                .unwrap_or(rest.len());
+            let (run, tail) = rest.split_at(end);
+            rest = tail;
+            Some((digit, run))
+        })
+    }
+    let (mut x, mut y) = (runs(a), runs(b));
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => return a.cmp(b),
+            (None, Some(_)) => return std::cmp::Ordering::Less,
+            (Some(_), None) => return std::cmp::Ordering::Greater,
+            (Some((true, p)), Some((true, q))) => {
+                let (p, q) = (p.trim_start_matches('0'), q.trim_start_matches('0'));
+                let order = p.len().cmp(&q.len()).then_with(|| p.cmp(q));
+                if order != std::cmp::Ordering::Equal {
+                    return order;
+                }
+            }
+            (Some((_, p)), Some((_, q))) => {
+                let order = p.cmp(q);
+                if order != std::cmp::Ordering::Equal {
+                    return order;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod natural_tests {
+    use super::natural_cmp;
+    use std::cmp::Ordering;
+
+    #[test]
+    fn numbers_compare_as_numbers() {
+        assert_eq!(natural_cmp("1.P5Q9R0.h", "1.P5Q10R0.h"), Ordering::Less);
+        assert_eq!(natural_cmp("999.P5Q1.h", "1000.P5Q0.h"), Ordering::Less);
+        assert_eq!(natural_cmp("1.a", "1.b"), Ordering::Less);
+        assert_eq!(
+            natural_cmp("1.Q007", "1.Q7"),
+            Ordering::Greater,
+            "ties fall back to text"
+        );
+        let mut v = vec!["1.Q10.h", "1.Q2.h", "1.Q1.h", "2.Q0.h"];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(v, ["1.Q1.h", "1.Q2.h", "1.Q10.h", "2.Q0.h"]);
     }
 }

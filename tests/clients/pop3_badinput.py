@@ -146,7 +146,8 @@ def main():
         c.line()
         sizes = [tuple(map(int, l.split())) for l in c.multi()]
         n, size = max(sizes, key=lambda x: x[1])
-        c.send(b"DELE 1\r\nRETR %d\r\n" % n)
+        other = next(m for m, _ in sizes if m != n)
+        c.send(b"DELE %d\r\nRETR %d\r\n" % (other, n))
         c.line()
         got = len(c.buf)
         while got < 65536:
