@@ -82,6 +82,7 @@ struct AuthFile {
     failure_delay_ms: Option<u64>,
     verify: Option<bool>,
     dmarc_failure: Option<String>,
+    dkim_sign_headers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -213,6 +214,8 @@ pub struct Config {
     /// Inbound SMTP checks SPF, DKIM and DMARC and acts on DMARC failures this way (`[auth]
     /// verify`, `dmarc_failure`); `None` when verification is off.
     pub authenticate: Option<petrel_core::auth::FailurePolicy>,
+    /// Header fields DKIM signatures cover (`[auth] dkim_sign_headers`; empty: the default list).
+    pub dkim_sign_headers: Vec<String>,
     /// Users and domains whose mail goes to mbox files (`[delivery]`), empty for none.
     pub mbox: MboxPolicy,
     /// Outbound delivery (`[relay]`).
@@ -575,6 +578,17 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         }
     };
     let authenticate = auth.verify.unwrap_or(true).then_some(failure);
+    let mut dkim_sign_headers = Vec::new();
+    for h in auth.dkim_sign_headers.clone().unwrap_or_default() {
+        let h = h.trim().to_ascii_lowercase();
+        if h.is_empty() || !h.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+            return Err(bad(
+                "auth.dkim_sign_headers",
+                format!("{h:?} is not a header field name"),
+            ));
+        }
+        dkim_sign_headers.push(h);
+    }
     let mut unimplemented_sections = Vec::new();
     let relay = relay_settings(file.relay.unwrap_or_default())?;
     if let Some(f) = &file.filter {
@@ -619,6 +633,7 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         allow_plaintext_on_loopback: auth.allow_plaintext_on_loopback.unwrap_or(false),
         auth_failure_delay: Duration::from_millis(auth.failure_delay_ms.unwrap_or(1000)),
         authenticate,
+        dkim_sign_headers,
         unimplemented_sections,
     })
 }
@@ -708,6 +723,30 @@ mod tests {
             .and_then(validate)
             .unwrap();
         assert_eq!(c.listen.len(), 2);
+    }
+
+    #[test]
+    fn auth_keys() {
+        let c = parse("[auth]\nverify = false").and_then(validate).unwrap();
+        assert!(c.authenticate.is_none());
+        let c = parse(
+            "[auth]\ndmarc_failure = \"quarantine\"\ndkim_sign_headers = [\"From\", \"Subject\"]",
+        )
+        .and_then(validate)
+        .unwrap();
+        assert_eq!(
+            c.authenticate,
+            Some(petrel_core::auth::FailurePolicy::Quarantine)
+        );
+        assert_eq!(c.dkim_sign_headers, ["from", "subject"]);
+        assert!(
+            err("[auth]\ndmarc_failure = \"maybe\"")
+                .starts_with("config error: auth.dmarc_failure:")
+        );
+        assert!(
+            err("[auth]\ndkim_sign_headers = [\"a b\"]")
+                .starts_with("config error: auth.dkim_sign_headers:")
+        );
     }
 
     #[test]

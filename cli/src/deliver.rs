@@ -98,7 +98,8 @@ pub(crate) fn open_store(config: &Config) -> Result<(Store, Arc<dyn WallClock>),
     };
     let store = Store::attach(Arc::new(RealFs), store_config)
         .map_err(|e| (EX_TEMPFAIL, format!("cannot open the data directory: {e}")))?
-        .with_mbox(config.mbox.clone());
+        .with_mbox(config.mbox.clone())
+        .with_dkim_headers(config.dkim_sign_headers.clone());
     Ok((store, clock))
 }
 

@@ -100,7 +100,8 @@ pub fn run(config: Config, runtime: RuntimeKind) -> Result<(), Failure> {
                 config.data_dir.display()
             ))
         })?
-        .with_mbox(config.mbox.clone());
+        .with_mbox(config.mbox.clone())
+        .with_dkim_headers(config.dkim_sign_headers.clone());
     let store = Arc::new(store);
 
     let mut listeners = Vec::new();

@@ -52,7 +52,9 @@ impl Store {
         let mut signers: Vec<Signer> = keys
             .into_iter()
             .map(|(selector, key)| {
-                Signer::new(SignerConfig::new(&domain, &selector), Arc::new(key), now)
+                let mut config = SignerConfig::new(&domain, &selector);
+                config.headers = self.dkim_headers.clone();
+                Signer::new(config, Arc::new(key), now)
             })
             .collect();
         let mut input = read_from_start()?;

@@ -89,6 +89,8 @@ pub struct Store {
     mbox: MboxPolicy,
     /// Called when mail was queued for outbound delivery (wakes the queue runner).
     queued_hook: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Header fields DKIM signatures cover (empty: core's default list).
+    pub(crate) dkim_headers: Vec<String>,
 }
 
 impl std::fmt::Debug for Store {
@@ -134,6 +136,7 @@ impl Store {
             durable_maildirs: Mutex::new(std::collections::HashSet::new()),
             mbox: MboxPolicy::default(),
             queued_hook: std::sync::OnceLock::new(),
+            dkim_headers: Vec::new(),
             throttle: AuthThrottle::new(config.clock.clone()),
             config,
         })
@@ -148,6 +151,12 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Signs outgoing mail over these header fields (lowercase; `from` is always added).
+    pub fn with_dkim_headers(mut self, headers: Vec<String>) -> Self {
+        self.dkim_headers = headers;
+        self
     }
 
     /// Delivers the mail of the users `policy` names into mbox files instead of Maildir.

@@ -365,9 +365,14 @@ impl Server {
              command_timeout = {timeout}\n\
              max_connections = {conns}\n\
              \n\
-             [auth]\n\
-             allow_plaintext_on_loopback = false\n\
+             {auth}\
              {extra}\n",
+            // A test's own [auth] section replaces this one (TOML allows one table per name).
+            auth = if o.extra_config.contains("[auth]") {
+                ""
+            } else {
+                "[auth]\nallow_plaintext_on_loopback = false\n"
+            },
             // Mail for other domains stays queued unless a test gives the runner a resolver:
             // nothing answers DNS on port 9, so every attempt is deferred.
             extra = if o.extra_config.contains("[relay]") {

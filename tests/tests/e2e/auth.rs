@@ -85,7 +85,7 @@ fn signed_mail_passes_and_forgeries_are_refused() {
         Runtime::Blocking,
         ServerOptions {
             extra_config: format!(
-                "[relay]\nresolver = \"{}\"\nmx_port = {}\n",
+                "[relay]\nresolver = \"{}\"\nmx_port = {}\n\n[auth]\nallow_plaintext_on_loopback = false\ndkim_sign_headers = [\"From\", \"Subject\", \"To\"]\n",
                 dns.addr,
                 b.port(Listener::Smtp)
             ),
@@ -145,6 +145,26 @@ fn signed_mail_passes_and_forgeries_are_refused() {
         "{ar}\n{text}"
     );
     assert!(text.contains("DKIM-Signature: "), "{text}");
+    // Only the configured fields are signed (each over-signed once).
+    let signature: String = text
+        .split("DKIM-Signature: ")
+        .nth(1)
+        .unwrap()
+        .split("\r\n")
+        .take_while(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("")
+        .split_whitespace()
+        .collect();
+    let h = signature
+        .split(';')
+        .find_map(|t| t.strip_prefix("h="))
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let mut names: Vec<&str> = h.split(':').collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names, ["from", "subject", "to"], "{signature}");
 
     // A forgery: From alice's domain, envelope elsewhere, no signature.
     let mut c = SmtpConn::ready(b.port(Listener::Smtp));
