@@ -197,6 +197,14 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The deferral text when this policy, enforced for `domain`, allows none of its MX hosts.
+    pub fn mismatch_text(&self, domain: &str) -> String {
+        format!(
+            "MTA-STS: the enforced policy of {domain} allows none of its MX hosts (mx: {})",
+            self.mx.join(", ")
+        )
+    }
+
     /// True when one of the policy's `mx` patterns matches `host` (RFC 8461 4.1).
     pub fn allows(&self, host: &str) -> bool {
         self.mx.iter().any(|p| mx_matches(p, host))

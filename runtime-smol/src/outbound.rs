@@ -20,7 +20,7 @@ use event_listener::Event;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use futures_rustls::TlsConnector;
 use futures_rustls::client::TlsStream;
-use petrel_core::dns::{Answer, Record, RecordType};
+use petrel_core::dns::{Answer, RecordType};
 use petrel_core::mta_sts::{self, HttpParse, Mode, Plan, Policy};
 use petrel_core::queue::{RetryPolicy, RouteStep, Router};
 use petrel_core::smtp::client::{ClientConfig, SmtpClient, TlsPolicy};
@@ -310,7 +310,7 @@ impl Shared {
                             && let Some(verified) = &self.config.sts_tls
                             && p.mode == Mode::Enforce
                         {
-                            let why = sts_mismatch(&batch.domain, p);
+                            let why = p.mismatch_text(&batch.domain);
                             let dropped = router.retain_hosts(|h| p.allows(h), &why);
                             if !dropped.is_empty() {
                                 tracing::warn!(domain = %batch.domain, hosts = ?dropped, "MTA-STS: skipping MX hosts the enforced policy does not allow");
@@ -529,7 +529,7 @@ impl Shared {
                 seed.rotate_left(11 + i as u32),
             )
             .await;
-            addrs.extend(sts_addresses(&answer, self.config.sts_port));
+            addrs.extend(answer.socket_addrs(self.config.sts_port));
         }
         if addrs.is_empty() {
             return Err(format!("{host} has no address"));
@@ -583,29 +583,6 @@ impl Shared {
                 HttpParse::Incomplete => {}
             }
         }
-    }
-}
-
-/// The deferral text when an enforced policy allows none of the MX hosts.
-fn sts_mismatch(domain: &str, policy: &Policy) -> String {
-    format!(
-        "MTA-STS: the enforced policy of {domain} allows none of its MX hosts (mx: {})",
-        policy.mx.join(", ")
-    )
-}
-
-/// The addresses of an A or AAAA answer, on `port`.
-fn sts_addresses(answer: &Answer, port: u16) -> Vec<SocketAddr> {
-    match answer {
-        Answer::Records { records, .. } => records
-            .iter()
-            .filter_map(|r| match r {
-                Record::A(a) => Some(SocketAddr::from((*a, port))),
-                Record::Aaaa(a) => Some(SocketAddr::from((*a, port))),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
     }
 }
 

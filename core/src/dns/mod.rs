@@ -91,6 +91,23 @@ pub enum Answer {
     PermFail(String),
 }
 
+impl Answer {
+    /// The addresses of an A or AAAA answer, each on `port`; empty for anything else.
+    pub fn socket_addrs(&self, port: u16) -> Vec<std::net::SocketAddr> {
+        match self {
+            Answer::Records { records, .. } => records
+                .iter()
+                .filter_map(|r| match r {
+                    Record::A(a) => Some(std::net::SocketAddr::from((*a, port))),
+                    Record::Aaaa(a) => Some(std::net::SocketAddr::from((*a, port))),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// Tunables of a [`Lookup`]; [`Default`] gives the values of a stock `resolv.conf`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolverConfig {
