@@ -102,13 +102,13 @@ pub fn binary(raw: &[u8], part: &[u32]) -> Result<Vec<u8>, BinaryError> {
     if part.is_empty() {
         let mut out = Vec::new();
         converted_header(raw, &msg, &mut out);
-        out.extend_from_slice(&decode_part(raw, &msg)?);
+        out.extend_from_slice(&decode_part(raw, &msg, false)?);
         return Ok(out);
     }
     let Some(p) = find(&msg, part) else {
         return Ok(Vec::new());
     };
-    decode_part(raw, p)
+    decode_part(raw, p, false)
 }
 
 /// `BINARY.SIZE[part]`: the size of [`binary`]. Dovecot computes it while decoding the whole
@@ -118,7 +118,15 @@ pub fn binary_size(raw: &[u8], part: &[u32]) -> Result<usize, BinaryError> {
     if has_unknown_cte(raw, &msg) {
         return Err(BinaryError::UnknownCte);
     }
-    binary(raw, part).map(|b| b.len())
+    if part.is_empty() {
+        let mut out = Vec::new();
+        converted_header(raw, &msg, &mut out);
+        return Ok(out.len() + decode_part(raw, &msg, true)?.len());
+    }
+    match find(&msg, part) {
+        Some(p) => decode_part(raw, p, true).map(|b| b.len()),
+        None => Ok(0),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -151,6 +159,8 @@ struct Part {
     is_mime: bool,
     /// True when the default Content-Type is message/rfc822 (multipart/digest children).
     digest_child: bool,
+    /// True when a boundary line came before the blank line that ends the header.
+    header_cut: bool,
     body: Body,
 }
 
@@ -159,6 +169,7 @@ struct Part {
 #[derive(Debug, Clone, Copy)]
 struct Hit {
     content_end: usize,
+    line: usize,
     after: usize,
     level: usize,
     last: bool,
@@ -198,6 +209,7 @@ fn boundary_at(raw: &[u8], pos: usize, from: usize, stack: &[Vec<u8>]) -> Option
             let rest = &line[2 + b.len()..];
             return Some(Hit {
                 content_end: before_break(raw, from, pos),
+                line: pos,
                 after: line_end(raw, pos),
                 level,
                 last: rest.starts_with(b"--"),
@@ -300,6 +312,7 @@ fn parse_entity(
         headers,
         is_mime,
         digest_child,
+        header_cut: cut.is_some(),
         body: Body::Leaf,
     };
     if cut.is_some() {
@@ -339,7 +352,15 @@ fn parse_entity(
     }
     if depth < MAX_DEPTH && is_message_rfc822(&ct) {
         let (inner, hit) = parse_entity(raw, body_start, stack, depth + 1, false, false);
-        part.body_end = hit.map_or(raw.len(), |h| h.content_end);
+        // When a boundary cuts the inner header short, Dovecot leaves the line break before
+        // the boundary out of that header but inside the message/rfc822 part.
+        part.body_end = hit.map_or(raw.len(), |h| {
+            if inner.header_cut {
+                h.line
+            } else {
+                h.content_end
+            }
+        });
         part.body = Body::Message(Box::new(inner));
         return (part, hit);
     }
@@ -394,18 +415,25 @@ fn message_section(raw: &[u8], msg: &Part, text: &SectionText) -> Vec<u8> {
         SectionText::Header => crlf(&raw[msg.header_start..msg.body_start]),
         SectionText::Text => crlf(&raw[msg.body_start..msg.body_end]),
         SectionText::HeaderFields(names) | SectionText::HeaderFieldsNot(names) => {
+            // HEADER.FIELDS ends every field and the block with CRLF; HEADER.FIELDS.NOT copies
+            // the raw fields and the header's own end (nothing when it had no blank line).
             let want = matches!(text, SectionText::HeaderFields(_));
             let mut out = Vec::new();
             for f in &msg.headers {
                 let listed = names.iter().any(|n| name_is(raw, f, n));
                 if listed == want {
                     out.extend_from_slice(&crlf(&raw[f.start..f.end]));
-                    if !out.ends_with(b"\n") {
+                    if want && !out.ends_with(b"\n") {
                         out.extend_from_slice(b"\r\n");
                     }
                 }
             }
-            out.extend_from_slice(b"\r\n");
+            if want {
+                out.extend_from_slice(b"\r\n");
+            } else {
+                let end = msg.headers.last().map_or(msg.header_start, |f| f.end);
+                out.extend_from_slice(&crlf(&raw[end.min(msg.body_start)..msg.body_start]));
+            }
             out
         }
     }
@@ -444,13 +472,19 @@ fn virtual_size(data: &[u8]) -> (usize, usize) {
 struct Lexer<'a> {
     s: &'a [u8],
     i: usize,
+    /// The text of the last comment skipped, for an address whose name is a comment.
+    last_comment: Option<Vec<u8>>,
 }
 
 const TSPECIALS: &[u8] = b"()<>@,;:\\\"/[]?=";
 
 impl<'a> Lexer<'a> {
     fn new(s: &'a [u8]) -> Self {
-        Lexer { s, i: 0 }
+        Lexer {
+            s,
+            i: 0,
+            last_comment: None,
+        }
     }
     fn peek(&self) -> Option<u8> {
         self.s.get(self.i).copied()
@@ -490,6 +524,7 @@ impl<'a> Lexer<'a> {
                             _ => text.push(c),
                         }
                     }
+                    self.last_comment = Some(text.clone());
                     comment = Some(text);
                 }
                 _ => break,
@@ -546,7 +581,6 @@ struct ContentType {
     kind: String,
     sub: String,
     params: Vec<(Vec<u8>, Vec<u8>)>,
-    present: bool,
 }
 
 fn content_type(raw: &[u8], part: &Part) -> ContentType {
@@ -560,7 +594,6 @@ fn content_type(raw: &[u8], part: &Part) -> ContentType {
             kind: kind.into(),
             sub: sub.into(),
             params: Vec::new(),
-            present: false,
         };
     };
     let mut lx = Lexer::new(value);
@@ -584,41 +617,140 @@ fn content_type(raw: &[u8], part: &Part) -> ContentType {
         kind: bytes_to_string(kind),
         sub: bytes_to_string(sub),
         params,
-        present: true,
     }
 }
 
-/// `; name=value` parameters; stops at the first malformed one, keeping those before it.
+/// One `; name=value` parameter (Dovecot's rfc822_parse_content_param): Ok(None) at the end,
+/// Err(()) for a malformed one.
+#[allow(clippy::type_complexity)]
+fn parameter(lx: &mut Lexer<'_>) -> Result<Option<(Vec<u8>, Vec<u8>)>, ()> {
+    if lx.peek().is_none() {
+        return Ok(None);
+    }
+    if lx.peek() != Some(b';') {
+        return Err(());
+    }
+    lx.i += 1;
+    lx.skip_cfws();
+    let name = lx.token().ok_or(())?;
+    lx.skip_cfws();
+    if lx.peek() != Some(b'=') {
+        return Err(());
+    }
+    lx.i += 1;
+    lx.skip_cfws();
+    let value = if lx.peek() == Some(b'"') {
+        lx.quoted().ok_or(())?
+    } else {
+        lx.token().ok_or(())?
+    };
+    lx.skip_cfws();
+    Ok(Some((name, value)))
+}
+
+/// The parameters after a Content-Type or Content-Disposition value, as Dovecot's rfc2231_parse
+/// returns them: a malformed parameter is skipped (from the next `;`), and RFC 2231
+/// continuations `name*0`, `name*1*`... are merged into `name` (or `name*` when extended),
+/// sorted by name; when an index is missing they stay apart as `name*<idx>[*]`. Dovecot keeps
+/// the index of the previous numbered parameter for `name*=` (no number): copied here.
 fn parameters(lx: &mut Lexer<'_>) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut params = Vec::new();
+    struct Continued {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        idx: u32,
+        extended: bool,
+    }
+    let mut result = Vec::new();
+    let mut continued: Vec<Continued> = Vec::new();
+    let mut idx = 0u32;
+    lx.skip_cfws();
     loop {
-        lx.skip_cfws();
-        if lx.peek() != Some(b';') {
-            break;
-        }
-        lx.i += 1;
-        lx.skip_cfws();
-        let Some(name) = lx.token() else { break };
-        lx.skip_cfws();
-        if lx.peek() != Some(b'=') {
-            break;
-        }
-        lx.i += 1;
-        lx.skip_cfws();
-        let value = if lx.peek() == Some(b'"') {
-            match lx.quoted() {
-                Some(v) => v,
-                None => break,
-            }
-        } else {
-            match lx.token() {
-                Some(v) => v,
-                None => break,
+        let (key, value) = match parameter(lx) {
+            Ok(None) => break,
+            Ok(Some(kv)) => kv,
+            Err(()) => {
+                if lx.peek().is_none() {
+                    break;
+                }
+                lx.i += 1;
+                continue;
             }
         };
-        params.push((name, value));
+        let Some(star) = key.iter().position(|&b| b == b'*') else {
+            result.push((key, value));
+            continue;
+        };
+        let mut p = star;
+        if p + 1 < key.len() {
+            p += 1;
+            idx = 0;
+            while p < key.len() && key[p].is_ascii_digit() {
+                idx = idx.wrapping_mul(10).wrapping_add(u32::from(key[p] - b'0'));
+                p += 1;
+            }
+        }
+        let extended = key.get(p) == Some(&b'*');
+        if extended {
+            p += 1;
+        }
+        if p < key.len() {
+            result.push((key, value));
+        } else {
+            continued.push(Continued {
+                key: key[..star].to_vec(),
+                value,
+                idx,
+                extended,
+            });
+        }
     }
-    params
+    continued.sort_by(|a, b| a.key.cmp(&b.key).then(a.idx.cmp(&b.idx)));
+    let mut i = 0;
+    while i < continued.len() {
+        let mut j = i;
+        let mut ok = true;
+        let mut have_extended = false;
+        let mut next_idx = 0u32;
+        while j < continued.len() && continued[j].key.eq_ignore_ascii_case(&continued[i].key) {
+            ok &= continued[j].idx == next_idx;
+            have_extended |= continued[j].extended;
+            next_idx = next_idx.wrapping_add(1);
+            j += 1;
+        }
+        if !ok {
+            for c in &continued[i..j] {
+                let star = if c.extended { "*" } else { "" };
+                let mut key = c.key.clone();
+                key.extend_from_slice(format!("*{}{star}", c.idx).as_bytes());
+                result.push((key, c.value.clone()));
+            }
+        } else {
+            let mut value = Vec::new();
+            if !continued[i].extended && have_extended {
+                value.extend_from_slice(b"''");
+            }
+            for c in &continued[i..j] {
+                if !c.extended && have_extended {
+                    for &b in &c.value {
+                        if b == b'%' {
+                            value.extend_from_slice(b"%25");
+                        } else {
+                            value.push(b);
+                        }
+                    }
+                } else {
+                    value.extend_from_slice(&c.value);
+                }
+            }
+            let mut key = continued[i].key.clone();
+            if have_extended {
+                key.push(b'*');
+            }
+            result.push((key, value));
+        }
+        i = j;
+    }
+    result
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -903,7 +1035,7 @@ fn fill_missing(a: &mut Address) {
 /// One mailbox at the lexer; None when nothing could be read (the lexer is then moved on).
 fn mailbox(lx: &mut Lexer<'_>) -> Option<Address> {
     let start = lx.i;
-    let (words, comment, count) = phrase(lx);
+    let (words, _, count) = phrase(lx);
     lx.skip_cfws();
     let mut a = Address::default();
     match lx.peek() {
@@ -935,6 +1067,7 @@ fn mailbox(lx: &mut Lexer<'_>) -> Option<Address> {
         }
         _ => {
             lx.i = start;
+            lx.last_comment = None;
             addr_spec(lx, &mut a);
             lx.skip_cfws();
             if a.domain.is_none() && (count > 1 || a.mailbox.is_none()) {
@@ -943,7 +1076,8 @@ fn mailbox(lx: &mut Lexer<'_>) -> Option<Address> {
                 let (words, _, _) = phrase(lx);
                 a.mailbox = None;
                 a.name = (!words.is_empty()).then_some(words);
-            } else if let Some(c) = comment.or_else(|| lx.skip_cfws()) {
+            } else if let Some(c) = lx.last_comment.take() {
+                // `user@host (Name)`: the comment is the name.
                 a.name = Some(c);
             }
         }
@@ -963,7 +1097,11 @@ fn parse_addresses(value: &[u8]) -> Vec<Address> {
         match lx.peek() {
             None => break,
             Some(b',') => {
+                // An empty element between two commas (not a trailing comma).
                 lx.i += 1;
+                let mut a = Address::default();
+                fill_missing(&mut a);
+                out.push(a);
                 continue;
             }
             _ => {}
@@ -994,12 +1132,16 @@ fn parse_addresses(value: &[u8]) -> Vec<Address> {
                 }
             }
             out.push(Address::default());
-            continue;
+        } else {
+            lx.i = start;
+            match mailbox(&mut lx) {
+                Some(a) => out.push(a),
+                None => lx.i += 1,
+            }
         }
-        lx.i = start;
-        match mailbox(&mut lx) {
-            Some(a) => out.push(a),
-            None => lx.i += 1,
+        lx.skip_cfws();
+        if lx.peek() == Some(b',') {
+            lx.i += 1;
         }
     }
     out
@@ -1126,7 +1268,7 @@ fn write_part(raw: &[u8], part: &Part, ext: bool, out: &mut Vec<u8>) {
     out.push(b' ');
     string(out, ct.sub.as_bytes());
     out.push(b' ');
-    write_params(out, &ct.params, text || !ct.present);
+    write_params(out, &ct.params, text);
     out.push(b' ');
     nstring_nolf(out, field(raw, part, "content-id"));
     out.push(b' ');
@@ -1220,29 +1362,40 @@ fn converted_header(raw: &[u8], part: &Part, out: &mut Vec<u8>) {
         end = f.end;
     }
     out.extend_from_slice(b"Content-Transfer-Encoding: binary\r\n");
-    out.extend_from_slice(&crlf(&raw[end..part.body_start]));
+    out.extend_from_slice(&crlf(&raw[end.min(part.body_start)..part.body_start]));
 }
 
 /// The body of `part` with every base64 or quoted-printable part inside it decoded.
-fn decode_part(raw: &[u8], part: &Part) -> Result<Vec<u8>, BinaryError> {
+///
+/// `for_size`: Dovecot's BINARY.SIZE counts a message/rfc822 part that has a base64 or
+/// quoted-printable encoding of its own as empty (while BINARY sends it undecoded).
+fn decode_part(raw: &[u8], part: &Part, for_size: bool) -> Result<Vec<u8>, BinaryError> {
     let body = &raw[part.body_start..part.body_end];
     match &part.body {
         Body::Multipart(children) => {
             let mut out = Vec::new();
             let mut cursor = part.body_start;
             for c in children {
-                out.extend_from_slice(&crlf(&raw[cursor..c.header_start]));
+                out.extend_from_slice(&crlf(&raw[cursor.min(c.header_start)..c.header_start]));
                 converted_header(raw, c, &mut out);
-                out.extend_from_slice(&decode_part(raw, c)?);
+                out.extend_from_slice(&decode_part(raw, c, for_size)?);
                 cursor = c.body_end;
             }
             out.extend_from_slice(&crlf(&raw[cursor.min(part.body_end)..part.body_end]));
             return Ok(out);
         }
         Body::Message(inner) => {
+            let encoded = matches!(cte_kind(raw, part), Cte::Base64 | Cte::QuotedPrintable);
+            if for_size && encoded {
+                return Ok(Vec::new());
+            }
             let mut out = Vec::new();
             converted_header(raw, inner, &mut out);
-            out.extend_from_slice(&decode_part(raw, inner)?);
+            out.extend_from_slice(&decode_part(raw, inner, for_size)?);
+            // The line break that a cut-short inner header leaves to this part.
+            out.extend_from_slice(&crlf(
+                &raw[inner.body_end.min(part.body_end)..part.body_end],
+            ));
             return Ok(out);
         }
         Body::Leaf => {}
