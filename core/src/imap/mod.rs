@@ -1,0 +1,8 @@
+//! IMAP4rev2 (RFC 9051) with IMAP4rev1 (RFC 3501) compatibility: the command side.
+//!
+//! - [`sequence`]: sequence sets (`1:4,7,*`, `$`) and their resolution against a mailbox.
+//!
+//! Decoding mailbox names (modified UTF-7, RFC 3501 5.1.3) is the session's job, with
+//! [`crate::mutf7`]; the parser keeps names as the client sent them.
+
+pub mod sequence;
