@@ -1456,6 +1456,44 @@ proptest! {
 }
 
 #[test]
+fn a_command_of_thousands_of_literals() {
+    // Each literal must not make the parser re-read the whole command (quadratic time).
+    let mut input = b"A SEARCH".to_vec();
+    for _ in 0..5000 {
+        input.extend_from_slice(b" TEXT {1+}\r\na");
+    }
+    input.extend_from_slice(b"\r\n");
+    match &all(&input)[..] {
+        [
+            Out::P(Parsed::Command(Command {
+                kind:
+                    K::Search {
+                        criteria: S::And(keys),
+                        ..
+                    },
+                ..
+            })),
+        ] => assert_eq!(keys.len(), 5000),
+        other => panic!("{:?}", other.first()),
+    }
+    // Past the item limit: BAD, and the stream goes on.
+    let limits = Limits {
+        max_items: 100,
+        ..Limits::default()
+    };
+    let mut input = b"A SEARCH".to_vec();
+    for _ in 0..200 {
+        input.extend_from_slice(b" TEXT {1+}\r\na");
+    }
+    input.extend_from_slice(b"\r\nB NOOP\r\n");
+    let out = drive(&mut Parser::new(limits), &[&input]);
+    assert!(
+        matches!(&out[0], Out::P(Parsed::Error { tag: Some(t), text }) if t == "A" && text == "Too many literals")
+    );
+    assert_eq!(out[1..], [noop("B")]);
+}
+
+#[test]
 fn a_pipeline_of_10000_commands_in_one_buffer() {
     let input = "t NOOP\r\n".repeat(10_000);
     let out = all(input.as_bytes());

@@ -353,9 +353,12 @@ impl Parser {
                 Err((tag, text)) => (take, Some(Parsed::Error { tag, text })),
             };
         };
-        if let Some((tag, mailbox, flags, date)) =
-            append_head(&self.buf[..self.line_start + a.start], &self.limits)
-        {
+        // An APPEND head holds at most one literal (its mailbox name) before the message, so
+        // the head is re-read only then: a command of many literals stays linear.
+        let head = (self.literals <= 1)
+            .then(|| append_head(&self.buf[..self.line_start + a.start], &self.limits))
+            .flatten();
+        if let Some((tag, mailbox, flags, date)) = head {
             let start = AppendStart {
                 tag,
                 mailbox,
@@ -374,10 +377,14 @@ impl Parser {
             || self.literals > self.limits.max_items
         {
             let tag = self.error_tag();
-            let text = format!(
-                "Literal too large (at most {} octets)",
-                self.limits.max_literal
-            );
+            let text = if self.literals > self.limits.max_items {
+                "Too many literals".to_string()
+            } else {
+                format!(
+                    "Literal too large (at most {} octets)",
+                    self.limits.max_literal
+                )
+            };
             self.reset();
             if !a.sync {
                 // LITERAL+ (RFC 7888 4): the client sends it anyway; drop it and its command.
