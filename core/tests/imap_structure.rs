@@ -2,16 +2,12 @@
 //! `imap_corpus/*.dovecot` by `imap_corpus/regenerate.sh` (see `imap_corpus/README.md`), and
 //! property tests that no input makes them panic.
 
-// Until core/src/imap/mod.rs (owned by the IMAP command parser) declares `pub mod structure;`,
-// the module is compiled straight into this test.
-#[allow(dead_code, missing_docs)]
-#[path = "../src/imap/structure.rs"]
-mod structure;
-
+use petrel_core::imap::structure::{
+    BinaryError, SectionSpec, SectionText, binary, binary_is_decoded, binary_size, body_structure,
+    envelope, section,
+};
 use proptest::prelude::*;
 use std::path::Path;
-use structure::{BinaryError, SectionSpec, SectionText, binary, binary_size, body_structure};
-use structure::{binary_is_decoded, envelope, section};
 
 /// Parses `BODY.PEEK[1.2.MIME]<5.10>` style section specs of commands.txt.
 fn parse_section(spec: &str) -> (SectionSpec, Option<(usize, usize)>) {

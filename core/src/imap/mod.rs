@@ -11,3 +11,4 @@
 pub mod command;
 pub mod parser;
 pub mod sequence;
+pub mod structure;
