@@ -47,6 +47,9 @@ const STS_FETCH_TIMEOUT: Duration = Duration::from_secs(20);
 /// Most addresses of `mta-sts.DOMAIN` tried for one fetch.
 const STS_FETCH_ADDRESSES: usize = 4;
 
+/// Passes over the queue that may run at once (each serves up to `max_parallel` destinations).
+pub const MAX_PASSES: usize = 4;
+
 /// How the runner reaches other servers.
 ///
 /// The same fields as `petrel_runtime_std::outbound::OutboundConfig`: DESIGN.md lets neither
@@ -186,11 +189,23 @@ impl QueueRunner {
             Ok(n) => tracing::info!(files = n, "removed unacknowledged queue leftovers"),
             Err(e) => tracing::warn!(error = %e, "cannot clean the queue"),
         }
+        // Each pass runs as its own task, so a receiver that is slow to answer holds up only its
+        // own messages: the next pass takes the mail queued since, while the store keeps one
+        // message in one attempt at a time. At most MAX_PASSES at once; on stop, waited for.
+        let this = Arc::new(self);
+        let mut passes: Vec<Task<()>> = Vec::new();
         let mut round: u64 = 0;
-        while !self.handle.stopping() {
-            round += 1;
-            self.tick(round).await;
-            self.handle.wait(self.shared.config.interval).await;
+        while !this.handle.stopping() {
+            passes.retain(|p| !p.is_finished());
+            if passes.len() < MAX_PASSES {
+                round += 1;
+                let runner = this.clone();
+                passes.push(this.spawn(async move { runner.tick(round).await }));
+            }
+            this.handle.wait(this.shared.config.interval).await;
+        }
+        for p in passes {
+            p.await;
         }
     }
 

@@ -31,6 +31,9 @@ const STS_FETCH_TIMEOUT: Duration = Duration::from_secs(20);
 /// Most addresses of `mta-sts.DOMAIN` tried for one fetch.
 const STS_FETCH_ADDRESSES: usize = 4;
 
+/// Passes over the queue that may run at once (each serves up to `max_parallel` destinations).
+pub const MAX_PASSES: usize = 4;
+
 /// How the runner reaches other servers.
 #[derive(Debug, Clone)]
 pub struct OutboundConfig {
@@ -121,18 +124,36 @@ impl QueueRunner {
         self.handle.clone()
     }
 
-    /// Runs until stopped.
+    /// Runs until stopped. Each pass over the queue runs on its own thread, so a receiver that
+    /// is slow to answer holds up only its own messages: the next pass (at the next wake-up or
+    /// interval) takes the mail queued since, while the store keeps one message in one attempt
+    /// at a time. At most [`MAX_PASSES`] passes run at once; on stop, the runner waits for them.
     pub fn run(self) {
         match self.store.queue_remove_orphans() {
             Ok(0) => {}
             Ok(n) => tracing::info!(files = n, "removed unacknowledged queue leftovers"),
             Err(e) => tracing::warn!(error = %e, "cannot clean the queue"),
         }
+        let this = Arc::new(self);
+        let mut passes: Vec<std::thread::JoinHandle<()>> = Vec::new();
         let mut round: u64 = 0;
-        while !self.handle.stopping.load(Ordering::SeqCst) {
-            round += 1;
-            self.tick(round);
-            self.handle.wait(self.config.interval);
+        while !this.handle.stopping.load(Ordering::SeqCst) {
+            passes.retain(|p| !p.is_finished());
+            if passes.len() < MAX_PASSES {
+                round += 1;
+                let runner = this.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("queue-pass".into())
+                    .spawn(move || runner.tick(round));
+                match spawned {
+                    Ok(p) => passes.push(p),
+                    Err(e) => tracing::error!(error = %e, "cannot start a queue pass"),
+                }
+            }
+            this.handle.wait(this.config.interval);
+        }
+        for p in passes {
+            let _ = p.join();
         }
     }
 

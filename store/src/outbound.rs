@@ -519,23 +519,44 @@ fn attempt_result(r: &RcptResult) -> AttemptResult {
 }
 
 impl Store {
-    /// The due part of the queue, one [`Batch`] per destination domain.
+    /// The due part of the queue, one [`Batch`] per destination domain. Entries already handed
+    /// to an attempt that has not finished ([`Store::queue_finish_batches`]) are left out, so
+    /// several attempts may run at once (a slow receiver does not hold up other mail) without
+    /// two working on one message.
     pub fn queue_due(&self) -> io::Result<Vec<Batch>> {
         let now = self.config.clock.unix_seconds();
         let mut batches: Vec<Batch> = Vec::new();
+        let mut in_flight = self
+            .queue_in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         for entry in self.queue_entries()? {
-            if entry.next > now || entry.finished() {
+            if entry.next > now || entry.finished() || in_flight.contains(&entry.name) {
                 continue;
             }
-            let msg = self.msg_path(&entry.name)?;
-            let size = match self.fs.stamp(&msg)? {
-                Some(s) => s.len.saturating_sub(entry.offset),
-                None => {
+            let Ok(msg) = self.msg_path(&entry.name) else {
+                continue;
+            };
+            let size = match self.fs.stamp(&msg) {
+                Ok(Some(s)) => s.len.saturating_sub(entry.offset),
+                Ok(None) => {
                     tracing::warn!(entry = %entry.name, "queued envelope without its message");
                     continue;
                 }
+                Err(e) => {
+                    tracing::warn!(entry = %entry.name, error = %e, "cannot read a queued message");
+                    continue;
+                }
             };
-            let eight_bit = self.has_eight_bit(&entry)? || entry.prepend.iter().any(|b| *b >= 0x80);
+            let eight_bit = match self.has_eight_bit(&entry) {
+                Ok(b) => b || entry.prepend.iter().any(|b| *b >= 0x80),
+                Err(e) => {
+                    tracing::warn!(entry = %entry.name, error = %e, "cannot read a queued message");
+                    continue;
+                }
+            };
+            // From here on the entry belongs to the attempt this batch list starts.
+            in_flight.insert(entry.name.clone());
             let sender_utf8 = !entry.sender.is_ascii();
             for rcpt in entry.pending() {
                 let domain = QueueEntry::domain_of(rcpt);
@@ -572,6 +593,17 @@ impl Store {
         Ok(batches)
     }
 
+    /// Lets `names` be handed to attempts again (their attempt is over).
+    pub fn queue_release<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        let mut in_flight = self
+            .queue_in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for name in names {
+            in_flight.remove(name);
+        }
+    }
+
     fn has_eight_bit(&self, entry: &QueueEntry) -> io::Result<bool> {
         let mut f = self.fs.open_read(&self.msg_path(&entry.name)?)?;
         io::copy(&mut (&mut f).take(entry.offset), &mut io::sink())?;
@@ -595,6 +627,7 @@ impl Store {
         policy: &RetryPolicy,
     ) -> io::Result<()> {
         let mut done: Vec<&str> = Vec::new();
+        let mut result = Ok(());
         for o in outcomes {
             for name in &o.names {
                 if done.contains(&name.as_str()) {
@@ -605,9 +638,12 @@ impl Store {
                     .iter()
                     .filter(|x| x.names.contains(name))
                     .find_map(|x| x.remote_mta.as_deref());
-                self.queue_finish_attempt(name, policy, remote)?;
+                if let Err(e) = self.queue_finish_attempt(name, policy, remote) {
+                    result = Err(e);
+                }
             }
         }
-        Ok(())
+        self.queue_release(done.iter().copied());
+        result
     }
 }

@@ -91,6 +91,8 @@ pub struct Store {
     queued_hook: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// Header fields DKIM signatures cover (empty: core's default list).
     pub(crate) dkim_headers: Vec<String>,
+    /// Queue entries handed to a delivery attempt that has not finished yet.
+    pub(crate) queue_in_flight: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -137,6 +139,7 @@ impl Store {
             mbox: MboxPolicy::default(),
             queued_hook: std::sync::OnceLock::new(),
             dkim_headers: Vec::new(),
+            queue_in_flight: Mutex::new(std::collections::HashSet::new()),
             throttle: AuthThrottle::new(config.clock.clone()),
             config,
         })

@@ -249,3 +249,42 @@ fn queued_mail_survives_kill_9_and_is_delivered_once() {
     assert_eq!(b.new_messages(DAVE.address).len(), 1, "delivered once");
     assert!(a.new_messages(ALICE.address).is_empty(), "no bounce");
 }
+
+both_runtimes!(a_receiver_that_never_greets_holds_up_only_its_own_mail);
+
+/// One MX accepts connections and never says a word (its greeting would time out after 5
+/// minutes); mail for another domain submitted meanwhile is delivered at once.
+fn a_receiver_that_never_greets_holds_up_only_its_own_mail(rt: Runtime) {
+    let b = receiver(rt);
+    let port = b.port(Listener::Smtp);
+    // The silent MX listens on another loopback address with the same port.
+    let silent = std::net::TcpListener::bind(("127.0.0.2", port)).expect("bind 127.0.0.2");
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for conn in silent.incoming().flatten() {
+            keep.lock().unwrap().push(conn);
+        }
+    });
+    let dns = Dnsmasq::start(&[
+        "--mx-host=remote.test,mx.remote.test,10".into(),
+        "--host-record=mx.remote.test,127.0.0.1".into(),
+        "--mx-host=slow.test,mx.slow.test,10".into(),
+        "--host-record=mx.slow.test,127.0.0.2".into(),
+    ]);
+    let a = Server::start(
+        rt,
+        ServerOptions {
+            extra_config: format!("[relay]\nresolver = \"{}\"\nmx_port = {port}\n", dns.addr),
+            ..Default::default()
+        },
+    );
+    submit(&a, "someone@slow.test", "to the silent server");
+    wait_for(&a, &b, "the silent server to be connected to", || {
+        !held.lock().unwrap().is_empty()
+    });
+    submit(&a, DAVE.address, "meanwhile");
+    wait_for(&a, &b, "the other domain's mail", || {
+        b.new_messages(DAVE.address).len() == 1
+    });
+}
