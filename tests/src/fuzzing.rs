@@ -10,6 +10,7 @@
 // A fuzzed session needs one real instant as its epoch; every later time is derived from it.
 #![allow(clippy::disallowed_methods)]
 
+use petrel_core::dns::Answer;
 use petrel_core::line::{Line, LineReader, MAX_LINE};
 use petrel_core::pop3::Pop3Config;
 use petrel_core::pop3::command::{self as pop3_cmd, Command as Pop3Command};
@@ -42,6 +43,13 @@ pub const TARGETS: &[Target] = &[
     ("pop3_encoder", pop3_encoder),
     ("pop3_session", pop3_session),
     ("sieve", sieve),
+    ("managesieve_session", managesieve_session),
+    ("smtp_client", smtp_client),
+    ("dns_lookup", dns_lookup),
+    ("dkim_verify", dkim_verify),
+    ("spf_check", spf_check),
+    ("mail_auth", mail_auth),
+    ("mta_sts_policy", mta_sts_policy),
 ];
 
 /// A small deterministic generator (splitmix64), for splits derived from fuzz input and for the
@@ -1166,7 +1174,7 @@ pub fn run_pop3_session(data: &[u8]) -> Vec<u8> {
 /// tests: conversations (EHLO, MAIL, RCPT, DATA, BDAT, AUTH, STARTTLS), paths with routes, quotes
 /// and literals, and data with dot-stuffing and smuggling sequences; and of the POP3 session
 /// tests: conversations (USER/PASS, AUTH PLAIN, STLS, CAPA, LIST, UIDL, RETR, TOP, DELE, QUIT) and
-/// their messages.
+/// their messages; the later protocols' seeds come from `protocol_seeds`.
 pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     const SESSIONS: &[&[u8]] = &[
         b"EHLO client.example\r\nMAIL FROM:<x@remote.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nSubject: hi\r\n\r\n..dot\r\nline\r\n.\r\nQUIT\r\n",
@@ -1333,7 +1341,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
                 long,
             ]
         }
-        _ => Vec::new(),
+        _ => protocol_seeds(target),
     }
 }
 
@@ -1383,4 +1391,1313 @@ pub fn generate(target: &str, rng: &mut SplitMix) -> Vec<u8> {
         }
     }
     data
+}
+
+// ----- the protocols added with ManageSieve, outbound SMTP, DNS and mail authentication -----
+
+/// An in-memory script store for fuzzed ManageSieve sessions: user alice@example.test
+/// (password `pw`), at most three scripts. Bit 0 of `fail`: the first login is a temporary
+/// failure; bit 1: every other script request fails.
+#[derive(Debug, Default)]
+struct FakeScripts {
+    fail: u8,
+    calls: u64,
+    scripts: BTreeMap<String, String>,
+    active: Option<String>,
+}
+
+impl FakeScripts {
+    fn execute(&mut self, effect: Effect) -> Completion {
+        use petrel_core::managesieve::{
+            ScriptEntry, SieveAnswer as A, SieveRequest as R, check_script_name,
+        };
+        self.calls += 1;
+        let request = match effect {
+            Effect::Authenticate {
+                username, password, ..
+            } => {
+                if self.fail & 1 != 0 && self.calls == 1 {
+                    return Completion::Auth(AuthOutcome::TempFail);
+                }
+                let ok = username == "alice@example.test" && password.expose() == b"pw";
+                return Completion::Auth(if ok {
+                    AuthOutcome::Success(UserId(username))
+                } else {
+                    AuthOutcome::Failure
+                });
+            }
+            Effect::Sieve { user, request } => {
+                assert_eq!(user.0, "alice@example.test", "another user's scripts");
+                request
+            }
+            other => panic!("unexpected effect {other:?}"),
+        };
+        let name_ok = |n: &str| {
+            assert!(check_script_name(n).is_ok(), "unchecked script name {n:?}");
+        };
+        if self.fail & 2 != 0 && self.calls.is_multiple_of(2) {
+            return Completion::Failed(StoreError {
+                class: ErrorClass::Temporary,
+                message: "fuzz".into(),
+            });
+        }
+        Completion::Sieve(match request {
+            R::List => A::Scripts(
+                self.scripts
+                    .keys()
+                    .map(|n| ScriptEntry {
+                        name: n.clone(),
+                        active: self.active.as_ref() == Some(n),
+                    })
+                    .collect(),
+            ),
+            R::Get { name } => match self.scripts.get(&name) {
+                Some(s) => A::Script(s.clone()),
+                None => A::NonExistent,
+            },
+            R::Put { name, script } => {
+                name_ok(&name);
+                let limits = petrel_core::sieve::Limits::default();
+                assert!(
+                    petrel_core::sieve::parse(&script, &limits).is_ok(),
+                    "PUTSCRIPT stored a script that does not parse: {script:?}"
+                );
+                if !self.scripts.contains_key(&name) && self.scripts.len() >= 3 {
+                    A::TooManyScripts
+                } else {
+                    self.scripts.insert(name, script);
+                    A::Done
+                }
+            }
+            R::Delete { name } => {
+                if self.active.as_ref() == Some(&name) {
+                    A::Active
+                } else if self.scripts.remove(&name).is_some() {
+                    A::Done
+                } else {
+                    A::NonExistent
+                }
+            }
+            R::Rename { from, to } => {
+                name_ok(&to);
+                if self.scripts.contains_key(&to) {
+                    A::AlreadyExists
+                } else if let Some(s) = self.scripts.remove(&from) {
+                    if self.active.as_ref() == Some(&from) {
+                        self.active = Some(to.clone());
+                    }
+                    self.scripts.insert(to, s);
+                    A::Done
+                } else {
+                    A::NonExistent
+                }
+            }
+            R::SetActive { name: None } => {
+                self.active = None;
+                A::Done
+            }
+            R::SetActive { name: Some(name) } => {
+                if self.scripts.contains_key(&name) {
+                    self.active = Some(name);
+                    A::Done
+                } else {
+                    A::NonExistent
+                }
+            }
+            R::HaveSpace { name, size } => {
+                name_ok(&name);
+                let limit = petrel_core::sieve::Limits::default().max_script_size;
+                assert!(size <= limit as u64, "HAVESPACE {size} over the limit");
+                if !self.scripts.contains_key(&name) && self.scripts.len() >= 3 {
+                    A::TooManyScripts
+                } else {
+                    A::Done
+                }
+            }
+        })
+    }
+}
+
+/// Checks the ManageSieve response grammar of everything a server wrote (RFC 5804 4): CRLF
+/// lines made of atoms, parenthesised response codes, quoted strings (no CR, LF or NUL, `"`
+/// and `\\` escaped) and literals `{n}` CRLF then exactly n bytes; each line starts with `OK`,
+/// `NO`, `BYE` or a string; nothing after `BYE`; the first line is a string (capabilities).
+/// Returns the status words, in order.
+fn check_managesieve_responses(written: &[u8]) -> Vec<String> {
+    let text = || String::from_utf8_lossy(written).into_owned();
+    let mut statuses = Vec::new();
+    let mut i = 0;
+    while i < written.len() {
+        assert!(
+            statuses.last().is_none_or(|s| s != "BYE"),
+            "output after BYE: {:?}",
+            text()
+        );
+        let line_start = i;
+        let first = written[i];
+        if first != b'"' && first != b'{' {
+            let word: Vec<u8> = written[i..]
+                .iter()
+                .take_while(|b| b.is_ascii_uppercase())
+                .copied()
+                .collect();
+            let word = String::from_utf8_lossy(&word).into_owned();
+            assert!(
+                matches!(word.as_str(), "OK" | "NO" | "BYE"),
+                "line at {line_start} starts with {word:?}: {:?}",
+                text()
+            );
+            statuses.push(word);
+        }
+        // One line, with its strings and literals.
+        loop {
+            let Some(&b) = written.get(i) else {
+                panic!("output ends inside a line: {:?}", text());
+            };
+            match b {
+                b'"' => {
+                    i += 1;
+                    loop {
+                        match written.get(i) {
+                            None => panic!("unterminated quoted string: {:?}", text()),
+                            Some(b'"') => break,
+                            Some(b'\\') => {
+                                assert!(
+                                    matches!(written.get(i + 1), Some(b'"' | b'\\')),
+                                    "bad escape in a quoted string: {:?}",
+                                    text()
+                                );
+                                i += 2;
+                            }
+                            Some(b'\r' | b'\n' | 0) => {
+                                panic!("CR, LF or NUL in a quoted string: {:?}", text())
+                            }
+                            Some(_) => i += 1,
+                        }
+                    }
+                    i += 1;
+                }
+                b'{' => {
+                    let digits = written[i + 1..]
+                        .iter()
+                        .take_while(|b| b.is_ascii_digit())
+                        .count();
+                    let close = i + 1 + digits;
+                    assert!(
+                        digits > 0 && written[close..].starts_with(b"}\r\n"),
+                        "malformed literal at {i}: {:?}",
+                        text()
+                    );
+                    let n: usize = std::str::from_utf8(&written[i + 1..close])
+                        .ok()
+                        .and_then(|d| d.parse().ok())
+                        .unwrap_or_else(|| panic!("literal size at {i}: {:?}", text()));
+                    i = close + 3 + n;
+                    assert!(i <= written.len(), "literal cut short: {:?}", text());
+                }
+                b'\r' => {
+                    assert_eq!(written.get(i + 1), Some(&b'\n'), "bare CR: {:?}", text());
+                    i += 2;
+                    break;
+                }
+                b'\n' | 0 => panic!("bare LF or NUL at {i}: {:?}", text()),
+                _ => i += 1,
+            }
+        }
+    }
+    statuses
+}
+
+/// A whole ManageSieve session through the real [`Pump`] and `Service::ManageSieve`, with an
+/// in-memory script store ([`FakeScripts`]).
+///
+/// Byte 0: bit 7 prefixes a valid login (`AUTHENTICATE "PLAIN"` for alice), bit 4 no STARTTLS,
+/// bit 5 few errors, bit 6 idle timeout at the end. Byte 1: read and write splits. Byte 2: which
+/// store requests fail. The rest is what the client sends. Checks: no panic, the response
+/// grammar ([`check_managesieve_responses`]), the greeting, at most one status per client line
+/// (plus the greeting, a final BYE and a second OK after each TLS handshake), only names that pass `check_script_name` and scripts
+/// that parse reach the store, bounded buffers, a bounded run, no request left unanswered.
+pub fn managesieve_session(data: &[u8]) {
+    use petrel_core::managesieve::ManageSieveConfig;
+    const LOGIN: &[u8] = b"AUTHENTICATE \"PLAIN\" \"AGFsaWNlQGV4YW1wbGUudGVzdABwdw==\"\r\n";
+    let ([flags, split, fail], rest) = header::<3>(data);
+    let input = if flags & 0x80 != 0 {
+        [LOGIN, rest].concat()
+    } else {
+        rest.to_vec()
+    };
+    let mut config = ManageSieveConfig::new("mx.example.test");
+    config.allow_plaintext_on_loopback = true;
+    config.starttls = flags & 0x10 == 0;
+    config.max_errors = if flags & 0x20 != 0 { 3 } else { 20 };
+    let peer = PeerInfo {
+        ip: "127.0.0.1".into(),
+        loopback: true,
+        tls: None,
+        session_id: "FUZZ".into(),
+    };
+    let tls = TlsInfo {
+        version: "TLSv1.3".into(),
+        cipher: "TLS13_AES_128_GCM_SHA256".into(),
+    };
+    let mut store = FakeScripts {
+        fail,
+        ..FakeScripts::default()
+    };
+    let start = Instant::now();
+    let service = Service::ManageSieve(Arc::new(config));
+    let pump = Pump::new(service.open(peer, start));
+    let (written, _) = drive(pump, start, &input, split, flags & 0x40 != 0, &tls, |e| {
+        store.execute(e)
+    });
+    assert!(
+        written.starts_with(b"\"IMPLEMENTATION\""),
+        "no capability greeting"
+    );
+    let statuses = check_managesieve_responses(&written);
+    assert_eq!(statuses.first().map(String::as_str), Some("OK"), "greeting");
+    // Every command ends with a line end; a STARTTLS has a second OK after the handshake.
+    let lines = input.iter().filter(|&&b| b == b'\n').count();
+    let upper = input.to_ascii_uppercase();
+    let starttls = upper.windows(8).filter(|w| w == b"STARTTLS").count();
+    assert!(
+        statuses.len() <= lines + starttls + 2,
+        "{} statuses for {lines} client lines",
+        statuses.len()
+    );
+}
+
+/// Outbound jobs for fuzzed client sessions: queue id, sender, recipients, message.
+const CLIENT_JOBS: [(&str, &str, &[&str], &[u8]); 3] = [
+    (
+        "Q1",
+        "alice@example.test",
+        &["bob@remote.example"],
+        b"Subject: one\r\n\r\nhello\r\n.dot\r\n",
+    ),
+    (
+        "Q2",
+        "",
+        &["a@remote.example", "b@remote.example", "c@remote.example"],
+        b"Subject: bounce\r\n\r\nno final line end",
+    ),
+    (
+        "Q3",
+        "carol@example.test",
+        &["d@remote.example", "\u{e9}@remote.example"],
+        b"Subject: two\r\n\r\n\xc3\xa9\r\n.\r\n..\r\n",
+    ),
+];
+
+/// The outbound SMTP client ([`petrel_core::smtp::client::SmtpClient`]) through the real
+/// [`Pump`], fed arbitrary server replies in arbitrary splits.
+///
+/// Byte 0: bits 0-1 the number of jobs (0 to 3), bits 2-3 the TLS policy (none, opportunistic,
+/// required), bit 4 AUTH credentials, bit 5 every other queue read fails, bit 6 every other
+/// report fails, bit 7 the command timeout at the end. Byte 1: read and write splits. The rest
+/// is what the server sends. Checks: every job reported exactly once, in order, with its own
+/// recipients in order, before the session closes; queue reads only for the job being sent, at
+/// increasing offsets inside the message; no bare LF in the output (the messages have none); bounded buffers, a bounded
+/// run, no request left unanswered.
+pub fn smtp_client(data: &[u8]) {
+    run_smtp_client(data);
+}
+
+/// [`smtp_client`], returning every report (queue id and results).
+pub fn run_smtp_client(
+    data: &[u8],
+) -> Vec<(String, Vec<(String, petrel_core::smtp::client::RcptResult)>)> {
+    use petrel_core::effect::Secret;
+    use petrel_core::smtp::client::{ClientConfig, OutboundJob, SmtpClient, TlsPolicy};
+    let ([flags, split], replies) = header::<2>(data);
+    let mut config = ClientConfig::new("client.example.test");
+    config.tls = match (flags >> 2) & 3 {
+        0 => TlsPolicy::None,
+        1 => TlsPolicy::Opportunistic,
+        _ => TlsPolicy::Required,
+    };
+    if flags & 0x10 != 0 {
+        config.auth = Some(("alice".into(), Secret::new("pw".into())));
+    }
+    config.max_line = 512;
+    let jobs: Vec<OutboundJob> = CLIENT_JOBS
+        .iter()
+        .take(usize::from(flags & 3))
+        .map(|(id, sender, rcpts, body)| OutboundJob {
+            id: (*id).into(),
+            sender: (*sender).into(),
+            recipients: rcpts.iter().map(|r| (*r).into()).collect(),
+            size: body.len() as u64,
+            eight_bit: !body.is_ascii(),
+            smtputf8: rcpts.iter().any(|r| !r.is_ascii()),
+        })
+        .collect();
+    let tls = TlsInfo {
+        version: "TLSv1.3".into(),
+        cipher: "TLS13_AES_128_GCM_SHA256".into(),
+    };
+    let start = Instant::now();
+    let client = SmtpClient::new(Arc::new(config), jobs.clone(), start);
+    let pump = Pump::new(Box::new(client));
+    let (mut reports, mut calls, mut last_offset) = (0usize, 0u64, None::<u64>);
+    let mut reported = Vec::new();
+    let (written, _) = drive(pump, start, replies, split, flags & 0x80 != 0, &tls, |e| {
+        calls += 1;
+        match e {
+            Effect::ReadQueued { id, offset, max } => {
+                let job = jobs
+                    .get(reports)
+                    .unwrap_or_else(|| panic!("read of {id} after every job was reported"));
+                assert_eq!(id, job.id, "read of a job other than the current one");
+                assert!(max > 0, "read of zero bytes");
+                assert!(
+                    last_offset.is_none_or(|o| offset >= o),
+                    "queue read went backwards"
+                );
+                last_offset = Some(offset);
+                if flags & 0x20 != 0 && calls.is_multiple_of(2) {
+                    return Completion::Failed(StoreError {
+                        class: ErrorClass::Temporary,
+                        message: "fuzz".into(),
+                    });
+                }
+                let body = CLIENT_JOBS[reports].3;
+                let at = usize::try_from(offset).unwrap_or(usize::MAX);
+                assert!(at <= body.len(), "read past the end of the message");
+                Completion::Data(body[at..body.len().min(at + max)].to_vec())
+            }
+            Effect::Report { id, results } => {
+                let job = jobs
+                    .get(reports)
+                    .unwrap_or_else(|| panic!("report {id} after every job was reported"));
+                assert_eq!(id, job.id, "jobs reported out of order or twice");
+                let rcpts: Vec<&String> = results.iter().map(|(r, _)| r).collect();
+                let expected: Vec<&String> = job.recipients.iter().collect();
+                assert_eq!(rcpts, expected, "report of {id} with other recipients");
+                reports += 1;
+                reported.push((id, results));
+                last_offset = None;
+                if flags & 0x40 != 0 && calls.is_multiple_of(2) {
+                    return Completion::Failed(StoreError {
+                        class: ErrorClass::Temporary,
+                        message: "fuzz".into(),
+                    });
+                }
+                Completion::Done
+            }
+            other => panic!("unexpected effect {other:?}"),
+        }
+    });
+    assert_eq!(reports, jobs.len(), "closed with jobs never reported");
+    // (A BDAT chunk is sent as it is, so the output may end inside a line.)
+    for line in written.split_inclusive(|&b| b == b'\n') {
+        assert!(
+            line.ends_with(b"\r\n") || !line.ends_with(b"\n"),
+            "bare LF from the client: {:?}",
+            String::from_utf8_lossy(line)
+        );
+    }
+    reported
+}
+
+/// A DNS response to `query` built from fuzz bytes: byte 0-1 the flags (QR always set), byte 2
+/// the answer count, the rest the answer section after the query's own question.
+fn dns_response(query: &[u8], payload: &[u8]) -> Vec<u8> {
+    let ([f0, f1, an], records) = header::<3>(payload);
+    // The question: the name's labels up to the root, then type and class.
+    let mut end = 12;
+    while let Some(&len) = query.get(end) {
+        end += 1 + usize::from(len);
+        if len == 0 {
+            break;
+        }
+    }
+    end = (end + 4).min(query.len());
+    let mut out = vec![0u8; 12];
+    out[..2].copy_from_slice(&query[..2.min(query.len())]);
+    out[2] = f0 | 0x80;
+    out[3] = f1;
+    out[5] = 1;
+    out[7] = an;
+    out.extend_from_slice(query.get(12..end).unwrap_or(&[]));
+    out.extend_from_slice(records);
+    out
+}
+
+/// A [`petrel_core::dns::Lookup`] fed arbitrary UDP and TCP responses and timeouts.
+///
+/// Byte 0: bits 0-2 the record type, bits 3-4 the number of servers (1 to 3), bits 5-6 the
+/// attempts (1 to 3). Then events, each an op byte and a length byte then that many bytes:
+/// op bits 0-1 choose a UDP datagram from the server asked, a TCP result from it, a timeout
+/// or a datagram from another server (or a UDP error when bit 2 is set); bit 3 sends the bytes
+/// as they are (with the query's id) instead of as the answer section of a response to the
+/// question ([`dns_response`]); bit 2 on a TCP result makes it an error. Checks: no panic; a
+/// transmit only to a configured server while unfinished; `poll_timeout` is `None` exactly
+/// when the result is known; a result never changes; records are of the asked type and never
+/// empty; at most 2 x attempts x servers transmits per question and at most `max_cname_chain`
+/// + 1 questions; and once the events run out, at most attempts x servers timeouts end it.
+pub fn dns_lookup(data: &[u8]) {
+    run_dns_lookup(data);
+}
+
+/// [`dns_lookup`], returning the answer.
+pub fn run_dns_lookup(data: &[u8]) -> Answer {
+    use petrel_core::dns::{Lookup, RecordType, ResolverConfig, Transmit};
+    use std::net::SocketAddr;
+    let ([mode], mut events) = header::<1>(data);
+    let rtype = [
+        RecordType::A,
+        RecordType::Aaaa,
+        RecordType::Mx,
+        RecordType::Txt,
+        RecordType::Ptr,
+        RecordType::Cname,
+    ][usize::from(mode & 7) % 6];
+    let servers: Vec<SocketAddr> = ["192.0.2.53:53", "[2001:db8::53]:53", "198.51.100.53:5353"]
+        .iter()
+        .take(1 + usize::from((mode >> 3) & 3).min(2))
+        .map(|s| s.parse().expect("server address"))
+        .collect();
+    let stranger: SocketAddr = "203.0.113.9:53".parse().expect("address");
+    let config = ResolverConfig {
+        attempts: 1 + u32::from((mode >> 5) & 3).min(2),
+        max_cname_chain: 3,
+        max_response: 4096,
+        ..ResolverConfig::default()
+    };
+    let tries = servers.len() * config.attempts as usize;
+    let max_transmits = 2 * tries * (config.max_cname_chain as usize + 1);
+    let start = Instant::now();
+    let mut now = start;
+    let name = ["mail.example.test", "Example.TEST.", "a.b"][usize::from(mode >> 7)];
+    let mut lookup = Lookup::new(name, rtype, &servers, &config, u64::from(mode), now);
+    let mut last: Option<Transmit> = None;
+    let mut transmits = 0;
+    let mut result = None;
+    let mut check = |lookup: &mut Lookup, last: &mut Option<Transmit>| {
+        if let Some(t) = lookup.poll_transmit() {
+            transmits += 1;
+            assert!(
+                transmits <= max_transmits,
+                "more than {max_transmits} tries"
+            );
+            let (Transmit::Udp { server, .. } | Transmit::Tcp { server, .. }) = &t;
+            assert!(servers.contains(server), "transmit to {server}");
+            *last = Some(t);
+        }
+        assert!(lookup.poll_transmit().is_none(), "two transmits at once");
+        assert_eq!(
+            lookup.poll_timeout().is_none(),
+            lookup.result().is_some(),
+            "timeout and result disagree"
+        );
+        if let Some(r) = &result {
+            assert_eq!(lookup.result(), Some(r), "the result changed");
+        }
+        result = lookup.result().cloned();
+    };
+    check(&mut lookup, &mut last);
+    while let [op, len, rest @ ..] = events {
+        let n = usize::from(*len).min(rest.len());
+        let (payload, tail) = rest.split_at(n);
+        events = tail;
+        let Some(t) = &last else { break };
+        let (Transmit::Udp { server, bytes } | Transmit::Tcp { server, bytes }) = t;
+        let (server, query) = (*server, bytes.clone());
+        let response = if op & 8 != 0 {
+            let mut raw = payload.to_vec();
+            if raw.len() >= 2 {
+                raw[..2].copy_from_slice(&query[..2]);
+            }
+            raw
+        } else {
+            dns_response(&query, payload)
+        };
+        match op & 3 {
+            0 => lookup.handle_udp(now, server, &response),
+            1 if op & 4 != 0 => lookup.handle_tcp(now, server, Err("fuzz".into())),
+            1 => lookup.handle_tcp(now, server, Ok(response)),
+            2 => {
+                if let Some(d) = lookup.poll_timeout() {
+                    now = now.max(d);
+                }
+                lookup.handle_timeout(now);
+            }
+            _ if op & 4 != 0 => lookup.handle_udp_error(now, server, "refused"),
+            _ => lookup.handle_udp(now, stranger, &response),
+        }
+        check(&mut lookup, &mut last);
+    }
+    // Out of events: only timeouts from now on, and they end it.
+    for _ in 0..tries {
+        let Some(d) = lookup.poll_timeout() else {
+            break;
+        };
+        now = now.max(d);
+        lookup.handle_timeout(now);
+        check(&mut lookup, &mut last);
+    }
+    let answer = lookup
+        .result()
+        .unwrap_or_else(|| panic!("not finished after {tries} timeouts"));
+    if let petrel_core::dns::Answer::Records { records, .. } = answer {
+        use petrel_core::dns::Record;
+        assert!(!records.is_empty(), "empty records");
+        for r in records {
+            let ok = matches!(
+                (rtype, r),
+                (RecordType::A, Record::A(_))
+                    | (RecordType::Aaaa, Record::Aaaa(_))
+                    | (RecordType::Mx, Record::Mx { .. })
+                    | (RecordType::Txt, Record::Txt(_))
+                    | (RecordType::Ptr, Record::Ptr(_))
+                    | (RecordType::Cname, Record::Cname(_))
+            );
+            assert!(ok, "{r:?} for a {rtype:?} lookup");
+        }
+    }
+    answer.clone()
+}
+
+/// Separates the parts of a `dkim_verify` input: the message, then one key record per part.
+const PART: &[u8] = b"\n@@\n";
+
+fn parts(data: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while let Some(i) = rest.windows(PART.len()).position(|w| w == PART) {
+        out.push(&rest[..i]);
+        rest = &rest[i + PART.len()..];
+    }
+    out.push(rest);
+    out
+}
+
+/// The answer a fuzz part stands for: `!T` temporary failure, `!N` NXDOMAIN, `!D` no data,
+/// `!P` permanent failure, anything else one TXT record (`!!` separates several).
+fn txt_answer(name: &str, part: Option<&[u8]>) -> petrel_core::dns::Answer {
+    use petrel_core::dns::{Answer, Record};
+    match part {
+        None | Some(b"!N") => Answer::NxDomain,
+        Some(b"!T") => Answer::TempFail("fuzz".into()),
+        Some(b"!D") => Answer::NoData,
+        Some(b"!P") => Answer::PermFail("fuzz".into()),
+        Some(txt) => {
+            let mut records = Vec::new();
+            let mut rest = txt;
+            while let Some(i) = rest.windows(2).position(|w| w == b"!!") {
+                records.push(Record::Txt(rest[..i].to_vec()));
+                rest = &rest[i + 2..];
+            }
+            records.push(Record::Txt(rest.to_vec()));
+            Answer::Records {
+                records,
+                ttl: 300,
+                canonical_name: name.to_string(),
+            }
+        }
+    }
+}
+
+/// Verifies `message` fed in `mode`/`seed` pieces, answering the i-th key query with `keys[i]`.
+fn dkim_run(
+    message: &[u8],
+    keys: &[&[u8]],
+    mode: u8,
+    seed: u64,
+    limits: &petrel_core::dkim::VerifyLimits,
+) -> Vec<petrel_core::dkim::SignatureResult> {
+    use petrel_core::dkim::Verifier;
+    let mut rng = SplitMix::new(seed);
+    let mut v = Verifier::new(limits.clone());
+    let mut pos = 0;
+    while pos < message.len() {
+        let n = chunk_len(mode, &mut rng, message.len() - pos);
+        v.feed(&message[pos..pos + n]);
+        pos += n;
+    }
+    v.finish_body();
+    let queries = v.key_queries();
+    for (i, q) in queries.iter().enumerate() {
+        assert_eq!(
+            queries.iter().filter(|o| *o == q).count(),
+            1,
+            "{q} asked twice"
+        );
+        v.key_answer(q, &txt_answer(q, keys.get(i).copied()));
+    }
+    assert!(v.key_queries().is_empty(), "keys still asked after answers");
+    v.results(1_795_525_920)
+}
+
+/// [`petrel_core::dkim::Verifier`] over an arbitrary message and arbitrary key TXT answers.
+///
+/// Byte 0 and 1: a split of the message; the rest is the message, then key answers separated by
+/// `\n@@\n` ([`txt_answer`]), given to the key queries in order. Checks: no panic, one result per
+/// DKIM-Signature field of the header (up to `max_signatures`), the same results for the whole
+/// message and the split one, and a `pass` only for a signature with a key answered.
+pub fn dkim_verify(data: &[u8]) {
+    run_dkim_verify(data);
+}
+
+/// [`dkim_verify`], returning the results.
+pub fn run_dkim_verify(data: &[u8]) -> Vec<petrel_core::dkim::SignatureResult> {
+    use petrel_core::dkim::{DkimResult, VerifyLimits, split_header};
+    let ([mode, seed], rest) = header::<2>(data);
+    let parts = parts(rest);
+    let (message, keys) = (parts[0], &parts[1..]);
+    let limits = VerifyLimits {
+        max_signatures: 3,
+        max_header_bytes: 8 * 1024,
+        min_rsa_bits: 1024,
+    };
+    let whole = dkim_run(message, keys, 0, 0, &limits);
+    let split = dkim_run(message, keys, mode, u64::from(seed), &limits);
+    assert_eq!(whole, split, "split {mode}/{seed} changed the results");
+    assert!(whole.len() <= limits.max_signatures, "too many results");
+    let header = if message.starts_with(b"\r\n") {
+        &message[..0]
+    } else {
+        match message.windows(4).position(|w| w == b"\r\n\r\n") {
+            Some(i) => &message[..i + 2],
+            None => message,
+        }
+    };
+    if header.len() <= limits.max_header_bytes {
+        let fields = split_header(header)
+            .iter()
+            .filter(|f| f.name.eq_ignore_ascii_case("dkim-signature"))
+            .count();
+        assert_eq!(
+            whole.len(),
+            fields.min(limits.max_signatures),
+            "results for {fields} DKIM-Signature fields"
+        );
+    }
+    if keys.is_empty() {
+        assert!(
+            whole.iter().all(|r| r.result != DkimResult::Pass),
+            "pass without a key"
+        );
+    }
+    whole
+}
+
+/// Reads DNS answers for [`spf_check`] and [`mail_auth`] from fuzz bytes; out of bytes, every
+/// answer is NXDOMAIN.
+struct Answers<'a>(&'a [u8]);
+
+impl Answers<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        let (&b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(b)
+    }
+
+    fn bytes(&mut self, n: usize) -> &[u8] {
+        let (a, b) = self.0.split_at(n.min(self.0.len()));
+        self.0 = b;
+        a
+    }
+
+    /// A name: a length byte and that many bytes, as text.
+    fn name(&mut self) -> String {
+        let n = self.byte().unwrap_or(0);
+        String::from_utf8_lossy(self.bytes(usize::from(n))).into_owned()
+    }
+
+    /// The answer to `(name, rtype)`: a kind byte (temporary failure, NXDOMAIN, no data,
+    /// permanent failure, records), then for records a count and that many records of the
+    /// asked type (or of another, when bit 7 of the kind is set).
+    fn answer(&mut self, name: &str, rtype: petrel_core::dns::RecordType) -> Answer {
+        use petrel_core::dns::{Record, RecordType as T};
+        let Some(kind) = self.byte() else {
+            return Answer::NxDomain;
+        };
+        match kind & 7 {
+            0 => return Answer::TempFail("fuzz".into()),
+            1 => return Answer::NxDomain,
+            2 => return Answer::NoData,
+            3 => return Answer::PermFail("fuzz".into()),
+            _ => {}
+        }
+        let types = [T::A, T::Aaaa, T::Mx, T::Txt, T::Ptr, T::Cname];
+        let count = 1 + usize::from(kind >> 4 & 7);
+        let mut records = Vec::new();
+        for _ in 0..count {
+            let t = if kind & 8 != 0 {
+                types[usize::from(self.byte().unwrap_or(0)) % types.len()]
+            } else {
+                rtype
+            };
+            records.push(match t {
+                T::A => {
+                    let b = self.bytes(4);
+                    let mut a = [192, 0, 2, 1];
+                    a[..b.len()].copy_from_slice(b);
+                    Record::A(a.into())
+                }
+                T::Aaaa => {
+                    let b = self.bytes(16);
+                    let mut a = [0u8; 16];
+                    a[..b.len()].copy_from_slice(b);
+                    Record::Aaaa(a.into())
+                }
+                T::Mx => Record::Mx {
+                    preference: u16::from(self.byte().unwrap_or(10)),
+                    exchange: self.name(),
+                },
+                T::Txt => {
+                    let n = self.byte().unwrap_or(0);
+                    Record::Txt(self.bytes(usize::from(n)).to_vec())
+                }
+                T::Ptr => Record::Ptr(self.name()),
+                T::Cname => Record::Cname(self.name()),
+            });
+        }
+        Answer::Records {
+            records,
+            ttl: 300,
+            canonical_name: name.to_string(),
+        }
+    }
+}
+
+/// Lookups one SPF check may need: the record, 10 DNS terms each with up to 10 MX or PTR names
+/// asked for A and AAAA, the explanation, and a margin.
+const MAX_SPF_LOOKUPS: usize = 1 + 10 * (1 + 2 * 10) + 1 + 8;
+
+/// [`petrel_core::spf::SpfCheck`] with arbitrary TXT, A, AAAA, MX and PTR answers.
+///
+/// Byte 0: bit 0 an IPv6 client, bits 1-2 the domain, bit 3 the null sender; the rest are the
+/// answers, in the order the check asks ([`Answers`]). Checks: no panic, never stuck (no
+/// queries means an outcome), an outcome within [`MAX_SPF_LOOKUPS`] lookups and as many rounds,
+/// each question asked once, and an outcome that explains itself (temperror and permerror carry
+/// a problem, only fail an explanation, of bounded length).
+pub fn spf_check(data: &[u8]) {
+    run_spf_check(data);
+}
+
+/// [`spf_check`], returning the outcome.
+pub fn run_spf_check(data: &[u8]) -> petrel_core::spf::SpfOutcome {
+    use petrel_core::spf::{MAX_EXPLANATION, SpfCheck, SpfLimits, SpfResult};
+    let ([mode], rest) = header::<1>(data);
+    let ip: std::net::IpAddr = if mode & 1 != 0 {
+        "2001:db8::25".parse().expect("ip")
+    } else {
+        "192.0.2.25".parse().expect("ip")
+    };
+    let domain = ["example.test", "Sub.Example.Test.", "x", "a..b"][usize::from(mode >> 1 & 3)];
+    let sender = if mode & 8 != 0 {
+        String::new()
+    } else {
+        format!("alice@{domain}")
+    };
+    let mut check = SpfCheck::new(
+        ip,
+        domain,
+        &sender,
+        "helo.example.test",
+        "mx.example.test",
+        1_795_525_920,
+        SpfLimits::default(),
+    );
+    let mut answers = Answers(rest);
+    let mut asked = BTreeSet::new();
+    let mut rounds = 0;
+    while check.outcome().is_none() {
+        rounds += 1;
+        assert!(
+            rounds <= MAX_SPF_LOOKUPS,
+            "no outcome after {rounds} rounds"
+        );
+        let queries = check.queries();
+        assert!(!queries.is_empty(), "no outcome and nothing to ask");
+        for (name, rtype) in queries {
+            assert!(
+                asked.insert((name.clone(), format!("{rtype:?}"))),
+                "{name} {rtype:?} asked twice"
+            );
+            assert!(
+                asked.len() <= MAX_SPF_LOOKUPS,
+                "more than {MAX_SPF_LOOKUPS} lookups"
+            );
+            let answer = answers.answer(&name, rtype);
+            check.answer(&name, rtype, &answer);
+        }
+    }
+    let outcome = check.outcome().expect("outcome");
+    assert!(check.queries().is_empty(), "queries after the outcome");
+    if matches!(outcome.result, SpfResult::TempError | SpfResult::PermError) {
+        assert!(outcome.problem.is_some(), "{outcome:?} without a problem");
+    }
+    if let Some(e) = &outcome.explanation {
+        assert_eq!(outcome.result, SpfResult::Fail, "explanation without fail");
+        assert!(
+            e.len() <= MAX_EXPLANATION,
+            "explanation of {} bytes",
+            e.len()
+        );
+    }
+    outcome.clone()
+}
+
+/// Checks that `header` is one RFC 5322 field named Authentication-Results: CRLF line ends, no
+/// other CR or LF, continuation lines starting with a tab, printable ASCII.
+fn check_auth_results(header: &str) {
+    assert!(
+        header.starts_with("Authentication-Results: "),
+        "not an Authentication-Results field: {header:?}"
+    );
+    assert!(header.ends_with("\r\n"), "no final CRLF: {header:?}");
+    let body = &header[..header.len() - 2];
+    for (i, line) in body.split("\r\n").enumerate() {
+        assert!(!line.contains(['\r', '\n']), "bare CR or LF in {header:?}");
+        assert!(
+            i == 0 || line.starts_with('\t'),
+            "continuation line without a tab in {header:?}"
+        );
+        assert!(
+            line.trim_start_matches('\t').chars().any(|c| c != ' '),
+            "blank line in {header:?}"
+        );
+        assert!(
+            line.chars().all(|c| c == '\t' || (' '..='~').contains(&c)),
+            "unprintable in {header:?}"
+        );
+    }
+}
+
+/// [`petrel_core::auth::MessageAuth`] over an arbitrary message and arbitrary answers.
+///
+/// Byte 0: bits 0-1 the failure policy, bit 2 an IPv6 client, bits 3-4 the split. Then the HELO
+/// name and the MAIL FROM address (a length byte and the text each), a length (two bytes,
+/// big-endian) and the message; the rest are DNS answers in the order asked ([`Answers`]).
+/// Checks: no panic, never stuck, an outcome within a bounded number of rounds, and its header
+/// one well-formed field ([`check_auth_results`]).
+pub fn mail_auth(data: &[u8]) {
+    run_mail_auth(data);
+}
+
+/// [`mail_auth`], returning the outcome.
+pub fn run_mail_auth(data: &[u8]) -> petrel_core::auth::AuthOutcome {
+    use petrel_core::auth::{FailurePolicy, MessageAuth};
+    let ([mode], rest) = header::<1>(data);
+    let mut input = Answers(rest);
+    let helo = input.name();
+    let mail_from = input.name();
+    let len = input.bytes(2);
+    let len = usize::from(len.first().copied().unwrap_or(0)) << 8
+        | usize::from(len.get(1).copied().unwrap_or(0));
+    let message = input.bytes(len).to_vec();
+    let policy = [
+        FailurePolicy::Follow,
+        FailurePolicy::Ignore,
+        FailurePolicy::Quarantine,
+        FailurePolicy::Reject,
+    ][usize::from(mode & 3)];
+    let ip: std::net::IpAddr = if mode & 4 != 0 {
+        "2001:db8::25".parse().expect("ip")
+    } else {
+        "192.0.2.25".parse().expect("ip")
+    };
+    let mut auth = MessageAuth::new(
+        "mx.example.test",
+        policy,
+        ip,
+        &helo,
+        &mail_from,
+        1_795_525_920,
+    );
+    let mut rng = SplitMix::new(u64::from(mode));
+    let mut pos = 0;
+    while pos < message.len() {
+        let n = chunk_len(mode >> 3, &mut rng, message.len() - pos);
+        auth.feed(&message[pos..pos + n]);
+        pos += n;
+    }
+    assert!(
+        auth.outcome().is_none(),
+        "an outcome before the message ended"
+    );
+    auth.finish_message();
+    // SPF's bound, the DKIM keys (5 signatures) and two DMARC policies.
+    let max_rounds = MAX_SPF_LOOKUPS + 5 + 2;
+    let mut rounds = 0;
+    let outcome = loop {
+        if let Some(o) = auth.outcome() {
+            break o;
+        }
+        rounds += 1;
+        assert!(rounds <= max_rounds, "no outcome after {rounds} rounds");
+        let queries = auth.queries();
+        assert!(!queries.is_empty(), "no outcome and nothing to ask");
+        for (name, rtype) in queries {
+            let answer = input.answer(&name, rtype);
+            auth.answer(&name, rtype, &answer);
+        }
+    };
+    check_auth_results(&outcome.header);
+    outcome
+}
+
+/// The MTA-STS parsers ([`petrel_core::mta_sts`]) on arbitrary bytes: the TXT record, its
+/// discovery, the policy file, the cache file and the HTTP response. Checks: no panic; a parsed
+/// record id is 1 to 32 letters and digits; a parsed policy has lowercase MX patterns, a
+/// `max_age` within the limit, and prints to text that parses back to itself; a cache entry
+/// round-trips; an HTTP response read in pieces stays complete once complete, with a bounded UTF-8
+/// body, and is always complete past `MAX_RESPONSE` or at the end of the connection.
+pub fn mta_sts_policy(data: &[u8]) {
+    use petrel_core::dns::Record;
+    use petrel_core::mta_sts::{
+        CachedPolicy, HttpParse, MAX_AGE_LIMIT, MAX_POLICY_BODY, MAX_RESPONSE, discover,
+        mx_matches, parse_http_response, parse_policy, parse_record,
+    };
+    if let Ok(r) = parse_record(data) {
+        assert!(
+            !r.id.is_empty() && r.id.len() <= 32 && r.id.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "record id {:?}",
+            r.id
+        );
+    }
+    let answer = Answer::Records {
+        records: vec![Record::Txt(data.to_vec())],
+        ttl: 300,
+        canonical_name: "_mta-sts.example.test".into(),
+    };
+    let _ = discover(&answer);
+    let text = String::from_utf8_lossy(data);
+    if let Ok(p) = parse_policy(&text) {
+        assert!(p.max_age <= MAX_AGE_LIMIT, "max_age {}", p.max_age);
+        for mx in &p.mx {
+            assert_eq!(mx, &mx.to_ascii_lowercase(), "MX pattern not lowercase");
+            let host = mx
+                .strip_prefix("*.")
+                .map_or(mx.clone(), |s| format!("a.{s}"));
+            assert!(
+                mx.is_empty() || mx_matches(mx, &host) || host.ends_with('.'),
+                "{mx:?} does not match {host:?}"
+            );
+        }
+        let again = parse_policy(&p.to_text());
+        assert_eq!(again.as_ref(), Ok(&p), "policy does not round-trip");
+    }
+    if let Ok(c) = CachedPolicy::from_bytes(data) {
+        assert_eq!(
+            CachedPolicy::from_bytes(&c.to_bytes()).as_ref(),
+            Ok(&c),
+            "cache entry does not round-trip"
+        );
+    }
+    // The response as it arrives: never done before a shorter prefix was done.
+    let mut cuts: Vec<usize> = (1..8).map(|i| data.len() * i / 8).collect();
+    cuts.push(data.len());
+    cuts.dedup();
+    let mut done_at = None;
+    for &cut in &cuts {
+        match parse_http_response(&data[..cut], false) {
+            HttpParse::Incomplete => {
+                assert!(cut < MAX_RESPONSE, "incomplete past MAX_RESPONSE");
+            }
+            HttpParse::Done(r) => {
+                if let Ok(body) = &r {
+                    assert!(body.len() <= MAX_POLICY_BODY, "body of {}", body.len());
+                }
+                done_at.get_or_insert(cut);
+            }
+        }
+        if done_at.is_some() {
+            assert!(
+                matches!(parse_http_response(&data[..cut], false), HttpParse::Done(_)),
+                "done at {done_at:?} bytes, incomplete at {cut}"
+            );
+        }
+    }
+    if let HttpParse::Done(Ok(body)) = parse_http_response(data, true) {
+        assert!(body.len() <= MAX_POLICY_BODY, "body of {}", body.len());
+    } else if matches!(parse_http_response(data, true), HttpParse::Incomplete) {
+        panic!("incomplete at the end of the connection");
+    }
+}
+
+/// Seeds of the protocol targets added after the SMTP and POP3 ones.
+fn protocol_seeds(target: &str) -> Vec<Vec<u8>> {
+    match target {
+        "managesieve_session" => managesieve_seeds(),
+        "smtp_client" => smtp_client_seeds(),
+        "dns_lookup" => dns_seeds(),
+        "dkim_verify" => dkim_seeds(),
+        "spf_check" => spf_seeds(),
+        "mail_auth" => mail_auth_seeds(),
+        "mta_sts_policy" => mta_sts_seeds(),
+        _ => Vec::new(),
+    }
+}
+
+fn managesieve_seeds() -> Vec<Vec<u8>> {
+    const SCRIPTS: &[&[u8]] = &[
+        b"CAPABILITY\r\nLISTSCRIPTS\r\nPUTSCRIPT \"a\" {27+}\r\nrequire \"fileinto\";\r\nkeep;\r\nLISTSCRIPTS\r\nSETACTIVE \"a\"\r\nGETSCRIPT \"a\"\r\nDELETESCRIPT \"a\"\r\nSETACTIVE \"\"\r\nDELETESCRIPT \"a\"\r\nLOGOUT\r\n",
+        b"HAVESPACE \"x\" 100\r\nCHECKSCRIPT {9+}\r\nkeep;\r\nx\r\nPUTSCRIPT \"bad\" \"if true {\"\r\nPUTSCRIPT \"b\" \"discard;\"\r\nRENAMESCRIPT \"b\" \"c\"\r\nRENAMESCRIPT \"nope\" \"d\"\r\nGETSCRIPT \"c\"\r\nNOOP \"tag\"\r\nUNAUTHENTICATE\r\nLISTSCRIPTS\r\n",
+        b"LISTSCRIPTS\r\nAUTHENTICATE \"PLAIN\"\r\n\"AGFsaWNlQGV4YW1wbGUudGVzdAB3cm9uZw==\"\r\nAUTHENTICATE \"PLAIN\" {32+}\r\nAGFsaWNlQGV4YW1wbGUudGVzdABwdw==\r\nCAPABILITY\r\nPUTSCRIPT \".x\" \"keep;\"\r\nPUTSCRIPT \"a/b\" \"keep;\"\r\n",
+        b"STARTTLS\r\nCAPABILITY\r\nAUTHENTICATE \"PLAIN\" \"*\"\r\nAUTHENTICATE \"X\"\r\nBOGUS\r\n\"\r\n{99999999999}\r\nLOGOUT\r\n",
+        b"PUTSCRIPT \"a\" {5}\r\nkeep;\r\nPUTSCRIPT \"b\" \"keep;\"\r\nPUTSCRIPT \"c\" \"keep;\"\r\nPUTSCRIPT \"d\" \"keep;\"\r\nSETACTIVE \"b\"\r\nRENAMESCRIPT \"b\" \"z\"\r\nDELETESCRIPT \"z\"\r\nLISTSCRIPTS\r\n",
+    ];
+    let mut out = Vec::new();
+    for s in SCRIPTS {
+        for (flags, split, fail) in [(0x80u8, 0u8, 0u8), (0x80, 0x0a, 2), (0x80, 0x05, 0)] {
+            out.push([&[flags, split, fail][..], s].concat());
+        }
+        out.push([&[0x20, 0x0f, 1][..], s].concat());
+    }
+    out
+}
+
+fn smtp_client_seeds() -> Vec<Vec<u8>> {
+    const REPLIES: &[&[u8]] = &[
+        b"220 mx.remote.example ESMTP\r\n250-mx.remote.example\r\n250-PIPELINING\r\n250-SIZE 100000\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go\r\n250 2.0.0 queued\r\n221 bye\r\n",
+        b"220 mx\r\n250-mx\r\n250-CHUNKING\r\n250-SMTPUTF8\r\n250 PIPELINING\r\n250 ok\r\n250 ok\r\n550 5.1.1 no such user\r\n250 ok\r\n250 ok\r\n250 ok\r\n250 ok\r\n250 ok\r\n250 ok\r\n221 bye\r\n",
+        b"220 mx\r\n250-mx\r\n250 STARTTLS\r\n220 go ahead\r\n250-mx\r\n250 AUTH PLAIN LOGIN\r\n235 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n221 bye\r\n",
+        b"220 mx\r\n250-mx\r\n250 AUTH LOGIN\r\n334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n235 ok\r\n451 4.3.0 try later\r\n221 bye\r\n",
+        b"220 mx\r\n500 what\r\n250 mx\r\n250 ok\r\n452 too many\r\n421 4.3.2 shutting down\r\n",
+        b"554 no service\r\n",
+        b"220-mx\r\n220 hi\r\n250 mx\r\n250 ok\r\n250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n250 ok\r\n250 ok\r\n",
+    ];
+    let mut out = Vec::new();
+    for r in REPLIES {
+        for (flags, split) in [(0x07u8, 0u8), (0x13, 0x0a), (0x0b, 0x05), (0x21, 0x0e)] {
+            out.push([&[flags, split][..], r].concat());
+        }
+    }
+    out
+}
+
+/// A record for a `dns_lookup` seed: the queried name (a pointer to offset 12), type, class
+/// IN, TTL 300 and `rdata`.
+fn dns_record(rtype: u16, rdata: &[u8]) -> Vec<u8> {
+    let mut r = vec![0xc0, 0x0c];
+    r.extend_from_slice(&rtype.to_be_bytes());
+    r.extend_from_slice(&[0, 1, 0, 0, 1, 0x2c]);
+    r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    r.extend_from_slice(rdata);
+    r
+}
+
+fn dns_seeds() -> Vec<Vec<u8>> {
+    let event =
+        |op: u8, payload: &[u8]| -> Vec<u8> { [&[op, payload.len() as u8][..], payload].concat() };
+    // Response payloads: flags (RD, RA), answer count, records.
+    let answer = |rcode: u8, records: &[Vec<u8>]| -> Vec<u8> {
+        [
+            &[0x01, 0x80 | rcode, records.len() as u8][..],
+            &records.concat(),
+        ]
+        .concat()
+    };
+    let a = dns_record(1, &[192, 0, 2, 7]);
+    let aaaa = dns_record(
+        28,
+        &[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+    );
+    let mx = dns_record(15, b"\x00\x0a\x02mx\xc0\x0c");
+    let null_mx = dns_record(15, b"\x00\x00\x00");
+    let txt = dns_record(16, b"\x0bv=spf1 -all\x04more");
+    let ptr = dns_record(12, b"\x04host\xc0\x0c");
+    let cname = dns_record(5, b"\x05alias\x07example\x04test\x00");
+    let truncated = [&[0x03u8, 0x80, 0][..]].concat();
+    let mut out = vec![
+        // A in one datagram; AAAA; MX; TXT; PTR; CNAME.
+        [&[0u8][..], &event(0, &answer(0, std::slice::from_ref(&a)))].concat(),
+        [
+            &[1u8][..],
+            &event(0, &answer(0, std::slice::from_ref(&aaaa))),
+        ]
+        .concat(),
+        [&[2u8][..], &event(0, &answer(0, &[mx.clone(), null_mx]))].concat(),
+        [
+            &[3u8][..],
+            &event(0, &answer(0, std::slice::from_ref(&txt))),
+        ]
+        .concat(),
+        [
+            &[4u8][..],
+            &event(0, &answer(0, std::slice::from_ref(&ptr))),
+        ]
+        .concat(),
+        [
+            &[5u8][..],
+            &event(0, &answer(0, std::slice::from_ref(&cname))),
+        ]
+        .concat(),
+        // A CNAME to follow, then the target's address.
+        [
+            &[0u8][..],
+            &event(0, &answer(0, std::slice::from_ref(&cname))),
+            &event(0, &answer(0, std::slice::from_ref(&a))),
+        ]
+        .concat(),
+        // Truncated over UDP, then over TCP; then a TCP error.
+        [
+            &[0x2bu8][..],
+            &event(0, &truncated),
+            &event(1, &answer(0, std::slice::from_ref(&txt))),
+        ]
+        .concat(),
+        [&[0x2bu8][..], &event(0, &truncated), &event(5, b"")].concat(),
+        // SERVFAIL from one server, NXDOMAIN from the next; timeouts; strangers.
+        [
+            &[0x08u8][..],
+            &event(0, &answer(2, &[])),
+            &event(0, &answer(3, &[])),
+        ]
+        .concat(),
+        [
+            &[0x70u8][..],
+            &event(2, b""),
+            &event(3, &answer(0, std::slice::from_ref(&a))),
+            &event(7, b""),
+            &event(2, b""),
+            &event(0, &answer(5, &[])),
+            &event(8, b"\x00\x00\x81\x80"),
+        ]
+        .concat(),
+        // NOERROR without records; FORMERR.
+        [&[0x80u8][..], &event(0, &answer(0, &[]))].concat(),
+        [&[0x02u8][..], &event(0, &answer(1, &[]))].concat(),
+    ];
+    out.push([&[0x1au8][..], &event(0, &answer(0, &[mx]))].concat());
+    out
+}
+
+/// The Ed25519 key of RFC 8463 A.1 as PKCS#8 (as core's DKIM tests build it), to sign the
+/// `dkim_verify` and `mail_auth` seeds; its record is `v=DKIM1; k=ed25519; p=11qY...`.
+const SEED_DKIM_KEY: [u8; 48] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+    0x9d, 0x61, 0xb1, 0x9d, 0xef, 0xfd, 0x5a, 0x60, 0xba, 0x84, 0x4a, 0xf4, 0x92, 0xec, 0x2c, 0xc4,
+    0x44, 0x49, 0xc5, 0x69, 0x7b, 0x32, 0x69, 0x19, 0x70, 0x3b, 0xac, 0x03, 0x1c, 0xae, 0x7f, 0x60,
+];
+
+/// Messages signed with [`SEED_DKIM_KEY`] by `example.test` selector `s1`, and the key record.
+fn signed_messages() -> (Vec<Vec<u8>>, String) {
+    use petrel_core::dkim::{Canon, Signer, SignerConfig, SigningKey};
+    let key = Arc::new(SigningKey::from_pkcs8_der(&SEED_DKIM_KEY).expect("seed key"));
+    let record = key.public_key_record();
+    let messages: [&[u8]; 3] = [
+        b"From: Alice <alice@example.test>\r\nTo: bob@remote.example\r\nSubject: hi\r\n\r\nHello.\r\n\r\n\r\n",
+        b"from:alice@example.test\r\nSubject:  folded\r\n  subject \r\nX: 1\r\n\r\n body  with   spaces \r\nno end",
+        b"From: a@sub.example.test\r\nDKIM-Signature: v=1; a=rsa-sha256; d=other.example; s=x; h=from; bh=AAAA; b=AAAA\r\n\r\n",
+    ];
+    let mut out = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        let mut config = SignerConfig::new("example.test", "s1");
+        if i == 1 {
+            config.header_canon = Canon::Simple;
+            config.body_canon = Canon::Simple;
+            config.body_length = true;
+            config.expire_after = Some(3600);
+        }
+        let mut signer = Signer::new(config, key.clone(), 1_795_525_000);
+        signer.feed(m);
+        let field = signer.finish().expect("sign seed");
+        out.push([field.as_bytes(), m].concat());
+    }
+    (out, record)
+}
+
+fn dkim_seeds() -> Vec<Vec<u8>> {
+    let (messages, record) = signed_messages();
+    let mut out = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        let split = [[0u8, 0], [1, 3], [2, 9], [3, 1]][i % 4];
+        let key = record.as_bytes();
+        out.push([&split[..], m, PART, key, PART, b"!N"].concat());
+        out.push([&split[..], m, PART, b"!T"].concat());
+        out.push([&split[..], m, PART, b"v=DKIM1; p=!!", key].concat());
+        out.push([&[2u8, 5][..], m].concat());
+    }
+    out.push(b"\x00\x00DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/simple; d=example.test; s=e; h=from:from; l=3; x=1; t=2; bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; b=AAAA\r\nFrom: a@example.test\r\n\r\nabcdef\r\n\n@@\nv=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=".to_vec());
+    out.push(b"\x01\x07dkim-signature:\r\nDKIM-Signature: v=1; d=\r\nDkim-Signature: garbage\r\nDKIM-Signature: a=rsa-sha1\r\n\r\n".to_vec());
+    out
+}
+
+/// A TXT answer for [`Answers`]: records kind with a count, then the records.
+fn txt_records(texts: &[&[u8]]) -> Vec<u8> {
+    let mut out = vec![4 | ((texts.len() as u8 - 1) << 4)];
+    for t in texts {
+        out.push(t.len() as u8);
+        out.extend_from_slice(t);
+    }
+    out
+}
+
+fn spf_seeds() -> Vec<Vec<u8>> {
+    let a = |ip: [u8; 4]| [&[4u8][..], &ip].concat();
+    let mx = |name: &[u8]| [&[4u8, 10, name.len() as u8][..], name].concat();
+    vec![
+        [&[0u8][..], &txt_records(&[b"v=spf1 ip4:192.0.2.0/24 -all"])].concat(),
+        [&[0u8][..], &txt_records(&[b"v=spf1 a mx -all"]), &a([192, 0, 2, 25]), &mx(b"mx.example.test"), &a([192, 0, 2, 26])].concat(),
+        [&[0u8][..], &txt_records(&[b"v=spf1 include:_spf.example.test ~all", b"not spf"]), &txt_records(&[b"v=spf1 ip6:2001:db8::/32 ?all"])].concat(),
+        [&[1u8][..], &txt_records(&[b"v=spf1 ip6:2001:db8::/32 exists:%{ir}.%{l1r+-}._spf.%{d} -all"]), &[1]].concat(),
+        [&[0u8][..], &txt_records(&[b"v=spf1 -all exp=explain.%{d}"]), &txt_records(&[b"%{i} is not one of %{d}'s servers"])].concat(),
+        [&[0u8][..], &txt_records(&[b"v=spf1 redirect=_spf.example.test"]), &[0]].concat(),
+        [&[0u8][..], &txt_records(&[b"v=spf1 ptr:example.test -all"]), &[4, 5, b'x', b'.', b't', b'e', b's'], &a([192, 0, 2, 25])].concat(),
+        [&[2u8][..], &txt_records(&[b"v=spf1 include:a include:b include:c include:d include:e include:f include:g include:h include:i include:j include:k -all"])].concat(),
+        [&[8u8][..], &[2]].concat(),
+        [&[0u8][..], &txt_records(&[b"v=spf1 +all", b"v=spf1 -all"])].concat(),
+        [&[0u8][..], &txt_records(&[b"v=spf1 a:%{z} mx:%{d4}.x/24//64 -all"])].concat(),
+    ]
+}
+
+fn mail_auth_seeds() -> Vec<Vec<u8>> {
+    let (messages, record) = signed_messages();
+    let mut out = Vec::new();
+    let field = |s: &[u8]| [&[s.len() as u8][..], s].concat();
+    for (i, m) in messages.iter().enumerate() {
+        let len = (m.len() as u16).to_be_bytes();
+        let answers = [
+            txt_records(&[b"v=spf1 ip4:192.0.2.0/24 -all"]),
+            txt_records(&[record.as_bytes().get(..255).unwrap_or(record.as_bytes())]),
+            txt_records(&[b"v=DMARC1; p=reject; pct=100"]),
+        ]
+        .concat();
+        out.push(
+            [
+                &[i as u8 * 9][..],
+                &field(b"client.example.test"),
+                &field(b"alice@example.test"),
+                &len,
+                m,
+                &answers,
+            ]
+            .concat(),
+        );
+        out.push(
+            [
+                &[3u8][..],
+                &field(b"h\"e;l(o)"),
+                &field(b""),
+                &len,
+                m,
+                &[1, 0, 2, 1, 1],
+            ]
+            .concat(),
+        );
+    }
+    out
+}
+
+fn mta_sts_seeds() -> Vec<Vec<u8>> {
+    [
+        &b"v=STSv1; id=20190429T010101;"[..],
+        b"v=STSv1;id=abc ; ext=1",
+        b"version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.example.net\r\nmax_age: 604800\r\n",
+        b"version: STSv1\nmode: none\nmax_age: 0\n",
+        b"id: abc123\nfetched: 1700000000\n\nversion: STSv1\nmode: testing\nmx: MX.Example.COM.\nmax_age: 99999999999\n",
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 61\r\n\r\nversion: STSv1\nmode: enforce\nmx: mx.example.test\nmax_age: 86400\n",
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nversi\r\n0\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\ncontent-type: TEXT/PLAIN\r\n\r\nversion: STSv1\n",
+        b"HTTP/1.1 301 Moved\r\nLocation: /x\r\n\r\n",
+    ]
+    .iter()
+    .map(|s| s.to_vec())
+    .collect()
 }

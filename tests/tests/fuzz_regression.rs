@@ -7,7 +7,14 @@
 //! whatever `cargo fuzz` left in `fuzz/corpus/<target>/`. `PETREL_WRITE_SEEDS=1 cargo test -p petrel-tests
 //! --test fuzz_regression seed_corpus_for_cargo_fuzz` writes the seed corpus for cargo-fuzz.
 
-use petrel_tests::fuzzing::{SplitMix, TARGETS, generate, run_pop3_session, run_session, seeds};
+use petrel_core::dkim::DkimResult;
+use petrel_core::dns::Answer;
+use petrel_core::smtp::client::RcptResult;
+use petrel_core::spf::SpfResult;
+use petrel_tests::fuzzing::{
+    SplitMix, TARGETS, generate, run_dkim_verify, run_dns_lookup, run_mail_auth, run_pop3_session,
+    run_session, run_smtp_client, run_spf_check, seeds,
+};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::{Path, PathBuf};
 
@@ -105,6 +112,30 @@ fn pop3_session_seed_converses() {
         first,
         "a split changed the conversation"
     );
+}
+
+/// The harnesses of the protocols added later reach their interesting ends from the first seed:
+/// a delivery reported, an answer with records, a DKIM pass, an SPF pass, and an
+/// Authentication-Results field with every method passing.
+#[test]
+fn protocol_seeds_converse() {
+    let reports = run_smtp_client(&seeds("smtp_client")[0]);
+    assert_eq!(reports.len(), 3, "{reports:?}");
+    assert!(
+        matches!(&reports[0].1[..], [(_, RcptResult::Delivered(_))]),
+        "{reports:?}"
+    );
+    let answer = run_dns_lookup(&seeds("dns_lookup")[0]);
+    assert!(matches!(answer, Answer::Records { .. }), "{answer:?}");
+    let dkim = run_dkim_verify(&seeds("dkim_verify")[0]);
+    assert_eq!(dkim.len(), 1, "{dkim:?}");
+    assert_eq!(dkim[0].result, DkimResult::Pass, "{dkim:?}");
+    let spf = run_spf_check(&seeds("spf_check")[0]);
+    assert_eq!(spf.result, SpfResult::Pass, "{spf:?}");
+    let auth = run_mail_auth(&seeds("mail_auth")[0]);
+    for method in ["spf=pass", "dkim=pass", "dmarc=pass"] {
+        assert!(auth.header.contains(method), "{}", auth.header);
+    }
 }
 
 #[test]
