@@ -645,7 +645,9 @@ impl<'a> Eval<'a> {
 
 /// Lowercase, without one trailing dot.
 fn normalize(name: &str) -> String {
-    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+    // Every trailing dot: a name the DNS handed back as `host..` must ask and be answered
+    // under one spelling, or its question would stay open for ever (found by fuzzing).
+    name.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// Whether `name` is `domain` or one of its subdomains.
