@@ -170,6 +170,14 @@ pub enum Effect {
         /// What to do.
         request: crate::managesieve::SieveRequest,
     },
+    /// Read or change the user's folders and messages (IMAP). Answer: [`Completion::Imap`],
+    /// for changes only once they are durable.
+    Imap {
+        /// Whose folders.
+        user: UserId,
+        /// What to do.
+        request: crate::imap::request::ImapRequest,
+    },
 }
 
 /// A message in a POP3 maildrop.
@@ -319,6 +327,8 @@ pub enum Completion {
     Sieve(crate::managesieve::SieveAnswer),
     /// Answer to `Resolve`.
     Dns(Vec<crate::dns::Answer>),
+    /// Answer to `Imap`.
+    Imap(crate::imap::request::ImapAnswer),
     /// Any request failed.
     Failed(StoreError),
 }

@@ -12,3 +12,7 @@ pub mod command;
 pub mod parser;
 pub mod sequence;
 pub mod structure;
+pub mod request;
+pub mod response;
+pub mod search;
+pub mod session;

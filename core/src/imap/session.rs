@@ -1,0 +1,2002 @@
+//! The IMAP server session (RFC 9051, with RFC 3501 clients) as a pure state machine: the
+//! not-authenticated, authenticated, selected and logout states, over a store reached only
+//! through [`Effect::Imap`] requests (see [`super::request`]).
+//!
+//! One request is outstanding at a time; while one is, the session consumes no input (the
+//! backpressure of DESIGN.md). Untagged updates (EXISTS, EXPUNGE, FETCH FLAGS) are computed by
+//! diffing the session's snapshot of the selected folder with a fresh one, fetched only by
+//! NOOP, CHECK and IDLE, so EXPUNGE is never sent during FETCH, STORE or SEARCH (RFC 9051 7.5.1).
+
+use super::command::{
+    AppendStart, Command, CommandKind, DateTime, FetchItem, Flag, ListReturn, ListSelect, Mailbox,
+    SearchKey, SearchReturn, Section, SectionText, StatusItem, StoreMode,
+};
+use super::parser::{Limits, Parsed, Parser};
+use super::request::{FlagMode, FolderSnapshot, ImapAnswer, ImapRequest, MessageMeta};
+use super::response::{self, days_from_civil, flag_list, internal_date, sequence_set};
+use super::search::{self, Candidate};
+use super::sequence::SequenceSet;
+use super::structure::{self, SectionSpec};
+use crate::effect::{AuthOutcome, Completion, Effect, Secret, TxId, UserId};
+use crate::mutf7;
+use crate::outbox::Outbox;
+use crate::sasl::{self, SaslError};
+use crate::service::PeerInfo;
+use crate::session::{CloseReason, Event, RequestId, Session, TlsInfo};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Everything an IMAP session needs to know, shared by the sessions of one listener.
+#[derive(Debug, Clone)]
+pub struct ImapConfig {
+    /// Our host name, for logs.
+    pub hostname: String,
+    /// Autologout: how long a client may be silent (RFC 9051 5.4: at least 30 minutes).
+    pub command_timeout: Duration,
+    /// How often the folder is looked at during IDLE.
+    pub idle_poll: Duration,
+    /// Allow LOGIN and AUTHENTICATE without TLS from loopback clients.
+    pub allow_plaintext_on_loopback: bool,
+    /// STARTTLS can be offered (a certificate is configured, the listener is not implicit TLS).
+    pub starttls: bool,
+    /// Delay before answering a failed login.
+    pub auth_failure_delay: Duration,
+    /// Failed logins tolerated before the session is ended.
+    pub max_auth_failures: u32,
+    /// BAD commands tolerated before the session is ended.
+    pub max_errors: u32,
+    /// Bytes read from or written to the store at a time.
+    pub chunk_size: usize,
+    /// Largest message APPEND accepts (APPENDLIMIT), and largest one FETCH reads for parsing.
+    pub max_message_size: u64,
+    /// Bounds of the command parser.
+    pub limits: Limits,
+}
+
+impl ImapConfig {
+    /// A config with the RFC defaults.
+    pub fn new(hostname: &str) -> Self {
+        ImapConfig {
+            hostname: hostname.to_string(),
+            command_timeout: Duration::from_secs(30 * 60),
+            idle_poll: Duration::from_secs(2),
+            allow_plaintext_on_loopback: false,
+            starttls: true,
+            auth_failure_delay: Duration::from_secs(1),
+            max_auth_failures: 3,
+            max_errors: 20,
+            chunk_size: 64 * 1024,
+            max_message_size: 50 * 1024 * 1024,
+            limits: Limits::default(),
+        }
+    }
+}
+
+const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
+
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    NotAuthenticated,
+    /// AUTHENTICATE PLAIN sent `+`; the response line is next.
+    AuthResponse(String),
+    Authenticated,
+    /// STARTTLS accepted; input is discarded until the handshake.
+    AwaitTls,
+    /// IDLE: waiting for DONE.
+    Idle(String),
+}
+
+#[derive(Debug)]
+struct Selected {
+    folder: String,
+    readonly: bool,
+    snap: FolderSnapshot,
+}
+
+impl Selected {
+    fn index_of(&self, uid: u32) -> Option<usize> {
+        self.snap
+            .messages
+            .binary_search_by_key(&uid, |m| m.uid)
+            .ok()
+    }
+    fn max_uid(&self) -> u32 {
+        self.snap.messages.last().map_or(0, |m| m.uid)
+    }
+    fn count(&self) -> u32 {
+        self.snap.messages.len() as u32
+    }
+}
+
+#[derive(Debug)]
+struct FetchJob {
+    tag: String,
+    uid: bool,
+    items: Vec<FetchItem>,
+    changed_since: Option<u64>,
+    uids: Vec<u32>,
+    pos: usize,
+    buf: Vec<u8>,
+    flags_changed: HashSet<u32>,
+    failed: Option<&'static str>,
+}
+
+#[derive(Debug)]
+struct SearchJob {
+    tag: String,
+    uid: bool,
+    returns: Option<Vec<SearchReturn>>,
+    key: SearchKey,
+    uids: Vec<u32>,
+    pos: usize,
+    buf: Vec<u8>,
+    hits: Vec<u32>,
+}
+
+#[derive(Debug)]
+enum Job {
+    Fetch(FetchJob),
+    Search(SearchJob),
+}
+
+#[derive(Debug)]
+struct Append {
+    tag: String,
+    tx: Option<TxId>,
+    chunk: Vec<u8>,
+    synchronizing: bool,
+    ended: bool,
+}
+
+#[derive(Debug)]
+enum Pending {
+    Auth(String),
+    /// Done/No: the tagged reply.
+    Simple {
+        tag: String,
+        ok: &'static str,
+    },
+    List {
+        tag: String,
+        patterns: Vec<String>,
+        lsub: bool,
+        show_subscribed: bool,
+    },
+    Status {
+        tag: String,
+        name: String,
+        items: Vec<StatusItem>,
+    },
+    Select {
+        tag: String,
+        folder: String,
+        readonly: bool,
+    },
+    /// NOOP/CHECK (tagged) or an IDLE poll (untagged).
+    Refresh(Option<(String, &'static str)>),
+    /// FETCH setting \Seen before it reads.
+    Seen,
+    /// Reading a message for the running job.
+    Read,
+    Store {
+        tag: String,
+        uid: bool,
+        silent: bool,
+        asked: Vec<u32>,
+        unchanged_since: Option<u64>,
+    },
+    Expunge {
+        tag: String,
+        close: bool,
+    },
+    Copy {
+        tag: String,
+        remove: bool,
+    },
+    AppendBegin,
+    AppendChunk,
+    AppendCommit,
+    /// An answer nobody waits for (Abort).
+    Ignore,
+}
+
+/// An IMAP server session (see the module docs and [`Session`]).
+pub struct ImapSession {
+    config: Arc<ImapConfig>,
+    peer: PeerInfo,
+    tls: Option<TlsInfo>,
+    outbox: Outbox,
+    parser: Parser,
+    phase: Phase,
+    user: Option<UserId>,
+    selected: Option<Selected>,
+    pending: Option<(RequestId, Pending)>,
+    job: Option<Job>,
+    append: Option<Append>,
+    utf8: bool,
+    rev2: bool,
+    condstore: bool,
+    errors: u32,
+    auth_failures: u32,
+    deadline: Instant,
+    idle_next: Option<Instant>,
+    delayed: Option<(Instant, String)>,
+    ending: Option<CloseReason>,
+    shutting_down: bool,
+    closed: bool,
+}
+
+impl ImapSession {
+    /// Opens a session and queues the greeting.
+    pub fn new(config: Arc<ImapConfig>, peer: PeerInfo, now: Instant) -> Self {
+        let mut s = ImapSession {
+            deadline: now + config.command_timeout,
+            tls: peer.tls.clone(),
+            parser: Parser::new(config.limits),
+            config,
+            peer,
+            outbox: Outbox::default(),
+            phase: Phase::NotAuthenticated,
+            user: None,
+            selected: None,
+            pending: None,
+            job: None,
+            append: None,
+            utf8: false,
+            rev2: false,
+            condstore: false,
+            errors: 0,
+            auth_failures: 0,
+            idle_next: None,
+            delayed: None,
+            ending: None,
+            shutting_down: false,
+            closed: false,
+        };
+        let caps = s.capabilities();
+        s.line(&format!("* OK [CAPABILITY {caps}] Petrel ready."));
+        s
+    }
+
+    /// Opens a session that only says the server is busy, then closes.
+    pub fn refuse(config: Arc<ImapConfig>, peer: PeerInfo, now: Instant) -> Self {
+        let mut s = Self::new(config, peer, now);
+        s.outbox.out.clear();
+        s.line("* BYE [UNAVAILABLE] Too many connections, try again later.");
+        s.end(CloseReason::Refused);
+        s.step();
+        s
+    }
+
+    fn line(&mut self, text: &str) {
+        self.outbox.out.extend_from_slice(text.as_bytes());
+        self.outbox.out.extend_from_slice(b"\r\n");
+    }
+
+    fn tagged(&mut self, tag: &str, status: &str, text: &str) {
+        self.line(&format!("{tag} {status} {text}"));
+    }
+
+    /// A client mistake: `BAD`, counted; too many end the session.
+    fn bad(&mut self, tag: Option<&str>, text: &str) {
+        self.line(&format!("{} BAD {text}", tag.unwrap_or("*")));
+        self.errors += 1;
+        if self.errors >= self.config.max_errors {
+            self.line("* BYE Too many invalid IMAP commands.");
+            self.end(CloseReason::TooManyErrors);
+        }
+    }
+
+    fn end(&mut self, reason: CloseReason) {
+        if self.ending.is_none() {
+            self.ending = Some(reason);
+        }
+    }
+
+    fn plaintext_allowed(&self) -> bool {
+        self.tls.is_some() || (self.peer.loopback && self.config.allow_plaintext_on_loopback)
+    }
+
+    fn capabilities(&self) -> String {
+        let mut caps = vec![
+            "IMAP4rev1",
+            "IMAP4rev2",
+            "LITERAL+",
+            "SASL-IR",
+            "ID",
+            "ENABLE",
+            "IDLE",
+            "NAMESPACE",
+            "UNSELECT",
+            "UIDPLUS",
+            "MOVE",
+            "CONDSTORE",
+            "SPECIAL-USE",
+            "ESEARCH",
+            "UTF8=ACCEPT",
+        ];
+        if self.user.is_none() {
+            if self.config.starttls && self.tls.is_none() {
+                caps.push("STARTTLS");
+            }
+            if self.plaintext_allowed() {
+                caps.push("AUTH=PLAIN");
+            } else {
+                caps.push("LOGINDISABLED");
+            }
+        }
+        let mut text = caps.join(" ");
+        text.push_str(&format!(" APPENDLIMIT={}", self.config.max_message_size));
+        text
+    }
+
+    fn request(&mut self, effect: Effect, what: Pending) {
+        debug_assert!(self.pending.is_none(), "one request at a time");
+        let id = self.outbox.request(effect);
+        self.pending = Some((id, what));
+    }
+
+    fn imap(&mut self, request: ImapRequest, what: Pending) {
+        let Some(user) = self.user.clone() else {
+            debug_assert!(false, "store request before login");
+            return;
+        };
+        self.request(Effect::Imap { user, request }, what);
+    }
+
+    /// A mailbox name as the client sent it, to UTF-8.
+    fn folder_name(&self, m: &Mailbox) -> Result<String, &'static str> {
+        let raw = match m {
+            Mailbox::Inbox => return Ok("INBOX".into()),
+            Mailbox::Other(raw) => raw,
+        };
+        self.decode_name(raw)
+    }
+
+    fn decode_name(&self, raw: &[u8]) -> Result<String, &'static str> {
+        let text = std::str::from_utf8(raw).map_err(|_| "Mailbox name is not valid UTF-8.")?;
+        let name = if self.utf8 {
+            text.to_string()
+        } else {
+            mutf7::decode(text).map_err(|_| "Mailbox name is not valid modified UTF-7.")?
+        };
+        if name.is_empty() || name.contains(['\r', '\n', '\0']) || name.contains("//") {
+            return Err("Invalid mailbox name.");
+        }
+        Ok(name)
+    }
+
+    /// A folder name for a response.
+    fn name_string(&self, name: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        let enc = if self.utf8 {
+            name.to_string()
+        } else {
+            mutf7::encode(name)
+        };
+        response::string(&mut out, enc.as_bytes(), self.utf8);
+        out
+    }
+
+    // ----- commands -----
+
+    fn command(&mut self, now: Instant, cmd: Command) {
+        let Command { tag, kind } = cmd;
+        let authed = self.user.is_some();
+        let selected = self.selected.is_some();
+        match kind {
+            CommandKind::Capability => {
+                let caps = self.capabilities();
+                self.line(&format!("* CAPABILITY {caps}"));
+                self.tagged(&tag, "OK", "Capability completed.");
+            }
+            CommandKind::Noop | CommandKind::Check if selected => {
+                let folder = self.selected.as_ref().map(|s| s.folder.clone());
+                let text = if matches!(kind, CommandKind::Noop) {
+                    "NOOP completed."
+                } else {
+                    "CHECK completed."
+                };
+                if let Some(folder) = folder {
+                    self.imap(
+                        ImapRequest::Refresh { folder },
+                        Pending::Refresh(Some((tag, text))),
+                    );
+                }
+            }
+            CommandKind::Noop => self.tagged(&tag, "OK", "NOOP completed."),
+            CommandKind::Logout => {
+                self.line("* BYE Logging out.");
+                self.tagged(&tag, "OK", "Logout completed.");
+                self.end(CloseReason::Quit);
+            }
+            CommandKind::StartTls if !authed => {
+                if self.tls.is_some() || !self.config.starttls {
+                    return self.bad(Some(&tag), "TLS is not available here.");
+                }
+                self.tagged(&tag, "OK", "Begin TLS negotiation now.");
+                self.phase = Phase::AwaitTls;
+                self.parser.reset();
+                self.outbox.push(Event::StartTls);
+            }
+            CommandKind::Login { username, password } if !authed => {
+                if !self.plaintext_allowed() {
+                    return self.tagged(
+                        &tag,
+                        "NO",
+                        "[PRIVACYREQUIRED] Plaintext authentication is disallowed on non-secure connections.",
+                    );
+                }
+                let username = String::from_utf8_lossy(&username).into_owned();
+                self.login(tag, username, password.expose().clone());
+            }
+            CommandKind::Authenticate { mechanism, initial } if !authed => {
+                if !self.plaintext_allowed() {
+                    return self.tagged(
+                        &tag,
+                        "NO",
+                        "[PRIVACYREQUIRED] Plaintext authentication is disallowed on non-secure connections.",
+                    );
+                }
+                if mechanism != "PLAIN" {
+                    return self.tagged(&tag, "NO", "Unsupported authentication mechanism.");
+                }
+                match initial {
+                    Some(ir) => self.auth_response(tag, &ir),
+                    None => {
+                        self.line("+ ");
+                        self.parser.expect_line();
+                        self.phase = Phase::AuthResponse(tag);
+                    }
+                }
+            }
+            CommandKind::StartTls
+            | CommandKind::Login { .. }
+            | CommandKind::Authenticate { .. } => self.bad(Some(&tag), "Already authenticated."),
+            _ if !authed => self.bad(Some(&tag), "Command not allowed before login."),
+            kind => self.authenticated(now, tag, kind),
+        }
+    }
+
+    fn authenticated(&mut self, now: Instant, tag: String, kind: CommandKind) {
+        match kind {
+            CommandKind::Enable(caps) => {
+                let mut enabled = Vec::new();
+                for cap in caps {
+                    match cap.as_str() {
+                        "CONDSTORE" => self.condstore = true,
+                        "IMAP4REV2" => {
+                            self.rev2 = true;
+                            self.utf8 = true;
+                        }
+                        "UTF8=ACCEPT" => self.utf8 = true,
+                        _ => continue,
+                    }
+                    enabled.push(cap);
+                }
+                if !enabled.is_empty() {
+                    self.line(&format!("* ENABLED {}", enabled.join(" ")));
+                }
+                self.tagged(&tag, "OK", "Enabled.");
+            }
+            CommandKind::Id(_) => {
+                self.line("* ID (\"name\" \"Petrel\")");
+                self.tagged(&tag, "OK", "ID completed.");
+            }
+            CommandKind::Namespace => {
+                self.line("* NAMESPACE ((\"\" \"/\")) NIL NIL");
+                self.tagged(&tag, "OK", "Namespace completed.");
+            }
+            CommandKind::Idle => {
+                self.line("+ idling");
+                self.parser.expect_line();
+                self.phase = Phase::Idle(tag);
+                self.idle_next = Some(now + self.config.idle_poll);
+            }
+            CommandKind::List {
+                select,
+                reference,
+                patterns,
+                returns,
+            } => {
+                if patterns.len() == 1 && patterns[0].is_empty() {
+                    self.line("* LIST (\\Noselect) \"/\" \"\"");
+                    return self.tagged(&tag, "OK", "List completed.");
+                }
+                let lsub = select.contains(&ListSelect::Subscribed);
+                let show_subscribed = lsub || returns.contains(&ListReturn::Subscribed);
+                self.list(tag, &reference, patterns, lsub, show_subscribed, false);
+            }
+            CommandKind::Lsub { reference, pattern } => {
+                self.list(tag, &reference, vec![pattern], true, true, true)
+            }
+            CommandKind::Status { mailbox, items } => match self.folder_name(&mailbox) {
+                Ok(folder) => self.imap(
+                    ImapRequest::Status {
+                        folder: folder.clone(),
+                    },
+                    Pending::Status {
+                        tag,
+                        name: folder,
+                        items,
+                    },
+                ),
+                Err(e) => self.tagged(&tag, "NO", e),
+            },
+            CommandKind::Select { mailbox, params } => {
+                self.select(tag, &mailbox, params.condstore, false)
+            }
+            CommandKind::Examine { mailbox, params } => {
+                self.select(tag, &mailbox, params.condstore, true)
+            }
+            CommandKind::Create { mailbox, .. } => {
+                let folder = self
+                    .folder_name(&mailbox)
+                    .map(|f| f.trim_end_matches('/').to_string());
+                match folder {
+                    Ok(f) if f.eq_ignore_ascii_case("INBOX") => {
+                        self.tagged(&tag, "NO", "[ALREADYEXISTS] Mailbox already exists.")
+                    }
+                    Ok(folder) if !folder.is_empty() => self.imap(
+                        ImapRequest::Create { folder },
+                        Pending::Simple {
+                            tag,
+                            ok: "Create completed.",
+                        },
+                    ),
+                    Ok(_) => self.tagged(&tag, "NO", "Invalid mailbox name."),
+                    Err(e) => self.tagged(&tag, "NO", e),
+                }
+            }
+            CommandKind::Delete(mailbox) => match self.folder_name(&mailbox) {
+                Ok(f) if f == "INBOX" => self.tagged(&tag, "NO", "INBOX can't be deleted."),
+                Ok(folder) => {
+                    if self.selected.as_ref().is_some_and(|s| s.folder == folder) {
+                        self.selected = None;
+                    }
+                    self.imap(
+                        ImapRequest::Delete { folder },
+                        Pending::Simple {
+                            tag,
+                            ok: "Delete completed.",
+                        },
+                    )
+                }
+                Err(e) => self.tagged(&tag, "NO", e),
+            },
+            CommandKind::Rename { from, to } => {
+                match (self.folder_name(&from), self.folder_name(&to)) {
+                    (Ok(from), Ok(to)) => self.imap(
+                        ImapRequest::Rename { from, to },
+                        Pending::Simple {
+                            tag,
+                            ok: "Rename completed.",
+                        },
+                    ),
+                    (Err(e), _) | (_, Err(e)) => self.tagged(&tag, "NO", e),
+                }
+            }
+            CommandKind::Subscribe(mailbox) => self.subscribe(tag, &mailbox, true),
+            CommandKind::Unsubscribe(mailbox) => self.subscribe(tag, &mailbox, false),
+            kind => self.selected_command(tag, kind),
+        }
+    }
+
+    fn selected_command(&mut self, tag: String, kind: CommandKind) {
+        let Some(sel) = &self.selected else {
+            return self.bad(Some(&tag), "No mailbox selected.");
+        };
+        let readonly = sel.readonly;
+        let folder = sel.folder.clone();
+        match kind {
+            CommandKind::Unselect => {
+                self.selected = None;
+                self.tagged(&tag, "OK", "Unselect completed.");
+            }
+            CommandKind::Close => {
+                if readonly {
+                    self.selected = None;
+                    self.tagged(&tag, "OK", "Close completed.");
+                } else {
+                    self.imap(
+                        ImapRequest::Expunge { folder, uids: None },
+                        Pending::Expunge { tag, close: true },
+                    );
+                }
+            }
+            CommandKind::Expunge | CommandKind::UidExpunge(_) => {
+                if readonly {
+                    return self.tagged(&tag, "NO", "[READ-ONLY] Mailbox is read-only.");
+                }
+                let uids = match &kind {
+                    CommandKind::UidExpunge(set) => {
+                        Some(self.uids_of(set, true).unwrap_or_default())
+                    }
+                    _ => None,
+                };
+                self.imap(
+                    ImapRequest::Expunge { folder, uids },
+                    Pending::Expunge { tag, close: false },
+                );
+            }
+            CommandKind::Fetch {
+                uid,
+                set,
+                items,
+                changed_since,
+                ..
+            } => {
+                let uids = match self.uids_of(&set, uid) {
+                    Ok(u) => u,
+                    Err(e) => return self.bad(Some(&tag), e),
+                };
+                if changed_since.is_some() || items.contains(&FetchItem::ModSeq) {
+                    self.condstore = true;
+                }
+                let sets_seen = items.iter().any(sets_seen);
+                let sel = self.selected.as_ref().expect("checked above");
+                let unseen: Vec<u32> = uids
+                    .iter()
+                    .copied()
+                    .filter(|&u| {
+                        changed_since.is_none_or(|c| {
+                            sel.index_of(u)
+                                .is_some_and(|i| sel.snap.messages[i].modseq > c)
+                        })
+                    })
+                    .filter(|&u| {
+                        sel.index_of(u).is_some_and(|i| {
+                            !sel.snap.messages[i].flags.iter().any(|f| f == "\\Seen")
+                        })
+                    })
+                    .collect();
+                self.job = Some(Job::Fetch(FetchJob {
+                    tag,
+                    uid,
+                    items,
+                    changed_since,
+                    uids,
+                    pos: 0,
+                    buf: Vec::new(),
+                    flags_changed: HashSet::new(),
+                    failed: None,
+                }));
+                if sets_seen && !readonly && !unseen.is_empty() {
+                    self.imap(
+                        ImapRequest::Store {
+                            folder,
+                            uids: unseen,
+                            mode: FlagMode::Add,
+                            flags: vec!["\\Seen".into()],
+                            unchanged_since: None,
+                        },
+                        Pending::Seen,
+                    );
+                } else {
+                    self.run_job();
+                }
+            }
+            CommandKind::Store {
+                uid,
+                set,
+                unchanged_since,
+                mode,
+                silent,
+                flags,
+            } => {
+                if readonly {
+                    return self.tagged(&tag, "NO", "[READ-ONLY] Mailbox is read-only.");
+                }
+                let uids = match self.uids_of(&set, uid) {
+                    Ok(u) => u,
+                    Err(e) => return self.bad(Some(&tag), e),
+                };
+                if unchanged_since.is_some() {
+                    self.condstore = true;
+                }
+                if uids.is_empty() {
+                    return self.tagged(&tag, "OK", "Store completed.");
+                }
+                let mode = match mode {
+                    StoreMode::Add => FlagMode::Add,
+                    StoreMode::Remove => FlagMode::Remove,
+                    StoreMode::Replace => FlagMode::Replace,
+                };
+                self.imap(
+                    ImapRequest::Store {
+                        folder,
+                        uids: uids.clone(),
+                        mode,
+                        flags: flags.iter().map(flag_name).collect(),
+                        unchanged_since,
+                    },
+                    Pending::Store {
+                        tag,
+                        uid,
+                        silent,
+                        asked: uids,
+                        unchanged_since,
+                    },
+                );
+            }
+            CommandKind::Copy { uid, set, mailbox } => self.copy(tag, uid, &set, &mailbox, false),
+            CommandKind::Move { uid, set, mailbox } => {
+                if readonly {
+                    return self.tagged(&tag, "NO", "[READ-ONLY] Mailbox is read-only.");
+                }
+                self.copy(tag, uid, &set, &mailbox, true)
+            }
+            CommandKind::Search {
+                uid,
+                returns,
+                charset,
+                criteria,
+            } => {
+                if let Some(c) = &charset
+                    && !c.eq_ignore_ascii_case("UTF-8")
+                    && !c.eq_ignore_ascii_case("US-ASCII")
+                {
+                    return self.tagged(
+                        &tag,
+                        "NO",
+                        "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset.",
+                    );
+                }
+                if uses_modseq(&criteria) {
+                    self.condstore = true;
+                }
+                let sel = self.selected.as_ref().expect("checked above");
+                let uids = sel.snap.messages.iter().map(|m| m.uid).collect();
+                self.job = Some(Job::Search(SearchJob {
+                    tag,
+                    uid,
+                    returns,
+                    key: criteria,
+                    uids,
+                    pos: 0,
+                    buf: Vec::new(),
+                    hits: Vec::new(),
+                }));
+                self.run_job();
+            }
+            _ => self.bad(Some(&tag), "Command not supported."),
+        }
+    }
+
+    /// The UIDs a sequence set names, in ascending order. Message numbers beyond the folder are
+    /// an error (RFC 9051 6.4.8 leaves UIDs free).
+    fn uids_of(&self, set: &SequenceSet, uid: bool) -> Result<Vec<u32>, &'static str> {
+        let Some(sel) = &self.selected else {
+            return Ok(Vec::new());
+        };
+        if uid {
+            let max = sel.max_uid();
+            return Ok(sel
+                .snap
+                .messages
+                .iter()
+                .filter(|m| set.contains(m.uid, max))
+                .map(|m| m.uid)
+                .collect());
+        }
+        let count = sel.count();
+        if let SequenceSet::Ranges(ranges) = set
+            && ranges.iter().any(|r| {
+                let r = r.resolve(count);
+                *r.end() > count
+            })
+        {
+            return Err("Invalid messageset.");
+        }
+        Ok(set
+            .iter(count)
+            .map(|seq| sel.snap.messages[seq as usize - 1].uid)
+            .collect())
+    }
+
+    fn list(
+        &mut self,
+        tag: String,
+        reference: &[u8],
+        patterns: Vec<Vec<u8>>,
+        subscribed_only: bool,
+        show_subscribed: bool,
+        lsub: bool,
+    ) {
+        let mut decoded = Vec::new();
+        for p in patterns {
+            let mut raw = reference.to_vec();
+            raw.extend_from_slice(&p);
+            match self.decode_name(&raw) {
+                Ok(name) => decoded.push(name),
+                Err(e) => return self.tagged(&tag, "NO", e),
+            }
+        }
+        decoded.reverse();
+        let Some(first) = decoded.pop() else {
+            return self.tagged(&tag, "OK", "List completed.");
+        };
+        self.imap(
+            ImapRequest::List {
+                pattern: first,
+                subscribed_only,
+            },
+            Pending::List {
+                tag,
+                patterns: decoded,
+                lsub,
+                show_subscribed,
+            },
+        );
+    }
+
+    fn login(&mut self, tag: String, username: String, password: Vec<u8>) {
+        let effect = Effect::Authenticate {
+            username,
+            password: Secret::new(password),
+            client_ip: self.peer.ip.clone(),
+            loopback: self.peer.loopback,
+        };
+        self.request(effect, Pending::Auth(tag));
+    }
+
+    fn auth_response(&mut self, tag: String, line: &str) {
+        self.phase = Phase::NotAuthenticated;
+        match sasl::decode_response(line).and_then(|raw| sasl::parse_plain(&raw)) {
+            Ok(creds) => self.login(tag, creds.username, creds.password),
+            Err(SaslError::Cancelled) => self.bad(Some(&tag), "Authentication aborted by client."),
+            Err(SaslError::Malformed) => {
+                self.bad(Some(&tag), "Invalid base64 data in continued response.")
+            }
+            Err(SaslError::AuthzidMismatch) => self.login_failed(tag, None),
+        }
+    }
+
+    fn login_failed(&mut self, tag: String, at: Option<Instant>) {
+        self.auth_failures += 1;
+        let text = format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed.");
+        if self.auth_failures >= self.config.max_auth_failures {
+            self.line(&text);
+            self.line("* BYE Too many authentication failures.");
+            self.end(CloseReason::TooManyErrors);
+        } else if let Some(at) = at {
+            self.delayed = Some((at, text));
+        } else {
+            self.line(&text);
+        }
+    }
+}
+
+impl ImapSession {
+    fn select(&mut self, tag: String, mailbox: &Mailbox, condstore: bool, readonly: bool) {
+        if condstore {
+            self.condstore = true;
+        }
+        if self.selected.take().is_some() {
+            self.line("* OK [CLOSED] Previous mailbox closed.");
+        }
+        match self.folder_name(mailbox) {
+            Ok(folder) => self.imap(
+                ImapRequest::Select {
+                    folder: folder.clone(),
+                    readonly,
+                },
+                Pending::Select {
+                    tag,
+                    folder,
+                    readonly,
+                },
+            ),
+            Err(e) => self.tagged(&tag, "NO", e),
+        }
+    }
+
+    fn subscribe(&mut self, tag: String, mailbox: &Mailbox, subscribe: bool) {
+        match self.folder_name(mailbox) {
+            Ok(folder) => self.imap(
+                ImapRequest::Subscribe { folder, subscribe },
+                Pending::Simple {
+                    tag,
+                    ok: if subscribe {
+                        "Subscribe completed."
+                    } else {
+                        "Unsubscribe completed."
+                    },
+                },
+            ),
+            Err(e) => self.tagged(&tag, "NO", e),
+        }
+    }
+
+    fn copy(&mut self, tag: String, uid: bool, set: &SequenceSet, mailbox: &Mailbox, remove: bool) {
+        let uids = match self.uids_of(set, uid) {
+            Ok(u) => u,
+            Err(e) => return self.bad(Some(&tag), e),
+        };
+        let to = match self.folder_name(mailbox) {
+            Ok(t) => t,
+            Err(e) => return self.tagged(&tag, "NO", e),
+        };
+        let Some(from) = self.selected.as_ref().map(|s| s.folder.clone()) else {
+            return;
+        };
+        if uids.is_empty() {
+            return self.tagged(&tag, "OK", "No messages.");
+        }
+        self.imap(
+            ImapRequest::Copy {
+                from,
+                to,
+                uids,
+                remove,
+            },
+            Pending::Copy { tag, remove },
+        );
+    }
+
+    /// Advances FETCH or SEARCH: reads the next message that needs reading, or finishes.
+    fn run_job(&mut self) {
+        loop {
+            let Some(job) = &mut self.job else { return };
+            let Some(sel) = &self.selected else {
+                self.job = None;
+                return;
+            };
+            let (uids, pos, needs) = match job {
+                Job::Fetch(j) => (&j.uids, j.pos, j.items.iter().any(needs_body)),
+                Job::Search(j) => (&j.uids, j.pos, search::needs_message(&j.key)),
+            };
+            let Some(&uid) = uids.get(pos) else {
+                return self.finish_job();
+            };
+            if let Job::Fetch(j) = job
+                && let Some(c) = j.changed_since
+                && sel
+                    .index_of(uid)
+                    .is_none_or(|i| sel.snap.messages[i].modseq <= c)
+            {
+                j.pos += 1;
+                continue;
+            }
+            if needs && sel.index_of(uid).is_some() {
+                let offset = match job {
+                    Job::Fetch(j) => j.buf.len(),
+                    Job::Search(j) => j.buf.len(),
+                } as u64;
+                let folder = sel.folder.clone();
+                let max = self.config.chunk_size;
+                return self.imap(
+                    ImapRequest::Read {
+                        folder,
+                        uid,
+                        offset,
+                        max,
+                    },
+                    Pending::Read,
+                );
+            }
+            self.job_message();
+        }
+    }
+
+    /// The current message of the job is read (or needs no reading): answer it and move on.
+    fn job_message(&mut self) {
+        let Some(mut job) = self.job.take() else {
+            return;
+        };
+        let Some(sel) = &self.selected else { return };
+        match &mut job {
+            Job::Fetch(j) => {
+                let uid = j.uids[j.pos];
+                if let Some(i) = sel.index_of(uid) {
+                    let raw = std::mem::take(&mut j.buf);
+                    let line = self.fetch_line(j, i, &raw);
+                    self.outbox.out.extend_from_slice(&line);
+                }
+                j.pos += 1;
+            }
+            Job::Search(j) => {
+                let uid = j.uids[j.pos];
+                if let Some(i) = sel.index_of(uid) {
+                    let raw = std::mem::take(&mut j.buf);
+                    let c = Candidate {
+                        seq: i as u32 + 1,
+                        count: sel.count(),
+                        max_uid: sel.max_uid(),
+                        meta: &sel.snap.messages[i],
+                        raw: Some(&raw),
+                    };
+                    if search::matches(&j.key, &c) {
+                        j.hits.push(if j.uid { uid } else { i as u32 + 1 });
+                    }
+                }
+                j.pos += 1;
+            }
+        }
+        self.job = Some(job);
+    }
+
+    fn fetch_line(&mut self, j: &mut FetchJob, i: usize, raw: &[u8]) -> Vec<u8> {
+        let Some(sel) = &self.selected else {
+            return Vec::new();
+        };
+        let m = &sel.snap.messages[i];
+        let mut out = format!("* {} FETCH (", i + 1).into_bytes();
+        let mut parts: Vec<Vec<u8>> = Vec::new();
+        if j.uid && !j.items.contains(&FetchItem::Uid) {
+            parts.push(format!("UID {}", m.uid).into_bytes());
+        }
+        for item in &j.items {
+            let mut p = Vec::new();
+            match item {
+                FetchItem::Flags => {
+                    p.extend_from_slice(format!("FLAGS {}", flag_list(&m.flags)).as_bytes())
+                }
+                FetchItem::Uid => p.extend_from_slice(format!("UID {}", m.uid).as_bytes()),
+                FetchItem::InternalDate => p.extend_from_slice(
+                    format!("INTERNALDATE {}", internal_date(m.internal_date)).as_bytes(),
+                ),
+                FetchItem::Rfc822Size => {
+                    p.extend_from_slice(format!("RFC822.SIZE {}", m.size).as_bytes())
+                }
+                FetchItem::ModSeq => {
+                    p.extend_from_slice(format!("MODSEQ ({})", m.modseq).as_bytes())
+                }
+                FetchItem::Envelope => {
+                    p.extend_from_slice(b"ENVELOPE ");
+                    p.extend_from_slice(structure::envelope(raw).as_bytes());
+                }
+                FetchItem::Body => {
+                    p.extend_from_slice(b"BODY ");
+                    p.extend_from_slice(structure::body_structure(raw, false).as_bytes());
+                }
+                FetchItem::BodyStructure => {
+                    p.extend_from_slice(b"BODYSTRUCTURE ");
+                    p.extend_from_slice(structure::body_structure(raw, true).as_bytes());
+                }
+                FetchItem::Rfc822 | FetchItem::Rfc822Header | FetchItem::Rfc822Text => {
+                    let (name, text) = match item {
+                        FetchItem::Rfc822 => ("RFC822", structure::SectionText::Full),
+                        FetchItem::Rfc822Header => {
+                            ("RFC822.HEADER", structure::SectionText::Header)
+                        }
+                        _ => ("RFC822.TEXT", structure::SectionText::Text),
+                    };
+                    let data = structure::section(
+                        raw,
+                        &SectionSpec {
+                            part: Vec::new(),
+                            text,
+                        },
+                    );
+                    p.extend_from_slice(name.as_bytes());
+                    p.push(b' ');
+                    response::literal(&mut p, &data);
+                }
+                FetchItem::BodySection {
+                    section, partial, ..
+                } => {
+                    let data = structure::section(raw, &section_spec(section));
+                    p.extend_from_slice(format!("BODY[{}]", section_name(section)).as_bytes());
+                    let data = slice_partial(&data, *partial, &mut p);
+                    p.push(b' ');
+                    response::literal(&mut p, data);
+                }
+                FetchItem::Binary { part, partial, .. } => match structure::binary(raw, part) {
+                    Ok(data) => {
+                        p.extend_from_slice(format!("BINARY[{}]", part_name(part)).as_bytes());
+                        let data = slice_partial(&data, *partial, &mut p);
+                        p.push(b' ');
+                        response::literal(&mut p, data);
+                    }
+                    Err(_) => {
+                        j.failed = Some("[UNKNOWN-CTE] Unknown Content-Transfer-Encoding.");
+                        continue;
+                    }
+                },
+                FetchItem::BinarySize { part } => match structure::binary_size(raw, part) {
+                    Ok(n) => p.extend_from_slice(
+                        format!("BINARY.SIZE[{}] {n}", part_name(part)).as_bytes(),
+                    ),
+                    Err(_) => {
+                        j.failed = Some("[UNKNOWN-CTE] Unknown Content-Transfer-Encoding.");
+                        continue;
+                    }
+                },
+            }
+            parts.push(p);
+        }
+        if j.flags_changed.contains(&m.uid) && !j.items.contains(&FetchItem::Flags) {
+            parts.push(format!("FLAGS {}", flag_list(&m.flags)).into_bytes());
+        }
+        if (self.condstore || j.changed_since.is_some()) && !j.items.contains(&FetchItem::ModSeq) {
+            parts.push(format!("MODSEQ ({})", m.modseq).into_bytes());
+        }
+        out.extend_from_slice(&parts.join(&b' '));
+        out.extend_from_slice(b")\r\n");
+        out
+    }
+
+    fn finish_job(&mut self) {
+        let Some(job) = self.job.take() else { return };
+        match job {
+            Job::Fetch(j) => match j.failed {
+                Some(text) => self.tagged(&j.tag, "NO", text),
+                None => self.tagged(&j.tag, "OK", "Fetch completed."),
+            },
+            Job::Search(j) => {
+                let tag = j.tag.clone();
+                let modseq = if uses_modseq(&j.key) {
+                    let sel = self.selected.as_ref();
+                    j.hits
+                        .iter()
+                        .filter_map(|&h| {
+                            let sel = sel?;
+                            let i = if j.uid {
+                                sel.index_of(h)?
+                            } else {
+                                h as usize - 1
+                            };
+                            Some(sel.snap.messages[i].modseq)
+                        })
+                        .max()
+                } else {
+                    None
+                };
+                if j.returns.is_some() || self.rev2 {
+                    let returns = j.returns.clone().unwrap_or_default();
+                    let returns = if returns.is_empty() {
+                        vec![SearchReturn::All]
+                    } else {
+                        returns
+                    };
+                    let mut line = format!("* ESEARCH (TAG \"{tag}\")");
+                    if j.uid {
+                        line.push_str(" UID");
+                    }
+                    for r in returns {
+                        match r {
+                            SearchReturn::Min => {
+                                if let Some(x) = j.hits.first() {
+                                    line.push_str(&format!(" MIN {x}"));
+                                }
+                            }
+                            SearchReturn::Max => {
+                                if let Some(x) = j.hits.last() {
+                                    line.push_str(&format!(" MAX {x}"));
+                                }
+                            }
+                            SearchReturn::Count => {
+                                line.push_str(&format!(" COUNT {}", j.hits.len()))
+                            }
+                            SearchReturn::All => {
+                                if !j.hits.is_empty() {
+                                    line.push_str(&format!(
+                                        " ALL {}",
+                                        sequence_set(j.hits.iter().copied())
+                                    ));
+                                }
+                            }
+                            SearchReturn::Save => {}
+                        }
+                    }
+                    if let Some(m) = modseq {
+                        line.push_str(&format!(" MODSEQ {m}"));
+                    }
+                    self.line(&line);
+                } else {
+                    let mut line = String::from("* SEARCH");
+                    for h in &j.hits {
+                        line.push_str(&format!(" {h}"));
+                    }
+                    if let Some(m) = modseq {
+                        line.push_str(&format!(" (MODSEQ {m})"));
+                    }
+                    self.line(&line);
+                }
+                self.tagged(&tag, "OK", "Search completed.");
+            }
+        }
+    }
+
+    /// Takes a fresh snapshot of the selected folder and tells the client what changed.
+    fn apply_snapshot(&mut self, new: FolderSnapshot) {
+        let Some(sel) = &mut self.selected else {
+            return;
+        };
+        let mut lines = Vec::new();
+        let fresh: HashMap<u32, &MessageMeta> = new.messages.iter().map(|m| (m.uid, m)).collect();
+        for i in (0..sel.snap.messages.len()).rev() {
+            if !fresh.contains_key(&sel.snap.messages[i].uid) {
+                lines.push(format!("* {} EXPUNGE", i + 1));
+                sel.snap.messages.remove(i);
+            }
+        }
+        for (i, m) in sel.snap.messages.iter_mut().enumerate() {
+            if let Some(n) = fresh.get(&m.uid)
+                && (n.flags != m.flags || n.modseq != m.modseq)
+            {
+                let mut l = format!(
+                    "* {} FETCH (UID {} FLAGS {}",
+                    i + 1,
+                    m.uid,
+                    flag_list(&n.flags)
+                );
+                if self.condstore {
+                    l.push_str(&format!(" MODSEQ ({})", n.modseq));
+                }
+                l.push(')');
+                if n.flags != m.flags || self.condstore {
+                    lines.push(l);
+                }
+                *m = (*n).clone();
+            }
+        }
+        let last = sel.max_uid();
+        let before = sel.snap.messages.len();
+        sel.snap
+            .messages
+            .extend(new.messages.iter().filter(|m| m.uid > last).cloned());
+        if sel.snap.messages.len() != before {
+            lines.push(format!("* {} EXISTS", sel.snap.messages.len()));
+        }
+        sel.snap.next_uid = new.next_uid;
+        sel.snap.highest_modseq = new.highest_modseq;
+        for l in lines {
+            self.line(&l);
+        }
+    }
+
+    fn expunged(&mut self, uids: &[u32], quiet: bool) {
+        let Some(sel) = &mut self.selected else {
+            return;
+        };
+        let mut idx: Vec<usize> = uids.iter().filter_map(|&u| sel.index_of(u)).collect();
+        idx.sort_unstable();
+        let mut lines = Vec::new();
+        for &i in idx.iter().rev() {
+            sel.snap.messages.remove(i);
+            lines.push(format!("* {} EXPUNGE", i + 1));
+        }
+        if !quiet {
+            for l in lines {
+                self.line(&l);
+            }
+        }
+    }
+
+    fn store_answer(&mut self, what: Pending, answer: ImapAnswer) {
+        match (what, answer) {
+            (Pending::Simple { tag, ok }, ImapAnswer::Done) => self.tagged(&tag, "OK", ok),
+            (
+                Pending::List {
+                    tag,
+                    mut patterns,
+                    lsub,
+                    show_subscribed,
+                },
+                ImapAnswer::Folders(folders),
+            ) => {
+                for f in folders {
+                    let mut attrs = f.attributes.clone();
+                    if show_subscribed && f.subscribed && !lsub {
+                        attrs.push("\\Subscribed".into());
+                    }
+                    let mut l = format!(
+                        "* {} ({}) \"/\" ",
+                        if lsub { "LSUB" } else { "LIST" },
+                        attrs.join(" ")
+                    )
+                    .into_bytes();
+                    l.extend_from_slice(&self.name_string(&f.name));
+                    l.extend_from_slice(b"\r\n");
+                    self.outbox.out.extend_from_slice(&l);
+                }
+                match patterns.pop() {
+                    Some(pattern) => self.imap(
+                        ImapRequest::List {
+                            pattern,
+                            subscribed_only: lsub || show_subscribed && false,
+                        },
+                        Pending::List {
+                            tag,
+                            patterns,
+                            lsub,
+                            show_subscribed,
+                        },
+                    ),
+                    None => self.tagged(
+                        &tag,
+                        "OK",
+                        if lsub {
+                            "Lsub completed."
+                        } else {
+                            "List completed."
+                        },
+                    ),
+                }
+            }
+            (Pending::Status { tag, name, items }, ImapAnswer::Status(st)) => {
+                let mut vals = Vec::new();
+                for item in items {
+                    match item {
+                        StatusItem::Messages => vals.push(format!("MESSAGES {}", st.messages)),
+                        StatusItem::Recent => vals.push("RECENT 0".into()),
+                        StatusItem::UidNext => vals.push(format!("UIDNEXT {}", st.uidnext)),
+                        StatusItem::UidValidity => {
+                            vals.push(format!("UIDVALIDITY {}", st.uidvalidity))
+                        }
+                        StatusItem::Unseen => vals.push(format!("UNSEEN {}", st.unseen)),
+                        StatusItem::Size => vals.push(format!("SIZE {}", st.size)),
+                        StatusItem::HighestModSeq => {
+                            vals.push(format!("HIGHESTMODSEQ {}", st.highest_modseq))
+                        }
+                        StatusItem::AppendLimit => {
+                            vals.push(format!("APPENDLIMIT {}", self.config.max_message_size))
+                        }
+                        StatusItem::Deleted => {}
+                    }
+                }
+                let mut l = b"* STATUS ".to_vec();
+                l.extend_from_slice(&self.name_string(&name));
+                l.extend_from_slice(format!(" ({})\r\n", vals.join(" ")).as_bytes());
+                self.outbox.out.extend_from_slice(&l);
+                self.tagged(&tag, "OK", "Status completed.");
+            }
+            (
+                Pending::Select {
+                    tag,
+                    folder,
+                    readonly,
+                },
+                ImapAnswer::Snapshot(snap),
+            ) => {
+                self.line(&format!("* FLAGS ({SYSTEM_FLAGS})"));
+                if readonly {
+                    self.line("* OK [PERMANENTFLAGS ()] Read-only mailbox.");
+                } else {
+                    self.line(&format!(
+                        "* OK [PERMANENTFLAGS ({SYSTEM_FLAGS} \\*)] Flags permitted."
+                    ));
+                }
+                self.line(&format!("* {} EXISTS", snap.messages.len()));
+                if !self.rev2 {
+                    self.line("* 0 RECENT");
+                    if let Some(i) = snap
+                        .messages
+                        .iter()
+                        .position(|m| !m.flags.iter().any(|f| f == "\\Seen"))
+                    {
+                        self.line(&format!("* OK [UNSEEN {}] First unseen.", i + 1));
+                    }
+                }
+                self.line(&format!(
+                    "* OK [UIDVALIDITY {}] UIDs valid",
+                    snap.uidvalidity
+                ));
+                self.line(&format!(
+                    "* OK [UIDNEXT {}] Predicted next UID",
+                    snap.next_uid
+                ));
+                self.line(&format!(
+                    "* OK [HIGHESTMODSEQ {}] Highest",
+                    snap.highest_modseq
+                ));
+                self.selected = Some(Selected {
+                    folder,
+                    readonly,
+                    snap,
+                });
+                let (code, name) = if readonly {
+                    ("READ-ONLY", "EXAMINE")
+                } else {
+                    ("READ-WRITE", "SELECT")
+                };
+                self.tagged(&tag, "OK", &format!("[{code}] {name} completed."));
+            }
+            (Pending::Refresh(tag), ImapAnswer::Snapshot(snap)) => {
+                self.apply_snapshot(snap);
+                if let Some((tag, text)) = tag {
+                    self.tagged(&tag, "OK", text);
+                }
+            }
+            (Pending::Seen, ImapAnswer::Stored(changed)) => {
+                if let (Some(sel), Some(Job::Fetch(j))) = (&mut self.selected, &mut self.job) {
+                    for (uid, flags, modseq) in changed {
+                        if let Some(i) = sel.index_of(uid) {
+                            sel.snap.messages[i].flags = flags;
+                            sel.snap.messages[i].modseq = modseq;
+                            j.flags_changed.insert(uid);
+                        }
+                    }
+                }
+                self.run_job();
+            }
+            (Pending::Read, ImapAnswer::Data(bytes)) => {
+                let limit = self.config.max_message_size as usize;
+                let done = bytes.is_empty();
+                if let Some(job) = &mut self.job {
+                    let buf = match job {
+                        Job::Fetch(j) => &mut j.buf,
+                        Job::Search(j) => &mut j.buf,
+                    };
+                    if buf.len() + bytes.len() > limit {
+                        self.job = None;
+                        return self.end(CloseReason::LocalError);
+                    }
+                    buf.extend_from_slice(&bytes);
+                }
+                if done {
+                    self.job_message();
+                }
+                self.run_job();
+            }
+            (
+                Pending::Store {
+                    tag,
+                    uid,
+                    silent,
+                    asked,
+                    unchanged_since,
+                },
+                ImapAnswer::Stored(changed),
+            ) => {
+                let mut lines = Vec::new();
+                let mut done = HashSet::new();
+                if let Some(sel) = &mut self.selected {
+                    for (u, flags, modseq) in changed {
+                        done.insert(u);
+                        let Some(i) = sel.index_of(u) else { continue };
+                        sel.snap.messages[i].flags = flags.clone();
+                        sel.snap.messages[i].modseq = modseq;
+                        if !silent || unchanged_since.is_some() {
+                            let mut l = format!("* {} FETCH (", i + 1);
+                            if uid {
+                                l.push_str(&format!("UID {u} "));
+                            }
+                            l.push_str(&format!("FLAGS {}", flag_list(&flags)));
+                            if self.condstore {
+                                l.push_str(&format!(" MODSEQ ({modseq})"));
+                            }
+                            l.push(')');
+                            lines.push(l);
+                        }
+                    }
+                }
+                for l in lines {
+                    self.line(&l);
+                }
+                let modified: Vec<u32> = asked
+                    .iter()
+                    .filter(|u| !done.contains(u))
+                    .filter_map(|&u| {
+                        if uid {
+                            Some(u)
+                        } else {
+                            self.selected.as_ref()?.index_of(u).map(|i| i as u32 + 1)
+                        }
+                    })
+                    .collect();
+                if unchanged_since.is_some() && !modified.is_empty() {
+                    self.tagged(
+                        &tag,
+                        "OK",
+                        &format!(
+                            "[MODIFIED {}] Conditional store failed.",
+                            sequence_set(modified)
+                        ),
+                    );
+                } else {
+                    self.tagged(&tag, "OK", "Store completed.");
+                }
+            }
+            (Pending::Expunge { tag, close }, ImapAnswer::Expunged(uids)) => {
+                self.expunged(&uids, close);
+                if close {
+                    self.selected = None;
+                    self.tagged(&tag, "OK", "Close completed.");
+                } else {
+                    self.tagged(&tag, "OK", "Expunge completed.");
+                }
+            }
+            (Pending::Copy { tag, remove }, ImapAnswer::Copied { uidvalidity, pairs }) => {
+                let code = if pairs.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "[COPYUID {uidvalidity} {} {}] ",
+                        pairs
+                            .iter()
+                            .map(|p| p.0.to_string())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        pairs
+                            .iter()
+                            .map(|p| p.1.to_string())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    )
+                };
+                if remove {
+                    if !code.is_empty() {
+                        self.line(&format!("* OK {code}Moved."));
+                    }
+                    let src: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+                    self.expunged(&src, false);
+                    self.tagged(&tag, "OK", "Move completed.");
+                } else {
+                    self.tagged(&tag, "OK", &format!("{code}Copy completed."));
+                }
+            }
+            (Pending::AppendBegin, ImapAnswer::Appending(tx)) => {
+                if let Some(a) = &mut self.append {
+                    a.tx = Some(tx);
+                    if a.synchronizing {
+                        self.line("+ Ready for literal data");
+                    }
+                }
+            }
+            (Pending::AppendCommit, ImapAnswer::Appended { uidvalidity, uid }) => {
+                if let Some(a) = self.append.take() {
+                    self.tagged(
+                        &a.tag,
+                        "OK",
+                        &format!("[APPENDUID {uidvalidity} {uid}] Append completed."),
+                    );
+                }
+            }
+            (what, answer) => {
+                let text = match answer {
+                    ImapAnswer::No(text) => sanitize(&text),
+                    _ => "[SERVERBUG] Internal error.".to_string(),
+                };
+                self.failed(what, &text);
+            }
+        }
+    }
+
+    /// A request failed (or was refused by the store): answer the command with NO.
+    fn failed(&mut self, what: Pending, text: &str) {
+        match what {
+            Pending::Auth(tag) => self.tagged(
+                &tag,
+                "NO",
+                "[UNAVAILABLE] Temporary authentication failure.",
+            ),
+            Pending::Simple { tag, .. }
+            | Pending::List { tag, .. }
+            | Pending::Status { tag, .. }
+            | Pending::Select { tag, .. }
+            | Pending::Store { tag, .. }
+            | Pending::Expunge { tag, .. }
+            | Pending::Copy { tag, .. } => self.tagged(&tag, "NO", text),
+            Pending::Refresh(Some((tag, _))) => self.tagged(&tag, "NO", text),
+            Pending::Refresh(None) | Pending::Ignore => {}
+            Pending::Seen | Pending::Read => {
+                if let Some(job) = self.job.take() {
+                    let tag = match job {
+                        Job::Fetch(j) => j.tag,
+                        Job::Search(j) => j.tag,
+                    };
+                    self.tagged(&tag, "NO", text);
+                }
+            }
+            Pending::AppendBegin | Pending::AppendChunk | Pending::AppendCommit => {
+                if let Some(a) = self.append.take() {
+                    if !a.ended {
+                        if a.synchronizing && a.tx.is_none() {
+                            self.parser.refuse_literal();
+                        } else {
+                            self.parser.abort_append();
+                        }
+                    }
+                    if let (Some(tx), false) = (a.tx, matches!(what, Pending::AppendCommit)) {
+                        self.request(Effect::Abort { tx }, Pending::Ignore);
+                    }
+                    self.tagged(&a.tag, "NO", text);
+                }
+            }
+        }
+    }
+
+    fn append_start(&mut self, a: AppendStart) {
+        let refuse = |s: &mut Self, text: &str| {
+            if a.synchronizing {
+                s.parser.refuse_literal();
+            } else {
+                s.parser.abort_append();
+            }
+            s.tagged(&a.tag, "NO", text);
+        };
+        if self.user.is_none() {
+            return refuse(self, "Command not allowed before login.");
+        }
+        if a.index > 0 {
+            if let Some(prev) = self.append.take()
+                && let Some(tx) = prev.tx
+            {
+                self.request(Effect::Abort { tx }, Pending::Ignore);
+            }
+            return refuse(self, "[CANNOT] MULTIAPPEND is not supported.");
+        }
+        if a.size > self.config.max_message_size {
+            return refuse(self, "[TOOBIG] Message too large.");
+        }
+        let folder = match self.folder_name(&a.mailbox) {
+            Ok(f) => f,
+            Err(e) => return refuse(self, e),
+        };
+        self.append = Some(Append {
+            tag: a.tag.clone(),
+            tx: None,
+            chunk: Vec::new(),
+            synchronizing: a.synchronizing,
+            ended: false,
+        });
+        self.imap(
+            ImapRequest::AppendBegin {
+                folder,
+                flags: a.flags.iter().map(flag_name).collect(),
+                date: a.date.map(datetime_unix),
+            },
+            Pending::AppendBegin,
+        );
+    }
+
+    /// Sends the buffered APPEND bytes, or commits once the message is complete.
+    fn append_flush(&mut self, force: bool) {
+        let Some(a) = &mut self.append else { return };
+        let Some(tx) = a.tx else { return };
+        if !a.chunk.is_empty() && (force || a.chunk.len() >= self.config.chunk_size) {
+            let bytes = std::mem::take(&mut a.chunk);
+            return self.request(Effect::AppendChunk { tx, bytes }, Pending::AppendChunk);
+        }
+        if a.ended && a.chunk.is_empty() {
+            self.imap(ImapRequest::AppendCommit { tx }, Pending::AppendCommit);
+        }
+    }
+
+    fn handle_parsed(&mut self, now: Instant, parsed: Parsed, data: &[u8]) {
+        match parsed {
+            Parsed::Command(cmd) => self.command(now, cmd),
+            Parsed::NeedContinuation => self.line("+ Ready for literal data"),
+            Parsed::Incomplete => {}
+            Parsed::Error { tag, text } => self.bad(tag.as_deref(), &text),
+            Parsed::AppendStart(a) => self.append_start(a),
+            Parsed::AppendData => {
+                if let Some(a) = &mut self.append {
+                    a.chunk.extend_from_slice(data);
+                }
+                self.append_flush(false);
+            }
+            Parsed::AppendEnd { tag } => match &mut self.append {
+                Some(a) if a.tag == tag => {
+                    a.ended = true;
+                    self.append_flush(true);
+                }
+                _ => {}
+            },
+            Parsed::Line(line) => match std::mem::replace(&mut self.phase, Phase::Authenticated) {
+                Phase::AuthResponse(tag) => {
+                    self.phase = Phase::NotAuthenticated;
+                    let text = String::from_utf8_lossy(&line).into_owned();
+                    self.auth_response(tag, &text);
+                }
+                Phase::Idle(tag) => {
+                    self.idle_next = None;
+                    if line.eq_ignore_ascii_case(b"DONE") {
+                        self.tagged(&tag, "OK", "Idle completed.");
+                    } else {
+                        self.bad(Some(&tag), "Expected DONE.");
+                    }
+                }
+                other => {
+                    self.phase = other;
+                    self.bad(None, "Unexpected line.");
+                }
+            },
+        }
+    }
+
+    fn step(&mut self) {
+        if self.pending.is_some() || self.closed {
+            return;
+        }
+        if self.shutting_down
+            && self.ending.is_none()
+            && self.job.is_none()
+            && self.append.is_none()
+            && !self.parser.is_partial()
+        {
+            self.line("* BYE Server shutting down.");
+            self.end(CloseReason::Shutdown);
+        }
+        if let Some(reason) = self.ending {
+            if let Some(a) = self.append.take()
+                && let Some(tx) = a.tx
+            {
+                return self.request(Effect::Abort { tx }, Pending::Ignore);
+            }
+            self.closed = true;
+            self.outbox.push(Event::Closed { reason });
+        }
+    }
+
+    fn busy(&self) -> bool {
+        self.pending.is_some()
+            || self.job.is_some()
+            || self.delayed.is_some()
+            || self.ending.is_some()
+            || self.closed
+    }
+}
+
+const OUTPUT_HIGH_WATER: usize = 256 * 1024;
+
+impl Session for ImapSession {
+    fn handle_input(&mut self, now: Instant, input: &[u8]) -> usize {
+        let mut used = 0;
+        while used < input.len() && !self.busy() && self.outbox.out.len() < OUTPUT_HIGH_WATER {
+            if self.phase == Phase::AwaitTls {
+                used = input.len();
+                break;
+            }
+            let mut rest = &input[used..];
+            if self.parser.append_remaining() > 0 {
+                let space = match &self.append {
+                    Some(a) if a.tx.is_some() => {
+                        self.config.chunk_size.saturating_sub(a.chunk.len()).max(1)
+                    }
+                    _ => rest.len(),
+                };
+                rest = &rest[..rest.len().min(space)];
+            }
+            let (n, parsed) = self.parser.feed(rest);
+            used += n;
+            self.handle_parsed(now, parsed, &rest[..n]);
+            if n == 0 {
+                break;
+            }
+        }
+        if used > 0 {
+            self.deadline = now + self.config.command_timeout;
+        }
+        self.step();
+        used
+    }
+
+    fn handle_eof(&mut self, _now: Instant) {
+        self.job = None;
+        self.end(CloseReason::PeerClosed);
+        self.step();
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if let Some((at, _)) = &self.delayed
+            && now >= *at
+            && let Some((_, text)) = self.delayed.take()
+        {
+            self.line(&text);
+        }
+        if !self.busy() && now >= self.deadline {
+            self.line("* BYE Disconnected for inactivity.");
+            self.end(CloseReason::Timeout);
+        } else if !self.busy()
+            && let Some(at) = self.idle_next
+            && now >= at
+            && matches!(self.phase, Phase::Idle(_))
+        {
+            self.idle_next = Some(now + self.config.idle_poll);
+            if let Some(folder) = self.selected.as_ref().map(|s| s.folder.clone()) {
+                self.imap(ImapRequest::Refresh { folder }, Pending::Refresh(None));
+            }
+        }
+        self.step();
+    }
+
+    fn handle_completion(&mut self, now: Instant, id: RequestId, completion: Completion) {
+        let Some((expected, what)) = self.pending.take() else {
+            debug_assert!(false, "completion without a request");
+            return;
+        };
+        debug_assert_eq!(expected, id, "completion for another request");
+        let _ = now;
+        match (what, completion) {
+            (Pending::Auth(tag), Completion::Auth(AuthOutcome::Success(user))) => {
+                self.user = Some(user);
+                self.phase = Phase::Authenticated;
+                let caps = self.capabilities();
+                self.tagged(&tag, "OK", &format!("[CAPABILITY {caps}] Logged in."));
+            }
+            (Pending::Auth(tag), Completion::Auth(AuthOutcome::TempFail)) => self.tagged(
+                &tag,
+                "NO",
+                "[UNAVAILABLE] Temporary authentication failure.",
+            ),
+            (Pending::Auth(tag), Completion::Auth(AuthOutcome::FailureAfter(wait))) => {
+                self.login_failed(tag, Some(now + wait.max(self.config.auth_failure_delay)))
+            }
+            (Pending::Auth(tag), _) => {
+                self.login_failed(tag, Some(now + self.config.auth_failure_delay))
+            }
+            (Pending::AppendChunk, Completion::Appended) => {
+                if self.append.as_ref().is_some_and(|a| a.ended) {
+                    self.append_flush(true);
+                }
+            }
+            (Pending::Ignore, _) => {}
+            (what, Completion::Imap(answer)) => self.store_answer(what, answer),
+            (what, _) => self.failed(what, "[UNAVAILABLE] Internal error, try again later."),
+        }
+        self.step();
+    }
+
+    fn handle_tls_established(&mut self, _now: Instant, info: TlsInfo) {
+        self.tls = Some(info);
+        self.parser.reset();
+        self.phase = Phase::NotAuthenticated;
+    }
+
+    fn handle_shutdown(&mut self, _now: Instant) {
+        self.shutting_down = true;
+        self.step();
+    }
+
+    fn poll_output(&mut self, out: &mut Vec<u8>) -> bool {
+        self.outbox.poll_output(out)
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        self.outbox.poll_event()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed {
+            return None;
+        }
+        if let Some((at, _)) = &self.delayed {
+            return Some(*at);
+        }
+        if self.pending.is_some() || self.ending.is_some() {
+            return None;
+        }
+        match self.idle_next {
+            Some(at) if self.selected.is_some() => Some(at.min(self.deadline)),
+            _ => Some(self.deadline),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    fn buffered_bytes(&self) -> usize {
+        let job = match &self.job {
+            Some(Job::Fetch(j)) => j.buf.len(),
+            Some(Job::Search(j)) => j.buf.len(),
+            None => 0,
+        };
+        self.outbox.out.len() + job + self.append.as_ref().map_or(0, |a| a.chunk.len())
+    }
+}
+
+impl std::fmt::Debug for ImapSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImapSession")
+            .field("session", &self.peer.session_id)
+            .field("phase", &self.phase)
+            .finish_non_exhaustive()
+    }
+}
+
+fn needs_body(item: &FetchItem) -> bool {
+    !matches!(
+        item,
+        FetchItem::Flags
+            | FetchItem::Uid
+            | FetchItem::InternalDate
+            | FetchItem::Rfc822Size
+            | FetchItem::ModSeq
+    )
+}
+
+fn sets_seen(item: &FetchItem) -> bool {
+    matches!(
+        item,
+        FetchItem::BodySection { peek: false, .. }
+            | FetchItem::Binary { peek: false, .. }
+            | FetchItem::Rfc822
+            | FetchItem::Rfc822Text
+    )
+}
+
+fn uses_modseq(key: &SearchKey) -> bool {
+    match key {
+        SearchKey::ModSeq { .. } => true,
+        SearchKey::And(k) => k.iter().any(uses_modseq),
+        SearchKey::Or(a, b) => uses_modseq(a) || uses_modseq(b),
+        SearchKey::Not(a) => uses_modseq(a),
+        _ => false,
+    }
+}
+
+fn flag_name(f: &Flag) -> String {
+    match f {
+        Flag::Answered => "\\Answered".into(),
+        Flag::Flagged => "\\Flagged".into(),
+        Flag::Deleted => "\\Deleted".into(),
+        Flag::Seen => "\\Seen".into(),
+        Flag::Draft => "\\Draft".into(),
+        Flag::Extension(s) => format!("\\{s}"),
+        Flag::Keyword(s) => s.clone(),
+    }
+}
+
+fn section_spec(s: &Section) -> SectionSpec {
+    SectionSpec {
+        part: s.part.clone(),
+        text: match &s.text {
+            None => structure::SectionText::Full,
+            Some(SectionText::Header) => structure::SectionText::Header,
+            Some(SectionText::HeaderFields(f)) => structure::SectionText::HeaderFields(f.clone()),
+            Some(SectionText::HeaderFieldsNot(f)) => {
+                structure::SectionText::HeaderFieldsNot(f.clone())
+            }
+            Some(SectionText::Text) => structure::SectionText::Text,
+            Some(SectionText::Mime) => structure::SectionText::Mime,
+        },
+    }
+}
+
+fn part_name(part: &[u32]) -> String {
+    part.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn section_name(s: &Section) -> String {
+    let mut out = part_name(&s.part);
+    let text = match &s.text {
+        None => return out,
+        Some(SectionText::Header) => "HEADER".to_string(),
+        Some(SectionText::HeaderFields(f)) => format!("HEADER.FIELDS ({})", f.join(" ")),
+        Some(SectionText::HeaderFieldsNot(f)) => format!("HEADER.FIELDS.NOT ({})", f.join(" ")),
+        Some(SectionText::Text) => "TEXT".to_string(),
+        Some(SectionText::Mime) => "MIME".to_string(),
+    };
+    if !out.is_empty() {
+        out.push('.');
+    }
+    out.push_str(&text);
+    out
+}
+
+/// Applies `<offset.length>`, writing `<offset>` after the item name.
+fn slice_partial<'a>(data: &'a [u8], partial: Option<(u32, u32)>, name: &mut Vec<u8>) -> &'a [u8] {
+    let Some((offset, len)) = partial else {
+        return data;
+    };
+    name.extend_from_slice(format!("<{offset}>").as_bytes());
+    let start = (offset as usize).min(data.len());
+    let end = start.saturating_add(len as usize).min(data.len());
+    &data[start..end]
+}
+
+fn datetime_unix(d: DateTime) -> i64 {
+    let days = days_from_civil(
+        i64::from(d.date.year),
+        i64::from(d.date.month),
+        i64::from(d.date.day),
+    );
+    days * 86_400 + i64::from(d.hour) * 3600 + i64::from(d.minute) * 60 + i64::from(d.second)
+        - i64::from(d.zone_minutes) * 60
+}
+
+/// A store's NO text, made safe for one response line.
+fn sanitize(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
