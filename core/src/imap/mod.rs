@@ -10,9 +10,9 @@
 
 pub mod command;
 pub mod parser;
-pub mod sequence;
-pub mod structure;
 pub mod request;
 pub mod response;
 pub mod search;
+pub mod sequence;
 pub mod session;
+pub mod structure;

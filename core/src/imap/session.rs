@@ -161,6 +161,7 @@ enum Pending {
         tag: String,
         patterns: Vec<String>,
         lsub: bool,
+        subscribed_only: bool,
         show_subscribed: bool,
     },
     Status {
@@ -826,6 +827,7 @@ impl ImapSession {
                 tag,
                 patterns: decoded,
                 lsub,
+                subscribed_only,
                 show_subscribed,
             },
         );
@@ -965,7 +967,7 @@ impl ImapSession {
                     Job::Search(j) => j.buf.len(),
                 } as u64;
                 let folder = sel.folder.clone();
-                let max = self.config.chunk_size;
+                let max = self.config.chunk_size.max(1);
                 return self.imap(
                     ImapRequest::Read {
                         folder,
@@ -1274,6 +1276,7 @@ impl ImapSession {
                     tag,
                     mut patterns,
                     lsub,
+                    subscribed_only,
                     show_subscribed,
                 },
                 ImapAnswer::Folders(folders),
@@ -1297,12 +1300,13 @@ impl ImapSession {
                     Some(pattern) => self.imap(
                         ImapRequest::List {
                             pattern,
-                            subscribed_only: lsub || show_subscribed && false,
+                            subscribed_only,
                         },
                         Pending::List {
                             tag,
                             patterns,
                             lsub,
+                            subscribed_only,
                             show_subscribed,
                         },
                     ),
@@ -1422,8 +1426,12 @@ impl ImapSession {
                         Job::Search(j) => &mut j.buf,
                     };
                     if buf.len() + bytes.len() > limit {
-                        self.job = None;
-                        return self.end(CloseReason::LocalError);
+                        let tag = match self.job.take() {
+                            Some(Job::Fetch(j)) => j.tag,
+                            Some(Job::Search(j)) => j.tag,
+                            None => return,
+                        };
+                        return self.tagged(&tag, "NO", "[LIMIT] Message too large to read.");
                     }
                     buf.extend_from_slice(&bytes);
                 }
@@ -1737,6 +1745,7 @@ const OUTPUT_HIGH_WATER: usize = 256 * 1024;
 impl Session for ImapSession {
     fn handle_input(&mut self, now: Instant, input: &[u8]) -> usize {
         let mut used = 0;
+        let mut rounds = 0usize;
         while used < input.len() && !self.busy() && self.outbox.out.len() < OUTPUT_HIGH_WATER {
             if self.phase == Phase::AwaitTls {
                 used = input.len();
@@ -1754,8 +1763,11 @@ impl Session for ImapSession {
             }
             let (n, parsed) = self.parser.feed(rest);
             used += n;
+            let progress = n > 0 || !matches!(parsed, Parsed::Incomplete);
             self.handle_parsed(now, parsed, &rest[..n]);
-            if n == 0 {
+            rounds += 1;
+            // The parser consumes or returns a result on every call; the bound only guards that.
+            if !progress || rounds > input.len().saturating_mul(2).saturating_add(16) {
                 break;
             }
         }
