@@ -596,6 +596,53 @@ fn rfc9051_select_and_fetch() {
 }
 
 #[test]
+fn whole_message_fetch_is_streamed_in_chunks() {
+    let mut store = FakeStore::default();
+    let t = converse(
+        &[
+            LOGIN,
+            b"a1 SELECT INBOX\r\na2 UID FETCH 2:3 (FLAGS BODY[])\r\n",
+        ]
+        .concat(),
+        &[],
+        &mut store,
+    );
+    let want = format!(
+        "* 2 FETCH (UID 2 FLAGS (\\Seen) BODY[] {{{}}}\r\n{})\r\n* 3 FETCH (UID 3 FLAGS (\\Flagged $Work \\Seen) BODY[] {{{}}}\r\n{})\r\na2 OK Fetch completed.\r\n",
+        M2.len(),
+        String::from_utf8_lossy(M2),
+        M3.len(),
+        String::from_utf8_lossy(M3)
+    );
+    assert!(t.ends_with(&want), "{t}");
+    // One read per 16-byte chunk, and no read past the known size.
+    let reads = store.requests.iter().filter(|r| *r == "Read").count();
+    assert_eq!(reads, M2.len().div_ceil(16) + M3.len().div_ceil(16));
+}
+
+#[test]
+fn store_short_of_its_size_ends_the_connection() {
+    let mut store = FakeStore::default();
+    store.folders.get_mut("INBOX").unwrap().messages[0]
+        .meta
+        .size += 10;
+    let t = converse(
+        &[
+            LOGIN,
+            b"a1 SELECT INBOX\r\na2 FETCH 1 BODY.PEEK[]\r\na3 NOOP\r\n",
+        ]
+        .concat(),
+        &[],
+        &mut store,
+    );
+    assert!(
+        t.contains(&format!("BODY[] {{{}}}\r\n", M1.len() + 10)),
+        "{t}"
+    );
+    assert!(!t.contains("a2 OK") && !t.contains("a3 "), "{t}");
+}
+
+#[test]
 fn examine_is_read_only_and_sets_no_seen() {
     let mut store = FakeStore::default();
     let t = converse(
@@ -930,7 +977,7 @@ fn store_failure_is_a_tagged_no() {
     assert!(t.ends_with("a2 OK Logout completed.\r\n"));
 }
 
-const PIPELINE: &[u8] = b"a0 LOGIN alice pw\r\na1 SELECT INBOX\r\na2 FETCH 1:* (FLAGS BODY.PEEK[] ENVELOPE)\r\na3 STORE 2 +FLAGS (\\Deleted)\r\na4 APPEND INBOX {20+}\r\nSubject: p\r\n\r\nbody\r\n\r\na5 SEARCH TEXT body\r\na6 NOOP\r\na7 EXPUNGE\r\na8 LIST \"\" *\r\na9 IDLE\r\nDONE\r\nb1 AUTHENTICATE PLAIN\r\nb2 LOGOUT\r\n";
+const PIPELINE: &[u8] = b"a0 LOGIN alice pw\r\na1 SELECT INBOX\r\na2 FETCH 1:* (FLAGS BODY.PEEK[] ENVELOPE)\r\nz2 UID FETCH 1:* BODY[]\r\na3 STORE 2 +FLAGS (\\Deleted)\r\na4 APPEND INBOX {20+}\r\nSubject: p\r\n\r\nbody\r\n\r\na5 SEARCH TEXT body\r\na6 NOOP\r\na7 EXPUNGE\r\na8 LIST \"\" *\r\na9 IDLE\r\nDONE\r\nb1 AUTHENTICATE PLAIN\r\nb2 LOGOUT\r\n";
 
 #[test]
 fn pipeline_split_at_every_byte_gives_the_same_output() {

@@ -120,6 +120,12 @@ struct FetchJob {
     buf: Vec<u8>,
     flags_changed: HashSet<u32>,
     failed: Option<&'static str>,
+    /// The one whole-message item (`BODY[]`, `BODY.PEEK[]`, `RFC822`) of a FETCH that needs
+    /// nothing else from the message: it is streamed from the store chunk by chunk as a
+    /// literal of the message's RFC822.SIZE, never held whole.
+    stream: Option<FetchItem>,
+    /// While streaming a message: where the next read starts and the literal bytes still owed.
+    streaming: Option<(u64, u64)>,
 }
 
 #[derive(Debug)]
@@ -662,7 +668,12 @@ impl ImapSession {
                     buf: Vec::new(),
                     flags_changed: HashSet::new(),
                     failed: None,
+                    stream: None,
+                    streaming: None,
                 }));
+                if let Some(Job::Fetch(j)) = &mut self.job {
+                    j.stream = streamable(&j.items);
+                }
                 if sets_seen && !readonly && !unseen.is_empty() {
                     self.imap(
                         ImapRequest::Store {
@@ -940,6 +951,12 @@ impl ImapSession {
     /// Advances FETCH or SEARCH: reads the next message that needs reading, or finishes.
     fn run_job(&mut self) {
         loop {
+            if matches!(&self.job, Some(Job::Fetch(j)) if j.stream.is_some()) {
+                if self.stream_step() {
+                    return;
+                }
+                continue;
+            }
             let Some(job) = &mut self.job else { return };
             let Some(sel) = &self.selected else {
                 self.job = None;
@@ -980,6 +997,90 @@ impl ImapSession {
             }
             self.job_message();
         }
+    }
+
+    /// One step of a streamed FETCH: starts the current message's response or asks for its next
+    /// chunk. Returns true when it is waiting for the store (or the job is over).
+    fn stream_step(&mut self) -> bool {
+        let Some(Job::Fetch(mut j)) = self.job.take() else {
+            return true;
+        };
+        let Some(sel) = &self.selected else {
+            return true;
+        };
+        let Some(&uid) = j.uids.get(j.pos) else {
+            self.job = Some(Job::Fetch(j));
+            self.finish_job();
+            return true;
+        };
+        let index = sel.index_of(uid).filter(|&i| {
+            j.changed_since
+                .is_none_or(|c| sel.snap.messages[i].modseq > c)
+        });
+        let Some(i) = index else {
+            j.pos += 1;
+            self.job = Some(Job::Fetch(j));
+            return false;
+        };
+        let folder = sel.folder.clone();
+        let size = sel.snap.messages[i].size;
+        let (offset, owed) = match j.streaming {
+            Some(state) => state,
+            None => {
+                let mut line = self.fetch_line(&mut j, i, &[]);
+                line.truncate(line.len() - 3); // ")\r\n"
+                if !line.ends_with(b"(") {
+                    line.push(b' ');
+                }
+                let name = match &j.stream {
+                    Some(FetchItem::Rfc822) => "RFC822",
+                    _ => "BODY[]",
+                };
+                line.extend_from_slice(format!("{name} {{{size}}}\r\n").as_bytes());
+                self.outbox.out.extend_from_slice(&line);
+                (0, size)
+            }
+        };
+        if owed == 0 {
+            self.outbox.out.extend_from_slice(b")\r\n");
+            j.streaming = None;
+            j.pos += 1;
+            self.job = Some(Job::Fetch(j));
+            return false;
+        }
+        j.streaming = Some((offset, owed));
+        self.job = Some(Job::Fetch(j));
+        let max = self.config.chunk_size.max(1);
+        self.imap(
+            ImapRequest::Read {
+                folder,
+                uid,
+                offset,
+                max,
+            },
+            Pending::Read,
+        );
+        true
+    }
+
+    /// A chunk of a streamed message arrived.
+    fn stream_data(&mut self, bytes: &[u8]) {
+        let Some(Job::Fetch(j)) = &mut self.job else {
+            return;
+        };
+        let Some((offset, owed)) = j.streaming else {
+            return;
+        };
+        if bytes.is_empty() {
+            // The store has fewer bytes than the size it gave: the literal cannot be completed,
+            // and only dropping the connection tells the client the truth.
+            self.job = None;
+            return self.end(CloseReason::LocalError);
+        }
+        let take = bytes.len().min(usize::try_from(owed).unwrap_or(usize::MAX));
+        self.outbox.out.extend_from_slice(&bytes[..take]);
+        j.streaming = Some((offset + bytes.len() as u64, owed - take as u64));
+        self.run_job();
     }
 
     /// The current message of the job is read (or needs no reading): answer it and move on.
@@ -1030,6 +1131,9 @@ impl ImapSession {
             parts.push(format!("UID {}", m.uid).into_bytes());
         }
         for item in &j.items {
+            if j.stream.as_ref() == Some(item) {
+                continue;
+            }
             let mut p = Vec::new();
             match item {
                 FetchItem::Flags => {
@@ -1416,6 +1520,9 @@ impl ImapSession {
                     }
                 }
                 self.run_job();
+            }
+            (Pending::Read, ImapAnswer::Data(bytes)) if matches!(&self.job, Some(Job::Fetch(j)) if j.stream.is_some()) => {
+                self.stream_data(&bytes)
             }
             (Pending::Read, ImapAnswer::Data(bytes)) => {
                 let limit = self.config.max_message_size as usize;
@@ -1899,6 +2006,23 @@ impl std::fmt::Debug for ImapSession {
             .field("session", &self.peer.session_id)
             .field("phase", &self.phase)
             .finish_non_exhaustive()
+    }
+}
+
+/// The item to stream, when a FETCH asks for the whole message once and nothing else that
+/// needs its bytes.
+fn streamable(items: &[FetchItem]) -> Option<FetchItem> {
+    let whole = |i: &FetchItem| match i {
+        FetchItem::Rfc822 => true,
+        FetchItem::BodySection {
+            section, partial, ..
+        } => section.part.is_empty() && section.text.is_none() && partial.is_none(),
+        _ => false,
+    };
+    let mut body = items.iter().filter(|i| needs_body(i));
+    match (body.next(), body.next()) {
+        (Some(item), None) if whole(item) => Some(item.clone()),
+        _ => None,
     }
 }
 
