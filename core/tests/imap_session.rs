@@ -407,7 +407,7 @@ const LOGIN: &[u8] = b"a0 LOGIN alice pw\r\n";
 fn greeting_capability_login_logout() {
     let mut store = FakeStore::default();
     let t = converse(
-        b"a1 CAPABILITY\r\na2 LOGIN alice wrong\r\na3 LOGIN alice pw\r\na4 CAPABILITY\r\na5 LOGOUT\r\n",
+        b"a1 CAPABILITY\r\na1b ID (\"name\" \"test\")\r\na2 LOGIN alice wrong\r\na3 LOGIN alice pw\r\na4 CAPABILITY\r\na5 LOGOUT\r\n",
         &[],
         &mut store,
     );
@@ -417,6 +417,10 @@ fn greeting_capability_login_logout() {
         "{t}"
     );
     assert!(t.contains("a3 OK [CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CONDSTORE SPECIAL-USE ESEARCH UTF8=ACCEPT APPENDLIMIT=4096] Logged in.\r\n"), "{t}");
+    assert!(
+        t.contains("* ID (\"name\" \"Petrel\")\r\na1b OK ID completed.\r\n"),
+        "{t}"
+    );
     assert!(
         t.ends_with("* BYE Logging out.\r\na5 OK Logout completed.\r\n"),
         "{t}"

@@ -413,6 +413,11 @@ impl ImapSession {
                 }
             }
             CommandKind::Noop => self.tagged(&tag, "OK", "NOOP completed."),
+            // RFC 2971 3.1: ID is valid in every state; clients send it before logging in.
+            CommandKind::Id(_) => {
+                self.line("* ID (\"name\" \"Petrel\")");
+                self.tagged(&tag, "OK", "ID completed.");
+            }
             CommandKind::Logout => {
                 self.line("* BYE Logging out.");
                 self.tagged(&tag, "OK", "Logout completed.");
@@ -486,10 +491,6 @@ impl ImapSession {
                     self.line(&format!("* ENABLED {}", enabled.join(" ")));
                 }
                 self.tagged(&tag, "OK", "Enabled.");
-            }
-            CommandKind::Id(_) => {
-                self.line("* ID (\"name\" \"Petrel\")");
-                self.tagged(&tag, "OK", "ID completed.");
             }
             CommandKind::Namespace => {
                 self.line("* NAMESPACE ((\"\" \"/\")) NIL NIL");
