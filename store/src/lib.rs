@@ -7,6 +7,7 @@ pub mod dkim_keys;
 pub mod folder;
 pub mod fs;
 pub mod group_sync;
+pub mod imap_store;
 pub mod index;
 pub mod mailbox;
 pub mod maildir;

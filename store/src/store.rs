@@ -78,7 +78,7 @@ pub struct Store {
     users: UserDb,
     pub(crate) sync: GroupSync,
     open: Mutex<HashMap<u64, Arc<Mutex<OpenTx>>>>,
-    counter: AtomicU64,
+    pub(crate) counter: AtomicU64,
     pub(crate) folders: FolderLocks,
     maildrops: MaildropLocks,
     /// Failed logins per user and address, to slow guessing across connections.
@@ -93,6 +93,8 @@ pub struct Store {
     pub(crate) dkim_headers: Vec<String>,
     /// Queue entries handed to a delivery attempt that has not finished yet.
     pub(crate) queue_in_flight: Mutex<std::collections::HashSet<String>>,
+    /// IMAP APPENDs being received, by transaction id.
+    pub(crate) imap_appends: Mutex<HashMap<u64, crate::imap_store::ImapAppend>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -103,7 +105,7 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn temp(message: impl Into<String>) -> Completion {
+pub(crate) fn temp(message: impl Into<String>) -> Completion {
     Completion::Failed(StoreError {
         class: ErrorClass::Temporary,
         message: message.into(),
@@ -140,6 +142,7 @@ impl Store {
             queued_hook: std::sync::OnceLock::new(),
             dkim_headers: Vec::new(),
             queue_in_flight: Mutex::new(std::collections::HashSet::new()),
+            imap_appends: Mutex::new(HashMap::new()),
             throttle: AuthThrottle::new(config.clock.clone()),
             config,
         })
@@ -216,7 +219,10 @@ impl Store {
                 Completion::Recipient(self.users.lookup_recipient(&address))
             }
             Effect::BeginMessage { envelope, trace } => self.begin(envelope, &trace),
-            Effect::AppendChunk { tx, bytes } => self.append(tx, &bytes),
+            Effect::AppendChunk { tx, bytes } => match self.imap_append_chunk(tx, &bytes) {
+                Some(done) => done,
+                None => self.append(tx, &bytes),
+            },
             Effect::Commit {
                 tx,
                 prepend,
@@ -230,7 +236,9 @@ impl Store {
                     .collect(),
             ),
             Effect::Abort { tx } => {
-                self.abort(tx);
+                if !self.imap_abort(tx) {
+                    self.abort(tx);
+                }
                 Completion::Aborted
             }
             Effect::Sieve { user, request } => {
@@ -278,11 +286,12 @@ impl Store {
                     }
                 }
             }
+            Effect::Imap { user, request } => self.imap(&user, request),
             other => temp(format!("unsupported request {other:?}")),
         }
     }
 
-    fn next_unique(&self, size: u64) -> String {
+    pub(crate) fn next_unique(&self, size: u64) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let random =
             (self.config.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).rotate_left(17) as u32;
@@ -744,7 +753,7 @@ impl Store {
 
     /// Creates the Maildir if needed and, once per process, makes the entries leading to its
     /// `new/` durable: a link into `new/` is only as durable as `new/` itself.
-    fn ensure_durable_maildir(&self, root: &Path) -> io::Result<()> {
+    pub(crate) fn ensure_durable_maildir(&self, root: &Path) -> io::Result<()> {
         let known = |set: &std::collections::HashSet<PathBuf>| set.contains(root);
         if known(
             &self
@@ -765,7 +774,13 @@ impl Store {
 
     /// Links `src` into `dir` under a fresh unique name (with `suffix`, such as Maildir's
     /// `:2,S`); falls back to a copy across devices.
-    fn link_unique(&self, src: &Path, dir: &Path, size: u64, suffix: &str) -> io::Result<String> {
+    pub(crate) fn link_unique(
+        &self,
+        src: &Path,
+        dir: &Path,
+        size: u64,
+        suffix: &str,
+    ) -> io::Result<String> {
         for _ in 0..16 {
             let name = format!("{}{suffix}", self.next_unique(size));
             match self.fs.hard_link(src, &dir.join(&name)) {
