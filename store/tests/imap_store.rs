@@ -100,7 +100,7 @@ fn append(s: &Store, folder: &str, flags: &[&str], date: Option<i64>, chunks: &[
     for c in chunks {
         let done = s.execute(Effect::AppendChunk {
             tx,
-            bytes: c.to_vec().into(),
+            bytes: c.to_vec(),
         });
         assert!(matches!(done, Completion::Appended), "{done:?}");
     }
@@ -205,7 +205,7 @@ fn append_to_missing_folder_and_abort() {
     };
     s.execute(Effect::AppendChunk {
         tx,
-        bytes: b"x".to_vec().into(),
+        bytes: b"x".to_vec(),
     });
     assert_eq!(files(&tmp.path().join("tmp")).len(), 1);
     assert!(matches!(
