@@ -321,7 +321,16 @@ impl Store {
             let Some(m) = ix.messages.iter().find(|m| m.uid == uid) else {
                 return Ok(None);
             };
-            match self.fs.open_read(&dir.join(m.subdir).join(&m.name)) {
+            let path = dir.join(m.subdir).join(&m.name);
+            // No bare LF (length = CRLF size): the bytes as they are, skipped to quickly.
+            let plain = matches!(self.fs.stamp(&path), Ok(Some(st)) if st.len == m.size);
+            match self.fs.open_read(&path) {
+                Ok(mut input) if plain => {
+                    io::copy(&mut (&mut input).take(offset), &mut io::sink())?;
+                    let mut buf = Vec::with_capacity(max.min(1 << 20));
+                    input.take(max as u64).read_to_end(&mut buf)?;
+                    return Ok(Some(buf));
+                }
                 Ok(input) => return read_crlf(input, offset, max).map(Some),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
@@ -692,7 +701,39 @@ impl Store {
             self.fs.rename(&root.join(old), &root.join(new))?;
         }
         self.fs.sync_dir(root)?;
+        self.rename_subscriptions(root, &from_entry[1..], &to_entry[1..])?;
         Ok(answer(ImapAnswer::Done))
+    }
+
+    /// Subscriptions follow a renamed folder and its children.
+    fn rename_subscriptions(&self, root: &Path, from: &str, to: &str) -> io::Result<()> {
+        let path = root.join(SUBSCRIPTIONS_FILE);
+        let lock = self.folders.get(&path);
+        let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let text = match self.fs.read(&path) {
+            Ok(t) => String::from_utf8_lossy(&t).into_owned(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let child = format!("{from}.");
+        let mut changed = false;
+        let out: String = text
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let renamed = if l == from {
+                    Some(to.to_string())
+                } else {
+                    l.strip_prefix(&child).map(|rest| format!("{to}.{rest}"))
+                };
+                changed |= renamed.is_some();
+                format!("{}\n", renamed.as_deref().unwrap_or(l))
+            })
+            .collect();
+        if changed {
+            write_atomic(&*self.fs, &path, out.as_bytes(), "petrel")?;
+        }
+        Ok(())
     }
 
     fn append_begin(

@@ -535,6 +535,15 @@ fn rename_folders_and_inbox() {
     create(&s, "A/B");
     create(&s, "C");
     let uid = append(&s, "A/B", &["\\Flagged"], None, &[b"m\r\n"]);
+    for f in ["A", "A/B", "C"] {
+        ask(
+            &s,
+            ImapRequest::Subscribe {
+                folder: f.into(),
+                subscribe: true,
+            },
+        );
+    }
     let ren = |from: &str, to: &str| {
         ask(
             &s,
@@ -549,6 +558,10 @@ fn rename_folders_and_inbox() {
     assert!(matches!(ren("A", "A/X"), ImapAnswer::No(_)));
     assert_eq!(ren("A", "Z"), ImapAnswer::Done);
     assert_eq!(names(&list(&s, "*", false)), ["C", "INBOX", "Z", "Z/B"]);
+    assert_eq!(
+        std::fs::read_to_string(root(tmp.path()).join("subscriptions")).unwrap(),
+        "Z\nZ.B\nC\n"
+    );
     let snap = select(&s, "Z/B");
     assert_eq!(snap.messages[0].uid, uid);
     assert_eq!(snap.messages[0].flags, strs(&["\\Flagged"]));
