@@ -3,6 +3,7 @@
 
 use crate::config::{Config, ListenerKind};
 use crate::{Failure, SystemClock, tls};
+use petrel_core::imap::session::ImapConfig;
 use petrel_core::managesieve::ManageSieveConfig;
 use petrel_core::pop3::Pop3Config;
 use petrel_core::smtp::{Role, SmtpConfig};
@@ -54,6 +55,20 @@ fn pop3_config(config: &Config, stls: bool) -> Arc<Pop3Config> {
     c.auth_failure_delay = config.auth_failure_delay;
     c.max_errors = config.max_errors;
     c.stls = stls;
+    Arc::new(c)
+}
+
+fn imap_config(config: &Config, starttls: bool) -> Arc<ImapConfig> {
+    let mut c = ImapConfig::new(&config.hostname);
+    // RFC 9051 5.4: at least 30 minutes of silence before autologout.
+    c.command_timeout = config
+        .command_timeout
+        .max(std::time::Duration::from_secs(30 * 60));
+    c.allow_plaintext_on_loopback = config.allow_plaintext_on_loopback;
+    c.auth_failure_delay = config.auth_failure_delay;
+    c.max_errors = config.max_errors;
+    c.max_message_size = config.max_message_size;
+    c.starttls = starttls;
     Arc::new(c)
 }
 
@@ -126,10 +141,8 @@ pub fn run(config: Config, runtime: RuntimeKind) -> Result<(), Failure> {
             ListenerKind::Pop3 => (Service::Pop3(pop3_config(&config, true)), false),
             ListenerKind::Pop3s => (Service::Pop3(pop3_config(&config, false)), true),
             ListenerKind::ManageSieve => (Service::ManageSieve(managesieve_config(&config)), false),
-            other => {
-                tracing::warn!(listener = other.key(), %addr, "not served yet by this version of petrel; skipped");
-                continue;
-            }
+            ListenerKind::Imap => (Service::Imap(imap_config(&config, true)), false),
+            ListenerKind::Imaps => (Service::Imap(imap_config(&config, false)), true),
         };
         let socket = TcpListener::bind(addr).map_err(|e| {
             Failure::Config(format!(

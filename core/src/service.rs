@@ -1,5 +1,6 @@
 //! What a listener serves, and who is connecting: the runtimes' recipe for opening sessions.
 
+use crate::imap::session::{ImapConfig, ImapSession};
 use crate::managesieve::{ManageSieveConfig, ManageSieveSession};
 use crate::pop3::{Pop3Config, Pop3Session};
 use crate::session::{Session, TlsInfo};
@@ -30,6 +31,8 @@ pub enum Service {
     Pop3(Arc<Pop3Config>),
     /// ManageSieve over the users' Sieve scripts.
     ManageSieve(Arc<ManageSieveConfig>),
+    /// IMAP over the users' folders.
+    Imap(Arc<ImapConfig>),
 }
 
 impl Service {
@@ -38,6 +41,7 @@ impl Service {
         match self {
             Service::Smtp(config) => Box::new(SmtpSession::new(config.clone(), peer, now)),
             Service::Pop3(config) => Box::new(Pop3Session::new(config.clone(), peer, now)),
+            Service::Imap(config) => Box::new(ImapSession::new(config.clone(), peer, now)),
             Service::ManageSieve(config) => {
                 Box::new(ManageSieveSession::new(config.clone(), peer, now))
             }
@@ -49,6 +53,7 @@ impl Service {
         match self {
             Service::Smtp(config) => Box::new(SmtpSession::refuse(config.clone(), peer, now)),
             Service::Pop3(config) => Box::new(Pop3Session::refuse(config.clone(), peer, now)),
+            Service::Imap(config) => Box::new(ImapSession::refuse(config.clone(), peer, now)),
             Service::ManageSieve(config) => {
                 Box::new(ManageSieveSession::refuse(config.clone(), peer, now))
             }
@@ -70,6 +75,7 @@ impl Service {
         match self {
             Service::Smtp(config) => config.role.name(),
             Service::Pop3(_) => "pop3",
+            Service::Imap(_) => "imap",
             Service::ManageSieve(_) => "managesieve",
         }
     }

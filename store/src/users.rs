@@ -49,6 +49,9 @@ pub struct UserDb {
     cache: Mutex<Option<(Option<Stamp>, Arc<PasswdFile>)>>,
 }
 
+/// Folders made for every new user, with their SPECIAL-USE attributes implied by the name.
+pub const SPECIAL_USE_FOLDERS: [&str; 5] = ["Sent", "Drafts", "Trash", "Junk", "Archive"];
+
 impl UserDb {
     /// The user database of `data_dir` (the file need not exist yet).
     pub fn new(fs: Arc<dyn FileSystem>, data_dir: &Path) -> Self {
@@ -147,7 +150,21 @@ impl UserDb {
             file.to_text().as_bytes(),
             &std::process::id().to_string(),
         )?;
-        maildir::ensure(&*self.fs, &maildir::user_root(&self.data_dir, &canonical)?)?;
+        let root = maildir::user_root(&self.data_dir, &canonical)?;
+        maildir::ensure(&*self.fs, &root)?;
+        // The special-use folders every mail client looks for (RFC 6154), subscribed.
+        for name in SPECIAL_USE_FOLDERS {
+            let dir = crate::folder::folder_dir(&self.data_dir, &canonical, Some(name))?;
+            crate::folder::ensure(&*self.fs, &root, &dir)?;
+        }
+        let subscriptions = root.join("subscriptions");
+        if self.fs.stamp(&subscriptions)?.is_none() {
+            let text: String = SPECIAL_USE_FOLDERS
+                .iter()
+                .map(|n| format!("{n}\n"))
+                .collect();
+            write_atomic(&*self.fs, &subscriptions, text.as_bytes(), "users")?;
+        }
         Ok(UserId(canonical))
     }
 

@@ -52,6 +52,10 @@ pub enum Listener {
     Pop3,
     /// POP3 over implicit TLS (`[listen] pop3s`, 995); only with [`ServerOptions::pop3`].
     Pop3s,
+    /// IMAP with STARTTLS (`[listen] imap`, 143); only with [`ServerOptions::imap`].
+    Imap,
+    /// IMAP over implicit TLS (`[listen] imaps`, 993); only with [`ServerOptions::imap`].
+    Imaps,
     /// LMTP (`[listen] lmtp`), configured on every server.
     Lmtp,
     /// ManageSieve with STARTTLS (`[listen] managesieve`, 4190); only with
@@ -71,6 +75,8 @@ impl Listener {
             Listener::Submissions => "submissions",
             Listener::Pop3 => "pop3",
             Listener::Pop3s => "pop3s",
+            Listener::Imap => "imap",
+            Listener::Imaps => "imaps",
             Listener::Lmtp => "lmtp",
             Listener::ManageSieve => "managesieve",
         }
@@ -121,6 +127,8 @@ pub struct ServerOptions {
     pub extra_passwd_lines: Vec<String>,
     /// Also enable the `pop3` (STLS) and `pop3s` (implicit TLS) listeners. Default false.
     pub pop3: bool,
+    /// Also enable the `imap` (STARTTLS) and `imaps` (implicit TLS) listeners. Default false.
+    pub imap: bool,
     /// Also enable the `managesieve` (STARTTLS) listener. Default false.
     pub managesieve: bool,
     /// TOML appended to `petrel.toml` (whole sections, e.g. `[delivery]`). Default empty.
@@ -139,6 +147,7 @@ impl Default for ServerOptions {
             users: DEFAULT_USERS.to_vec(),
             extra_passwd_lines: Vec::new(),
             pop3: false,
+            imap: false,
             managesieve: false,
             extra_config: String::new(),
             domains: vec!["example.test".into(), "other.test".into()],
@@ -242,6 +251,8 @@ pub struct Server {
     submissions: u16,
     pop3: u16,
     pop3s: u16,
+    imap: u16,
+    imaps: u16,
     managesieve: u16,
     lmtp: u16,
     child: Option<Child>,
@@ -267,6 +278,8 @@ impl Server {
             submissions: 0,
             pop3: 0,
             pop3s: 0,
+            imap: 0,
+            imaps: 0,
             managesieve: 0,
             lmtp: 0,
             child: None,
@@ -309,6 +322,10 @@ impl Server {
         self.submission = free_port();
         self.submissions = free_port();
         self.lmtp = free_port();
+        if self.opts.imap {
+            self.imap = free_port();
+            self.imaps = free_port();
+        }
         if self.opts.pop3 {
             self.pop3 = free_port();
             self.pop3s = free_port();
@@ -321,6 +338,9 @@ impl Server {
     /// The ports of every configured listener.
     fn ports(&self) -> Vec<u16> {
         let mut ports = vec![self.smtp, self.submission, self.submissions, self.lmtp];
+        if self.opts.imap {
+            ports.extend([self.imap, self.imaps]);
+        }
         if self.opts.pop3 {
             ports.extend([self.pop3, self.pop3s]);
         }
@@ -333,6 +353,14 @@ impl Server {
     /// The text of `petrel.toml` for the current ports and options.
     fn config_text(&self) -> String {
         let o = &self.opts;
+        let imap = if o.imap {
+            format!(
+                "imap = \"127.0.0.1:{}\"\nimaps = \"127.0.0.1:{}\"\n",
+                self.imap, self.imaps
+            )
+        } else {
+            String::new()
+        };
         let pop3 = if o.pop3 {
             format!(
                 "pop3 = \"127.0.0.1:{}\"\npop3s = \"127.0.0.1:{}\"\n",
@@ -357,6 +385,7 @@ impl Server {
              submissions = \"127.0.0.1:{subs}\"\n\
              lmtp = \"127.0.0.1:{lmtp}\"\n\
              {pop3}\
+             {imap}\
              {managesieve}\
              \n\
              [limits]\n\
@@ -501,6 +530,17 @@ impl Server {
                     "ManageSieve is only configured with ServerOptions::managesieve"
                 );
                 self.managesieve
+            }
+            Listener::Imap | Listener::Imaps => {
+                assert!(
+                    self.opts.imap,
+                    "{listener:?} is only configured with ServerOptions::imap"
+                );
+                if listener == Listener::Imap {
+                    self.imap
+                } else {
+                    self.imaps
+                }
             }
             Listener::Pop3 | Listener::Pop3s => {
                 assert!(

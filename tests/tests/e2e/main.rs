@@ -40,6 +40,7 @@ mod data;
 mod deliver;
 mod dkim;
 mod ehlo;
+mod imap;
 mod inbound;
 mod limits;
 mod lmtp;

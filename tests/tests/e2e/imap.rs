@@ -1,0 +1,106 @@
+//! IMAP end to end with Python's imaplib on both runtimes: STARTTLS (LOGINDISABLED before it)
+//! and implicit TLS, then LIST, SELECT, SEARCH, FETCH, STORE with a keyword, CREATE, COPY,
+//! APPEND, EXPUNGE and STATUS over mail delivered by SMTP; the files on disk follow.
+
+use petrel_tests::{ALICE, Listener, Runtime, Server, ServerOptions, SmtpConn, python};
+
+use crate::expect_messages;
+
+both_runtimes!(
+    imaplib_session_over_starttls,
+    imaplib_session_over_implicit_tls
+);
+
+fn imap_server(rt: Runtime) -> Server {
+    let s = Server::start(
+        rt,
+        ServerOptions {
+            imap: true,
+            ..Default::default()
+        },
+    );
+    let mut c = SmtpConn::ready(s.port(Listener::Smtp));
+    for subject in ["imap-one", "imap-two"] {
+        let msg = format!(
+            "From: bob@remote.example\r\nTo: alice@example.test\r\nSubject: {subject}\r\n\r\nBody of {subject}.\r\n"
+        );
+        c.deliver("bob@remote.example", &[ALICE.address], msg.as_bytes());
+    }
+    c.quit();
+    expect_messages(&s, ALICE.address, 2);
+    s
+}
+
+fn session(s: &Server, listener: Listener) -> Vec<(String, String)> {
+    let mut args = sargs![
+        "--port",
+        s.port(listener),
+        "--cafile",
+        s.cafile().display(),
+        "--user",
+        ALICE.address,
+        "--password",
+        ALICE.password,
+    ];
+    if listener == Listener::Imaps {
+        args.push("--implicit".into());
+    }
+    let out = python("imap_session.py", args);
+    out.lines()
+        .map(|l| {
+            let (k, v) = l.split_once(' ').unwrap_or((l, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+fn check(s: &Server, out: &[(String, String)]) {
+    let get = |k: &str| {
+        out.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {k} in {out:?}\n{}", s.log_tail(30)))
+    };
+    assert!(get("CAPS").contains("IMAP4REV1"), "{out:?}");
+    assert_eq!(get("EXISTS"), "2", "{out:?}");
+    assert_eq!(get("SEARCH"), "1 2", "{out:?}");
+    assert_eq!(get("SUBJECT-UIDS"), "2", "{out:?}");
+    assert!(get("FETCH1").contains("UID 1"), "{out:?}");
+    assert!(get("FETCH1").contains("ENVELOPE"), "{out:?}");
+    let flags = get("FLAGS1");
+    assert!(
+        flags.contains("\\Flagged") && flags.contains("$Important"),
+        "{flags}"
+    );
+    assert!(
+        !get("COPYUID").is_empty(),
+        "COPY answers [COPYUID ...]: {out:?}"
+    );
+    assert!(get("APPEND").contains("APPENDUID"), "{out:?}");
+    assert_eq!(get("EXPUNGED"), "2", "{out:?}");
+    let status = get("STATUS");
+    assert!(
+        status.contains("MESSAGES 3") && status.contains("UNSEEN 2"),
+        "{status}"
+    );
+    assert!(out.iter().any(|(k, _)| k == "DONE"), "{out:?}");
+    // The files follow: INBOX has one message, flagged with the keyword's letter.
+    let inbox = s.message_files(ALICE.address);
+    assert_eq!(inbox.len(), 1, "{inbox:?}");
+    let name = inbox[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.contains(":2,F"), "{name}");
+    let archive = s.maildir(ALICE.address).join(".Archive.2026");
+    assert!(archive.join("maildirfolder").is_file());
+}
+
+fn imaplib_session_over_starttls(rt: Runtime) {
+    let s = imap_server(rt);
+    let out = session(&s, Listener::Imap);
+    check(&s, &out);
+}
+
+fn imaplib_session_over_implicit_tls(rt: Runtime) {
+    let s = imap_server(rt);
+    let out = session(&s, Listener::Imaps);
+    check(&s, &out);
+}
