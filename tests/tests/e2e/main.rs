@@ -46,6 +46,7 @@ mod limits;
 mod lmtp;
 mod managesieve;
 mod mbox;
+mod mbsync;
 mod mta_sts;
 mod outbound;
 mod pipelining;
