@@ -11,6 +11,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use petrel_core::dns::Answer;
+use petrel_core::imap::request::ImapAnswer;
 use petrel_core::line::{Line, LineReader, MAX_LINE};
 use petrel_core::pop3::Pop3Config;
 use petrel_core::pop3::command::{self as pop3_cmd, Command as Pop3Command};
@@ -50,6 +51,8 @@ pub const TARGETS: &[Target] = &[
     ("spf_check", spf_check),
     ("mail_auth", mail_auth),
     ("mta_sts_policy", mta_sts_policy),
+    ("imap_parser", imap_parser),
+    ("imap_session", imap_session),
 ];
 
 /// A small deterministic generator (splitmix64), for splits derived from fuzz input and for the
@@ -2430,6 +2433,8 @@ fn protocol_seeds(target: &str) -> Vec<Vec<u8>> {
         "spf_check" => spf_seeds(),
         "mail_auth" => mail_auth_seeds(),
         "mta_sts_policy" => mta_sts_seeds(),
+        "imap_parser" => imap_parser_seeds(),
+        "imap_session" => imap_session_seeds(),
         _ => Vec::new(),
     }
 }
@@ -2700,4 +2705,658 @@ fn mta_sts_seeds() -> Vec<Vec<u8>> {
     .iter()
     .map(|s| s.to_vec())
     .collect()
+}
+
+// ----- IMAP: the command parser and the whole session -----
+
+/// What [`imap_parse`] saw: parser results in order, with the bytes of consecutive
+/// [`Parsed::AppendData`] results merged (their number depends on the split, their bytes not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImapParsed {
+    /// Any result but `Incomplete` and `AppendData`.
+    Result(petrel_core::imap::parser::Parsed),
+    /// APPEND message bytes.
+    Data(Vec<u8>),
+}
+
+/// Feeds `input` to an IMAP [`Parser`](petrel_core::imap::parser::Parser) in pieces cut by
+/// `mode` and `seed`, acting as a session would: `flags` bit 0 starts with `expect_line`, bit 1
+/// refuses every other synchronizing literal, bit 2 aborts every second APPEND message, bit 3
+/// uses small limits; `expect_line` after every IDLE and AUTHENTICATE. Asserts progress (each
+/// call consumes bytes or returns a result, `Incomplete` only once all is consumed) and never
+/// more results than bytes consumed.
+pub fn imap_parse(input: &[u8], mode: u8, seed: u64, flags: u8) -> Vec<ImapParsed> {
+    use petrel_core::imap::command::CommandKind;
+    use petrel_core::imap::parser::{Limits, Parsed, Parser};
+    let limits = if flags & 8 != 0 {
+        Limits {
+            max_line: 64,
+            max_literal: 16,
+            max_command: 128,
+            max_items: 8,
+            max_depth: 4,
+        }
+    } else {
+        Limits::default()
+    };
+    let mut parser = Parser::new(limits);
+    if flags & 1 != 0 {
+        parser.expect_line();
+    }
+    let mut rng = SplitMix::new(seed);
+    let mut out: Vec<ImapParsed> = Vec::new();
+    let (mut pos, mut results, mut continuations, mut appends) = (0, 0usize, 0u32, 0u32);
+    while pos < input.len() {
+        let end = pos + chunk_len(mode, &mut rng, input.len() - pos);
+        while pos < end {
+            let offered = end - pos;
+            let (n, parsed) = parser.feed(&input[pos..end]);
+            assert!(n <= offered, "consumed {n} of {offered}");
+            if parsed == Parsed::Incomplete {
+                assert_eq!(n, offered, "Incomplete with input left");
+            } else {
+                results += 1;
+            }
+            let data = &input[pos..pos + n];
+            pos += n;
+            assert!(
+                results <= pos,
+                "{results} results from {pos} bytes: no progress"
+            );
+            match parsed {
+                Parsed::Incomplete => {}
+                Parsed::AppendData => match out.last_mut() {
+                    Some(ImapParsed::Data(d)) => d.extend_from_slice(data),
+                    _ => out.push(ImapParsed::Data(data.to_vec())),
+                },
+                Parsed::NeedContinuation => {
+                    continuations += 1;
+                    if flags & 2 != 0 && continuations.is_multiple_of(2) {
+                        parser.refuse_literal();
+                    }
+                    out.push(ImapParsed::Result(parsed));
+                }
+                Parsed::AppendStart(ref start) => {
+                    appends += 1;
+                    assert!(
+                        parser.append_remaining() == start.size,
+                        "{} bytes announced, {} expected",
+                        start.size,
+                        parser.append_remaining()
+                    );
+                    if flags & 4 != 0 && appends.is_multiple_of(2) {
+                        parser.abort_append();
+                    }
+                    out.push(ImapParsed::Result(parsed));
+                }
+                Parsed::Command(ref c) => {
+                    if matches!(c.kind, CommandKind::Idle | CommandKind::Authenticate { .. }) {
+                        parser.expect_line();
+                    }
+                    out.push(ImapParsed::Result(parsed));
+                }
+                other => out.push(ImapParsed::Result(other)),
+            }
+        }
+    }
+    out
+}
+
+/// The IMAP command parser on any bytes in any split: no panic, progress on every call, never
+/// more results than bytes, and the same results (commands, errors, APPEND data, raw lines) for
+/// the input in one piece and cut as byte 0 (mode) and byte 1 (seed) say. Byte 2 holds the
+/// flags of [`imap_parse`].
+pub fn imap_parser(data: &[u8]) {
+    let ([mode, seed, flags], input) = header::<3>(data);
+    let whole = imap_parse(input, 0, 0, flags);
+    let split = imap_parse(input, mode, u64::from(seed), flags);
+    assert_eq!(whole, split, "split {mode}/{seed} changed the results");
+    let bytes = imap_parse(input, 1, 0, flags);
+    assert_eq!(whole, bytes, "byte by byte changed the results");
+}
+
+/// Messages of the fuzzed IMAP INBOX.
+const IMAP_MESSAGES: [&[u8]; 3] = [
+    b"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\nSubject: Hello there\r\nDate: Mon, 7 Feb 1994 21:52:25 -0800\r\n\r\nHi Bob,\r\nhow are you?\r\n",
+    b"From: carol@example.test\r\nTo: alice@example.test\r\nCc: dave@example.test\r\nSubject: Lunch\r\n\r\nNoon at the usual place.\r\n{5}\r\n",
+    b"From: eve@example.test\r\nSubject: =?utf-8?q?Caf=C3=A9?=\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\npart one\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\nAAECAw==\r\n--b--\r\n",
+];
+
+/// A message of a fuzzed IMAP folder.
+#[derive(Debug, Clone)]
+struct ImapMsg {
+    meta: petrel_core::imap::request::MessageMeta,
+    bytes: Vec<u8>,
+}
+
+/// A fuzzed IMAP folder.
+#[derive(Debug, Clone, Default)]
+struct ImapFolder {
+    uidvalidity: u32,
+    next_uid: u32,
+    modseq: u64,
+    messages: Vec<ImapMsg>,
+    subscribed: bool,
+}
+
+impl ImapFolder {
+    fn new(uidvalidity: u32) -> Self {
+        ImapFolder {
+            uidvalidity,
+            next_uid: 1,
+            modseq: 1,
+            subscribed: true,
+            messages: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, bytes: &[u8], flags: Vec<String>, date: i64) -> u32 {
+        self.modseq += 1;
+        let uid = self.next_uid;
+        self.next_uid += 1;
+        self.messages.push(ImapMsg {
+            meta: petrel_core::imap::request::MessageMeta {
+                uid,
+                flags,
+                modseq: self.modseq,
+                size: bytes.len() as u64,
+                internal_date: date,
+            },
+            bytes: bytes.to_vec(),
+        });
+        uid
+    }
+
+    fn snapshot(&self) -> petrel_core::imap::request::FolderSnapshot {
+        petrel_core::imap::request::FolderSnapshot {
+            uidvalidity: self.uidvalidity,
+            next_uid: self.next_uid,
+            highest_modseq: self.modseq,
+            messages: self.messages.iter().map(|m| m.meta.clone()).collect(),
+        }
+    }
+}
+
+/// An APPEND in progress in [`FakeFolders`]: folder, flags, date, bytes so far.
+type OpenAppend = (String, Vec<String>, Option<i64>, Vec<u8>);
+
+/// An in-memory mail store for fuzzed IMAP sessions: user alice (password `pw`), INBOX with
+/// three messages, Sent and Trash. Bit 0 of `fail` makes every other folder request a
+/// temporary failure, bit 1 every other append chunk.
+#[derive(Debug)]
+struct FakeFolders {
+    fail: u8,
+    calls: u64,
+    folders: BTreeMap<String, ImapFolder>,
+    txs: BTreeMap<u64, OpenAppend>,
+    next_tx: u64,
+}
+
+impl FakeFolders {
+    fn new(fail: u8) -> Self {
+        let mut inbox = ImapFolder::new(1000);
+        inbox.add(IMAP_MESSAGES[0], vec!["\\Seen".into()], 760_000_000);
+        inbox.add(IMAP_MESSAGES[1], Vec::new(), 760_086_400);
+        inbox.add(
+            IMAP_MESSAGES[2],
+            vec!["\\Flagged".into(), "$Work".into()],
+            760_172_800,
+        );
+        let mut folders = BTreeMap::new();
+        folders.insert("INBOX".to_string(), inbox);
+        folders.insert("Sent".to_string(), ImapFolder::new(2000));
+        folders.insert("Trash".to_string(), ImapFolder::new(3000));
+        FakeFolders {
+            fail,
+            calls: 0,
+            folders,
+            txs: BTreeMap::new(),
+            next_tx: 1,
+        }
+    }
+
+    fn fails(&mut self, bit: u8) -> bool {
+        self.calls += 1;
+        self.fail & (1 << bit) != 0 && self.calls.is_multiple_of(2)
+    }
+
+    fn execute(&mut self, effect: Effect) -> Completion {
+        match effect {
+            Effect::Authenticate {
+                username, password, ..
+            } => Completion::Auth(if username == "alice" && password.expose() == b"pw" {
+                AuthOutcome::Success(UserId(username))
+            } else {
+                AuthOutcome::Failure
+            }),
+            Effect::Imap { request, .. } => {
+                if self.fails(0) {
+                    return Completion::Failed(StoreError {
+                        class: ErrorClass::Temporary,
+                        message: "fuzz: store unavailable".into(),
+                    });
+                }
+                Completion::Imap(self.imap(request))
+            }
+            Effect::AppendChunk { tx, bytes } => {
+                if self.fails(1) {
+                    return Completion::Failed(StoreError {
+                        class: ErrorClass::Temporary,
+                        message: "fuzz: disk full".into(),
+                    });
+                }
+                let open = self.txs.get_mut(&tx.0).expect("chunk for an open APPEND");
+                open.3.extend_from_slice(&bytes);
+                Completion::Appended
+            }
+            Effect::Abort { tx } => {
+                assert!(self.txs.remove(&tx.0).is_some(), "abort of unknown {tx:?}");
+                Completion::Aborted
+            }
+            other => panic!("IMAP session asked for {other:?}"),
+        }
+    }
+
+    fn imap(&mut self, request: petrel_core::imap::request::ImapRequest) -> ImapAnswer {
+        use petrel_core::imap::request::{FlagMode, FolderInfo, FolderStatus, ImapRequest as R};
+        let nonexistent = || ImapAnswer::No("[NONEXISTENT] Mailbox doesn't exist.".into());
+        match request {
+            R::List {
+                pattern,
+                subscribed_only,
+            } => {
+                let p: Vec<char> = pattern.chars().collect();
+                ImapAnswer::Folders(
+                    self.folders
+                        .iter()
+                        .filter(|(n, f)| {
+                            imap_pattern(&p, &n.chars().collect::<Vec<_>>())
+                                && (!subscribed_only || f.subscribed)
+                        })
+                        .map(|(n, f)| FolderInfo {
+                            name: n.clone(),
+                            attributes: Vec::new(),
+                            subscribed: f.subscribed,
+                        })
+                        .collect(),
+                )
+            }
+            R::Status { folder } => match self.folders.get(&folder) {
+                None => nonexistent(),
+                Some(f) => ImapAnswer::Status(FolderStatus {
+                    messages: f.messages.len() as u32,
+                    uidnext: f.next_uid,
+                    uidvalidity: f.uidvalidity,
+                    unseen: f
+                        .messages
+                        .iter()
+                        .filter(|m| !m.meta.flags.iter().any(|x| x == "\\Seen"))
+                        .count() as u32,
+                    size: f.messages.iter().map(|m| m.meta.size).sum(),
+                    highest_modseq: f.modseq,
+                }),
+            },
+            R::Select { folder, .. } | R::Refresh { folder } => match self.folders.get(&folder) {
+                None => nonexistent(),
+                Some(f) => ImapAnswer::Snapshot(f.snapshot()),
+            },
+            R::Read {
+                folder,
+                uid,
+                offset,
+                max,
+            } => {
+                let Some(f) = self.folders.get(&folder) else {
+                    return nonexistent();
+                };
+                let Some(m) = f.messages.iter().find(|m| m.meta.uid == uid) else {
+                    return ImapAnswer::No("[EXPUNGEISSUED] Message was expunged.".into());
+                };
+                let start = usize::try_from(offset).map_or(m.bytes.len(), |o| o.min(m.bytes.len()));
+                let end = start.saturating_add(max).min(m.bytes.len());
+                ImapAnswer::Data(m.bytes[start..end].to_vec())
+            }
+            R::Store {
+                folder,
+                uids,
+                mode,
+                flags,
+                unchanged_since,
+            } => {
+                let Some(f) = self.folders.get_mut(&folder) else {
+                    return nonexistent();
+                };
+                let mut out = Vec::new();
+                for m in f.messages.iter_mut().filter(|m| uids.contains(&m.meta.uid)) {
+                    if unchanged_since.is_some_and(|u| m.meta.modseq > u) {
+                        continue;
+                    }
+                    let mut set = m.meta.flags.clone();
+                    match mode {
+                        FlagMode::Add => {
+                            for x in &flags {
+                                if !set.contains(x) {
+                                    set.push(x.clone());
+                                }
+                            }
+                        }
+                        FlagMode::Remove => set.retain(|x| !flags.contains(x)),
+                        FlagMode::Replace => set = flags.clone(),
+                    }
+                    if set != m.meta.flags {
+                        f.modseq += 1;
+                        m.meta.modseq = f.modseq;
+                        m.meta.flags = set;
+                    }
+                    out.push((m.meta.uid, m.meta.flags.clone(), m.meta.modseq));
+                }
+                ImapAnswer::Stored(out)
+            }
+            R::Expunge { folder, uids } => {
+                let Some(f) = self.folders.get_mut(&folder) else {
+                    return nonexistent();
+                };
+                let mut gone = Vec::new();
+                f.messages.retain(|m| {
+                    let del = m.meta.flags.iter().any(|x| x == "\\Deleted")
+                        && uids.as_ref().is_none_or(|u| u.contains(&m.meta.uid));
+                    if del {
+                        gone.push(m.meta.uid);
+                    }
+                    !del
+                });
+                f.modseq += 1;
+                ImapAnswer::Expunged(gone)
+            }
+            R::Copy {
+                from,
+                to,
+                uids,
+                remove,
+            } => {
+                let Some(src) = self.folders.get(&from) else {
+                    return nonexistent();
+                };
+                let src: Vec<ImapMsg> = src
+                    .messages
+                    .iter()
+                    .filter(|m| uids.contains(&m.meta.uid))
+                    .cloned()
+                    .collect();
+                let Some(dst) = self.folders.get_mut(&to) else {
+                    return ImapAnswer::No("[TRYCREATE] Mailbox doesn't exist.".into());
+                };
+                let pairs: Vec<(u32, u32)> = src
+                    .iter()
+                    .map(|m| {
+                        let new = dst.add(&m.bytes, m.meta.flags.clone(), m.meta.internal_date);
+                        (m.meta.uid, new)
+                    })
+                    .collect();
+                let uidvalidity = dst.uidvalidity;
+                if remove && let Some(f) = self.folders.get_mut(&from) {
+                    f.messages.retain(|m| !uids.contains(&m.meta.uid));
+                    f.modseq += 1;
+                }
+                ImapAnswer::Copied { uidvalidity, pairs }
+            }
+            R::Create { folder } => {
+                if self.folders.len() >= 8 || self.folders.contains_key(&folder) {
+                    return ImapAnswer::No("[ALREADYEXISTS] Mailbox already exists.".into());
+                }
+                self.folders.insert(folder, ImapFolder::new(4000));
+                ImapAnswer::Done
+            }
+            R::Delete { folder } => match self.folders.remove(&folder) {
+                Some(_) => ImapAnswer::Done,
+                None => nonexistent(),
+            },
+            R::Rename { from, to } => {
+                if self.folders.contains_key(&to) {
+                    return ImapAnswer::No("[ALREADYEXISTS] Mailbox already exists.".into());
+                }
+                match self.folders.remove(&from) {
+                    Some(f) => {
+                        self.folders.insert(to, f);
+                        ImapAnswer::Done
+                    }
+                    None => nonexistent(),
+                }
+            }
+            R::Subscribe { folder, subscribe } => match self.folders.get_mut(&folder) {
+                Some(f) => {
+                    f.subscribed = subscribe;
+                    ImapAnswer::Done
+                }
+                None => nonexistent(),
+            },
+            R::AppendBegin {
+                folder,
+                flags,
+                date,
+            } => {
+                if !self.folders.contains_key(&folder) {
+                    return ImapAnswer::No("[TRYCREATE] Mailbox doesn't exist.".into());
+                }
+                let id = self.next_tx;
+                self.next_tx += 1;
+                self.txs.insert(id, (folder, flags, date, Vec::new()));
+                ImapAnswer::Appending(TxId(id))
+            }
+            R::AppendCommit { tx } => {
+                let (folder, flags, date, bytes) =
+                    self.txs.remove(&tx.0).expect("commit of an open APPEND");
+                let Some(f) = self.folders.get_mut(&folder) else {
+                    return nonexistent();
+                };
+                let uid = f.add(&bytes, flags, date.unwrap_or(800_000_000));
+                ImapAnswer::Appended {
+                    uidvalidity: f.uidvalidity,
+                    uid,
+                }
+            }
+            other => panic!("unexpected IMAP request {other:?}"),
+        }
+    }
+}
+
+/// LIST pattern matching: `*` anything, `%` anything but `/`.
+fn imap_pattern(p: &[char], n: &[char]) -> bool {
+    match p.first() {
+        None => n.is_empty(),
+        Some('*') => (0..=n.len()).any(|i| imap_pattern(&p[1..], &n[i..])),
+        Some('%') => (0..=n.len())
+            .take_while(|&i| i == 0 || n[i - 1] != '/')
+            .any(|i| imap_pattern(&p[1..], &n[i..])),
+        Some(c) => n.first() == Some(c) && imap_pattern(&p[1..], &n[1..]),
+    }
+}
+
+/// The tags a client may have sent: the first word of every line of `input` (literal contents
+/// included, so this can only accept too much).
+fn client_tags(input: &[u8]) -> BTreeSet<Vec<u8>> {
+    input
+        .split(|&b| b == b'\n')
+        .map(|l| {
+            let end = l.iter().position(|&b| b == b' ' || b == b'\r');
+            l[..end.unwrap_or(l.len())].to_vec()
+        })
+        .collect()
+}
+
+/// The literal announced at the end of a response line (without CRLF): `{n}` or `~{n}`.
+fn announced_literal(line: &[u8]) -> Option<usize> {
+    let inner = line.strip_suffix(b"}")?;
+    let open = inner.iter().rposition(|&b| b == b'{')?;
+    let digits = &inner[open + 1..];
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// Checks what an IMAP server wrote: every line ends in CRLF (no bare CR or LF in it), every
+/// literal `{n}` is followed by exactly n bytes and the rest of its line, and every tagged
+/// response carries a tag from `tags` and a status OK, NO or BAD. Returns the number of
+/// tagged responses.
+fn check_imap_responses(written: &[u8], tags: &BTreeSet<Vec<u8>>) -> usize {
+    let text = || String::from_utf8_lossy(written).into_owned();
+    let mut tagged = 0;
+    let mut i = 0;
+    // True at the start of a response (not after a literal within one).
+    let mut start = true;
+    while i < written.len() {
+        let Some(lf) = written[i..].iter().position(|&b| b == b'\n') else {
+            panic!("response does not end in CRLF at {i}: {}", text());
+        };
+        let line = &written[i..i + lf];
+        let Some(line) = line.strip_suffix(b"\r") else {
+            panic!("bare LF at {}: {}", i + lf, text());
+        };
+        assert!(
+            !line.contains(&b'\r'),
+            "bare CR in the line at {i}: {}",
+            text()
+        );
+        if start && !line.starts_with(b"* ") && !line.starts_with(b"+") {
+            let sp = line.iter().position(|&b| b == b' ');
+            let tag = &line[..sp.unwrap_or(line.len())];
+            assert!(
+                tags.contains(tag),
+                "tag {:?} never sent: {}",
+                String::from_utf8_lossy(tag),
+                text()
+            );
+            let status = &line[sp.map_or(line.len(), |s| s + 1)..];
+            assert!(
+                [&b"OK"[..], b"NO", b"BAD"]
+                    .iter()
+                    .any(|s| status.starts_with(s) && status[s.len()..].first() == Some(&b' ')),
+                "tagged response without OK/NO/BAD at {i}: {}",
+                text()
+            );
+            tagged += 1;
+        }
+        i += lf + 1;
+        start = true;
+        if let Some(n) = announced_literal(line) {
+            assert!(
+                written.len() - i >= n,
+                "literal of {n} bytes at {i} cut short: {}",
+                text()
+            );
+            i += n;
+            start = false;
+        }
+    }
+    tagged
+}
+
+/// A whole IMAP session through the real [`Pump`] and `Service::Imap`, with an in-memory store
+/// ([`FakeFolders`]).
+///
+/// Byte 0: bit 7 prefixes a valid login (`a0 LOGIN alice pw`), bit 4 no STARTTLS, bit 5 few
+/// errors, bit 6 idle timeout at the end, bit 3 small store chunks, bit 2 a small APPENDLIMIT.
+/// Byte 1: read and write splits. Byte 2: which store requests fail. The rest is what the
+/// client sends. Checks: no panic, the response framing ([`check_imap_responses`]), the
+/// greeting, tagged responses only with tags the client sent, bounded buffers, a bounded run,
+/// no request left unanswered and no APPEND left open.
+pub fn imap_session(data: &[u8]) {
+    run_imap_session(data);
+}
+
+/// [`imap_session`], returning everything the server wrote.
+pub fn run_imap_session(data: &[u8]) -> Vec<u8> {
+    use petrel_core::imap::session::ImapConfig;
+    const LOGIN: &[u8] = b"a0 LOGIN alice pw\r\n";
+    let ([flags, split, fail], rest) = header::<3>(data);
+    let input = if flags & 0x80 != 0 {
+        [LOGIN, rest].concat()
+    } else {
+        rest.to_vec()
+    };
+    let mut config = ImapConfig::new("imap.example.test");
+    config.allow_plaintext_on_loopback = true;
+    config.starttls = flags & 0x10 == 0;
+    config.max_errors = if flags & 0x20 != 0 { 3 } else { 20 };
+    config.chunk_size = if flags & 0x08 != 0 { 16 } else { 64 * 1024 };
+    config.max_message_size = if flags & 0x04 != 0 { 64 } else { 4096 };
+    let peer = PeerInfo {
+        ip: "127.0.0.1".into(),
+        loopback: true,
+        tls: None,
+        session_id: "FUZZ".into(),
+    };
+    let tls = TlsInfo {
+        version: "TLSv1.3".into(),
+        cipher: "TLS13_AES_128_GCM_SHA256".into(),
+    };
+    let mut store = FakeFolders::new(fail);
+    let start = Instant::now();
+    let service = Service::Imap(Arc::new(config));
+    let pump = Pump::new(service.open(peer, start));
+    let (written, _) = drive(pump, start, &input, split, flags & 0x40 != 0, &tls, |e| {
+        store.execute(e)
+    });
+    assert!(written.starts_with(b"* OK "), "no greeting");
+    check_imap_responses(&written, &client_tags(&input));
+    assert!(store.txs.is_empty(), "APPEND left open: {:?}", store.txs);
+    written
+}
+
+/// IMAP conversations for the seeds of `imap_parser` and `imap_session` (after `a0 LOGIN`).
+fn imap_transcripts() -> Vec<Vec<u8>> {
+    let lit = |s: &str| format!("{{{}}}\r\n{s}", s.len());
+    let lit_plus = |s: &str| format!("{{{}+}}\r\n{s}", s.len());
+    let msg = "From: alice@example.test\r\nSubject: hi\r\n\r\nhello\r\n";
+    [
+        format!(
+            "a1 CAPABILITY\r\na2 SELECT INBOX\r\na3 FETCH 1:* (FLAGS ENVELOPE BODY[])\r\na4 STORE 2 +FLAGS (\\Seen $Work)\r\na5 SEARCH UNSEEN FROM \"carol\"\r\na6 APPEND INBOX (\\Flagged) {}\r\na7 IDLE\r\nDONE\r\na8 UID FETCH 4 (BODY.PEEK[HEADER] RFC822.SIZE INTERNALDATE)\r\na9 LOGOUT\r\n",
+            lit(msg)
+        ),
+        (
+            "b1 LIST \"\" *\r\nb2 STATUS INBOX (MESSAGES UIDNEXT UNSEEN)\r\nb3 EXAMINE INBOX\r\nb4 FETCH 1,3 (UID BODYSTRUCTURE BODY.PEEK[1] BODY[2.MIME] BINARY[2])\r\nb5 SELECT INBOX\r\nb6 STORE 1:2 FLAGS.SILENT (\\Deleted)\r\nb7 UID COPY 1 Sent\r\nb8 MOVE 3 Trash\r\nb9 EXPUNGE\r\nb10 NOOP\r\nb11 CLOSE\r\nb12 LOGOUT\r\n"
+        )
+            .to_string(),
+        format!(
+            "c1 APPEND Sent {} {}\r\nc2 APPEND Nope {}\r\nc3 APPEND INBOX (\\Seen) \"07-Feb-1994 21:52:25 -0800\" {}\r\nc4 CREATE Work/2024\r\nc5 RENAME Work/2024 Archive\r\nc6 LSUB \"\" %\r\nc7 DELETE Archive\r\nc8 SUBSCRIBE Sent\r\nc9 LOGOUT\r\n",
+            lit_plus(msg),
+            lit_plus("x\r\n"),
+            lit("no\r\n"),
+            lit("a\r\n\r\nb\r\n")
+        ),
+        format!(
+            "d1 SELECT INBOX (CONDSTORE)\r\nd2 UID SEARCH RETURN (MIN MAX COUNT) OR SEEN (NOT FLAGGED) SINCE 1-Feb-1994\r\nd3 UID STORE 1:* (UNCHANGEDSINCE 2) +FLAGS ($Done)\r\nd4 SEARCH CHARSET UTF-8 SUBJECT {}\r\nd5 FETCH * (MODSEQ FLAGS)\r\nd6 UNSELECT\r\nd7 ENABLE UTF8=ACCEPT\r\nd8 NAMESPACE\r\nd9 ID NIL\r\nd10 LOGOUT\r\n",
+            lit("Caf\u{e9}")
+        ),
+        "e1 AUTHENTICATE PLAIN\r\nAGFsaWNlAHB3\r\ne2 SELECT \"INBOX\"\r\ne3 APPEND INBOX {99999}\r\ne4 APPEND INBOX {99999+}\r\nxx\r\ne5 FETCH 0:9999999999 BODY[]<0.10>\r\n* BAD\r\ne6 NOOP {3}\r\n+ X\r\n)\r\ne7 STARTTLS\r\ne8 LOGOUT\r\n"
+            .to_string(),
+        "f1 LOGIN alice wrong\r\nf2 LOGIN {5}\r\nalice {2}\r\npw\r\nf3 SELECT INBOX\r\nf4 IDLE\r\nx\r\nDONE\r\nf5 FETCH 2 (ENVELOPE BODY[HEADER.FIELDS (FROM SUBJECT)] BODY[TEXT]<2.5>)\r\nf6 LOGOUT\r\n"
+            .to_string(),
+    ]
+    .into_iter()
+    .map(String::into_bytes)
+    .collect()
+}
+
+fn imap_parser_seeds() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for (i, t) in imap_transcripts().iter().enumerate() {
+        let login = [&b"a0 LOGIN alice pw\r\n"[..], t].concat();
+        for header in [[0u8, 0, 0], [2, i as u8, 6], [3, 7, 0], [1, 0, 8 | 2]] {
+            out.push([&header[..], &login].concat());
+        }
+    }
+    out
+}
+
+fn imap_session_seeds() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for t in imap_transcripts() {
+        for header in [[0x80u8, 0, 0], [0x88, 0x0a, 0], [0x84, 0x05, 3]] {
+            out.push([&header[..], &t].concat());
+        }
+        out.push([&[0x20u8, 0x0f, 0][..], &t].concat());
+    }
+    out
 }

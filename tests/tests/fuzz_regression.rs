@@ -12,8 +12,8 @@ use petrel_core::dns::Answer;
 use petrel_core::smtp::client::RcptResult;
 use petrel_core::spf::SpfResult;
 use petrel_tests::fuzzing::{
-    SplitMix, TARGETS, generate, run_dkim_verify, run_dns_lookup, run_mail_auth, run_pop3_session,
-    run_session, run_smtp_client, run_spf_check, seeds,
+    SplitMix, TARGETS, generate, run_dkim_verify, run_dns_lookup, run_imap_session, run_mail_auth,
+    run_pop3_session, run_session, run_smtp_client, run_spf_check, seeds,
 };
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::{Path, PathBuf};
@@ -136,6 +136,33 @@ fn protocol_seeds_converse() {
     for method in ["spf=pass", "dkim=pass", "dmarc=pass"] {
         assert!(auth.header.contains(method), "{}", auth.header);
     }
+}
+
+/// The IMAP session harness really converses: the first seed logs in, selects, fetches the
+/// three messages as literals, appends one and logs out, with the same responses when read and
+/// written in small pieces from small store reads.
+#[test]
+fn imap_session_seed_converses() {
+    let corpus = seeds("imap_session");
+    let first = run_imap_session(&corpus[0]);
+    let text = String::from_utf8_lossy(&first);
+    for expected in [
+        "\r\na0 OK ",
+        "\r\n* 3 EXISTS\r\n",
+        "\r\na3 OK ",
+        "BODY[] {",
+        "\r\na6 OK [APPENDUID 1000 4]",
+        "\r\n+ idling\r\n",
+        "\r\n* BYE ",
+        "\r\na9 OK ",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing: {text}");
+    }
+    assert_eq!(
+        run_imap_session(&corpus[1]),
+        first,
+        "a split changed the conversation"
+    );
 }
 
 #[test]
