@@ -289,6 +289,8 @@ impl Parser {
                 None => {
                     let mut head: Vec<u8> = self.buf.iter().take(300).copied().collect();
                     head.extend(input.iter().take(300 - head.len()));
+                    // The head may end inside the tag: name it only when its end is seen, so
+                    // the reply does not depend on how the input was split.
                     read_tag(&head)
                 }
             };
@@ -306,7 +308,9 @@ impl Parser {
         if newline.is_none() {
             return (take, None);
         }
-        let end = self.buf.len() - eol_len(&self.buf);
+        // A literal ending in CR followed by the LF of the line: that CR is the literal's, not
+        // part of this line's end (found by fuzzing: the slice below would start after it ends).
+        let end = (self.buf.len() - eol_len(&self.buf)).max(self.line_start);
         if self.raw_line {
             let mut line = std::mem::take(&mut self.buf);
             line.truncate(end);
@@ -520,11 +524,10 @@ fn read_tag(buf: &[u8]) -> Option<String> {
     if len == 0 || len > 256 {
         return None;
     }
-    // Only when the tag ends where it should (a space or the line end), not in garbage.
+    // Only when the tag ends where it should (a space), not in garbage or at the end of what
+    // was read: a tag cut short would differ with the way the input was split.
     match buf.get(len) {
-        None | Some(b' ' | b'\r' | b'\n') => {
-            Some(String::from_utf8_lossy(&buf[..len]).into_owned())
-        }
+        Some(b' ' | b'\r' | b'\n') => Some(String::from_utf8_lossy(&buf[..len]).into_owned()),
         _ => None,
     }
 }
@@ -550,10 +553,11 @@ fn append_head(prefix: &[u8], limits: &Limits) -> Option<AppendHead> {
 fn parse_command(buf: &[u8], limits: &Limits) -> Result<Command, (Option<String>, String)> {
     let mut c = Cursor::new(buf, limits);
     let tag = c.tag().map_err(|e| (None, e))?;
-    let kind = c
-        .sp()
-        .and_then(|()| c.command())
-        .map_err(|e| (Some(tag.clone()), e))?;
+    // A tag is only the client's when a space or the line's end follows it; otherwise the
+    // line's first word is garbage and the reply must not echo a prefix of it as a tag.
+    let ended = c.at_end();
+    c.sp().map_err(|e| (ended.then(|| tag.clone()), e))?;
+    let kind = c.command().map_err(|e| (Some(tag.clone()), e))?;
     Ok(Command { tag, kind })
 }
 

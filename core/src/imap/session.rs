@@ -1645,14 +1645,20 @@ impl ImapSession {
                     self.tagged(&tag, "OK", &format!("{code}Copy completed."));
                 }
             }
-            (Pending::AppendBegin, ImapAnswer::Appending(tx)) => {
-                if let Some(a) = &mut self.append {
+            (Pending::AppendBegin, ImapAnswer::Appending(tx)) => match &mut self.append {
+                Some(a) if self.ending.is_none() => {
                     a.tx = Some(tx);
                     if a.synchronizing {
                         self.line("+ Ready for literal data");
                     }
                 }
-            }
+                // The client went away (or the append was given up) while the store opened
+                // the transaction: close it again (found by fuzzing).
+                _ => {
+                    self.append = None;
+                    self.request(Effect::Abort { tx }, Pending::Ignore);
+                }
+            },
             (Pending::AppendCommit, ImapAnswer::Appended { uidvalidity, uid }) => {
                 if let Some(a) = self.append.take() {
                     self.tagged(
@@ -1778,7 +1784,17 @@ impl ImapSession {
             Parsed::Command(cmd) => self.command(now, cmd),
             Parsed::NeedContinuation => self.line("+ Ready for literal data"),
             Parsed::Incomplete => {}
-            Parsed::Error { tag, text } => self.bad(tag.as_deref(), &text),
+            // The parser's text may quote client bytes (CR, LF...): one safe line only.
+            Parsed::Error { tag, text } => {
+                // An error ends the command in progress, an APPEND included: its store
+                // transaction must not outlive it (found by fuzzing).
+                if let Some(a) = self.append.take()
+                    && let Some(tx) = a.tx
+                {
+                    self.request(Effect::Abort { tx }, Pending::Ignore);
+                }
+                self.bad(tag.as_deref(), &sanitize(&text));
+            }
             Parsed::AppendStart(a) => self.append_start(a),
             Parsed::AppendData => {
                 if let Some(a) = &mut self.append {
@@ -2131,7 +2147,7 @@ fn datetime_unix(d: DateTime) -> i64 {
         - i64::from(d.zone_minutes) * 60
 }
 
-/// A store's NO text, made safe for one response line.
+/// A text made safe for one response line (a store's NO text, a parser's error).
 fn sanitize(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
