@@ -315,6 +315,16 @@ impl Store {
         offset: u64,
         max: usize,
     ) -> io::Result<Option<Vec<u8>>> {
+        // The next chunk of a message being read: the open file, where the last one stopped.
+        let key = format!("imap\0{}\0{uid}", dir.display());
+        if let Some(mut reader) = self.read_cache.take(&key, offset) {
+            let mut buf = Vec::with_capacity(max.min(1 << 20));
+            (&mut reader).take(max as u64).read_to_end(&mut buf)?;
+            if buf.len() == max {
+                self.read_cache.put(key, offset + max as u64, reader);
+            }
+            return Ok(Some(buf));
+        }
         // Twice: a flag change by another session may have renamed the file since the last sync.
         for _ in 0..2 {
             let ix = self.imap_index(dir)?;
@@ -328,7 +338,10 @@ impl Store {
                 Ok(mut input) if plain => {
                     io::copy(&mut (&mut input).take(offset), &mut io::sink())?;
                     let mut buf = Vec::with_capacity(max.min(1 << 20));
-                    input.take(max as u64).read_to_end(&mut buf)?;
+                    (&mut input).take(max as u64).read_to_end(&mut buf)?;
+                    if buf.len() == max {
+                        self.read_cache.put(key, offset + max as u64, input);
+                    }
                     return Ok(Some(buf));
                 }
                 Ok(input) => return read_crlf(input, offset, max).map(Some),

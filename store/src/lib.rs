@@ -18,6 +18,7 @@ pub mod outbound;
 pub mod passwd;
 pub mod password;
 pub mod queue;
+pub(crate) mod read_cache;
 pub mod sieve_scripts;
 pub mod signing;
 pub mod store;

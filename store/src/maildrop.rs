@@ -75,15 +75,25 @@ pub fn read(
     offset: u64,
     max: u32,
 ) -> io::Result<Vec<u8>> {
-    let root = maildir::user_root(data_dir, &user.0)?;
-    let path = mailbox::find(fs, &root, name)?
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "message is gone"))?;
-    let mut file = fs.open_read(&path)?;
+    let mut file = open_message(fs, data_dir, user, name)?;
     // The filesystem trait offers streams, not seeks: skip to the offset.
     io::copy(&mut (&mut file).take(offset), &mut io::sink())?;
     let mut buf = Vec::with_capacity(max as usize);
     file.take(u64::from(max)).read_to_end(&mut buf)?;
     Ok(buf)
+}
+
+/// Opens message `name` (a base name) of `user`'s INBOX for reading, wherever its flags put it.
+pub fn open_message(
+    fs: &dyn FileSystem,
+    data_dir: &Path,
+    user: &UserId,
+    name: &str,
+) -> io::Result<Box<dyn io::Read + Send>> {
+    let root = maildir::user_root(data_dir, &user.0)?;
+    let path = mailbox::find(fs, &root, name)?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "message is gone"))?;
+    fs.open_read(&path)
 }
 
 /// Deletes `delete` (base names) durably, updates the UID list, and unlocks the maildrop.

@@ -93,6 +93,8 @@ pub struct Store {
     pub(crate) dkim_headers: Vec<String>,
     /// Queue entries handed to a delivery attempt that has not finished yet.
     pub(crate) queue_in_flight: Mutex<std::collections::HashSet<String>>,
+    /// Message files left open where the last chunk ended (POP3 RETR, IMAP FETCH).
+    pub(crate) read_cache: crate::read_cache::ReadCache,
     /// IMAP APPENDs being received, by transaction id.
     pub(crate) imap_appends: Mutex<HashMap<u64, crate::imap_store::ImapAppend>>,
 }
@@ -142,6 +144,7 @@ impl Store {
             queued_hook: std::sync::OnceLock::new(),
             dkim_headers: Vec::new(),
             queue_in_flight: Mutex::new(std::collections::HashSet::new()),
+            read_cache: crate::read_cache::ReadCache::default(),
             imap_appends: Mutex::new(HashMap::new()),
             throttle: AuthThrottle::new(config.clock.clone()),
             config,
@@ -258,7 +261,15 @@ impl Store {
                 offset,
                 max,
             } => {
-                match maildrop::read(&*self.fs, &self.config.data_dir, &user, &name, offset, max) {
+                let key = format!("pop3\0{}\0{name}", user.0);
+                let read = crate::read_cache::read_chunk(
+                    &self.read_cache,
+                    &key,
+                    offset,
+                    max as usize,
+                    || maildrop::open_message(&*self.fs, &self.config.data_dir, &user, &name),
+                );
+                match read {
                     Ok(bytes) => Completion::Data(bytes),
                     Err(e) => temp(e.to_string()),
                 }
