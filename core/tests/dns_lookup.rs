@@ -2,12 +2,12 @@
 // Tests need one real Instant to start from; all later times are derived from it.
 #![allow(clippy::disallowed_methods)]
 
+use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record as WireRecord, RecordType as WireType};
 use petrel_core::dns::{Answer, Lookup, Record, RecordType, ResolverConfig, Transmit};
 use proptest::prelude::*;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 fn servers() -> Vec<SocketAddr> {

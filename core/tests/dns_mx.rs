@@ -1,10 +1,10 @@
 //! MX selection (RFC 5321 section 5.1, RFC 7505) and resolv.conf parsing.
 
+use core::net::SocketAddr;
 use petrel_core::dns::{
     Answer, MxError, Record, ResolverConfig, mx_hosts, parse_resolv_conf, parse_resolv_conf_options,
 };
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 fn mx(preference: u16, exchange: &str) -> Record {

@@ -2,6 +2,7 @@
 //! (loops, TempFail, huge MX and PTR sets, garbage), a check ends with an outcome after a
 //! bounded number of lookups, never asking the same question twice.
 
+use core::net::IpAddr;
 use petrel_core::dns::{Answer, Record, RecordType};
 use petrel_core::spf::record::SpfRecord;
 use petrel_core::spf::{MAX_EXPLANATION, SpfCheck, SpfLimits, SpfOutcome, SpfResult};
@@ -9,7 +10,6 @@ use proptest::prelude::*;
 use std::collections::HashSet;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::net::IpAddr;
 
 /// With the default limits: TXT 1 + 10 + 1 (exp), MX 10, addresses 10 MX terms x 10 hosts plus
 /// 10 validated PTR names, PTR 1: 133.
@@ -185,7 +185,7 @@ fn ip_strategy() -> impl Strategy<Value = IpAddr> {
     prop_oneof![
         any::<[u8; 4]>().prop_map(IpAddr::from),
         any::<[u8; 16]>().prop_map(IpAddr::from),
-        any::<[u8; 4]>().prop_map(|o| IpAddr::V6(std::net::Ipv4Addr::from(o).to_ipv6_mapped())),
+        any::<[u8; 4]>().prop_map(|o| IpAddr::V6(core::net::Ipv4Addr::from(o).to_ipv6_mapped())),
     ]
 }
 

@@ -1,12 +1,12 @@
 //! RFC 7208 by its own examples: the Appendix A zone and policies, the section 7.4 macro
 //! expansions, and the API's promises (batched queries, outcome fields, exp only on fail, bounds).
 
+use core::net::IpAddr;
 use petrel_core::dns::{Answer, Record, RecordType};
 use petrel_core::spf::macros::{MacroString, MacroVars};
 use petrel_core::spf::record::{Mechanism, Qualifier, SpfRecord};
 use petrel_core::spf::{MAX_EXPLANATION, SpfCheck, SpfLimits, SpfOutcome, SpfResult};
 use std::collections::HashMap;
-use std::net::IpAddr;
 
 /// A fake resolver: (name, type) to answer; other types of a known name are NoData, unknown
 /// names NXDOMAIN.

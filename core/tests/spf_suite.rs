@@ -20,10 +20,10 @@
 //!   section 7.4 example (and Petrel) in lowercase.
 //! - Where the suite accepts several results, any of them passes.
 
+use core::net::IpAddr;
 use petrel_core::dns::{Answer, Record, RecordType};
 use petrel_core::spf::{SpfCheck, SpfLimits, SpfOutcome};
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
 
 type Case = (
     &'static str,         // test name

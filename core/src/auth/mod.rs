@@ -12,8 +12,8 @@ pub mod psl;
 use crate::dkim::{DkimResult, SignatureResult, Verifier, VerifyLimits};
 use crate::dns::{Answer, Record, RecordType};
 use crate::spf::{SpfCheck, SpfLimits, SpfResult};
+use core::net::IpAddr;
 use dmarc::{Policy, Verdict};
-use std::net::IpAddr;
 
 /// Largest header block kept to find the From field.
 const MAX_HEADER: usize = 256 * 1024;

@@ -1,9 +1,9 @@
 //! One (name, type) lookup against a list of recursive servers, as a sans-IO state machine.
 
 use super::{Answer, Record, RecordType, ResolverConfig, normalize_name};
+use core::net::SocketAddr;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType as WireType};
-use std::net::SocketAddr;
 use std::time::Instant;
 
 /// The UDP payload size we advertise in EDNS0 (DNS Flag Day 2020: no IP fragmentation).

@@ -19,7 +19,7 @@ pub use lookup::{Lookup, Transmit};
 pub use mx::{MxError, mx_hosts};
 pub use resolv_conf::{parse_resolv_conf, parse_resolv_conf_options};
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use core::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 /// The record types Petrel asks for.
@@ -93,13 +93,13 @@ pub enum Answer {
 
 impl Answer {
     /// The addresses of an A or AAAA answer, each on `port`; empty for anything else.
-    pub fn socket_addrs(&self, port: u16) -> Vec<std::net::SocketAddr> {
+    pub fn socket_addrs(&self, port: u16) -> Vec<core::net::SocketAddr> {
         match self {
             Answer::Records { records, .. } => records
                 .iter()
                 .filter_map(|r| match r {
-                    Record::A(a) => Some(std::net::SocketAddr::from((*a, port))),
-                    Record::Aaaa(a) => Some(std::net::SocketAddr::from((*a, port))),
+                    Record::A(a) => Some(core::net::SocketAddr::from((*a, port))),
+                    Record::Aaaa(a) => Some(core::net::SocketAddr::from((*a, port))),
                     _ => None,
                 })
                 .collect(),

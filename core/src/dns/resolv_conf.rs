@@ -1,7 +1,7 @@
 //! Reading `/etc/resolv.conf` text (the runtime reads the file; this only parses).
 
 use super::ResolverConfig;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use core::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::Duration;
 
 /// glibc and musl use at most three nameservers (`MAXNS`); so do we, so that Petrel asks the

@@ -7,7 +7,7 @@
 //! [`MAX_ADDRESSES`] addresses per attempt, so a hostile MX list cannot keep the runner busy.
 
 use crate::dns::{Answer, MxError, Record, RecordType, mx_hosts};
-use std::net::{IpAddr, SocketAddr};
+use core::net::{IpAddr, SocketAddr};
 
 /// Most MX hosts tried in one attempt.
 pub const MAX_HOSTS: usize = 5;
@@ -289,7 +289,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{Ipv4Addr, Ipv6Addr};
+    use core::net::{Ipv4Addr, Ipv6Addr};
 
     fn mx(list: &[(u16, &str)]) -> Answer {
         Answer::Records {

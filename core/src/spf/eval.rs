@@ -13,8 +13,8 @@ use super::macros::{MacroString, MacroVars, dotted_ip};
 use super::record::{Mechanism, Qualifier, SpfRecord, is_spf_record};
 use super::{MAX_EXPLANATION, SpfLimits, SpfOutcome, SpfResult};
 use crate::dns::{Answer, Record, RecordType};
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// How deep includes may nest, whatever the configured limits (protects the stack; the default
 /// DNS term limit of 10 stops long before).

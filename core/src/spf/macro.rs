@@ -6,8 +6,8 @@
 //! that makes the result too long is the only error, so a hostile record cannot build a huge
 //! string out of small pieces.
 
+use core::net::IpAddr;
 use std::fmt;
-use std::net::IpAddr;
 
 /// The longest string an expansion may produce; longer is an error (a domain is at most 253
 /// bytes after truncation, an explanation is cut much shorter, so this only stops abuse).

@@ -2,7 +2,7 @@
 //! parsing it completely before anything is evaluated.
 
 use super::macros::MacroString;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use core::net::{Ipv4Addr, Ipv6Addr};
 
 /// A directive's qualifier (section 4.6.2); `+` when none is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
