@@ -16,6 +16,7 @@
 
 pub mod client;
 pub mod dnsmasq;
+pub mod dovecot;
 pub mod fuzzing;
 pub mod message;
 pub mod server;
@@ -23,6 +24,7 @@ pub mod tools;
 
 pub use client::{Reply, SmtpConn, data_payload, stored_form};
 pub use dnsmasq::Dnsmasq;
+pub use dovecot::{Dovecot, DovecotUser};
 pub use message::{
     Delivery, StoredMessage, check_delivery, contains, count_containing, sample_message,
 };

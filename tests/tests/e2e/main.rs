@@ -39,6 +39,7 @@ mod crash;
 mod data;
 mod deliver;
 mod dkim;
+mod dovecot;
 mod ehlo;
 mod imap;
 mod inbound;
