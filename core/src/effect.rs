@@ -170,6 +170,16 @@ pub enum Effect {
         /// What to do.
         request: crate::managesieve::SieveRequest,
     },
+    /// Read or change a remote account's durable fetch state (the fetch client sessions,
+    /// [`crate::fetch`]). Answer: [`Completion::Fetch`], for changes only once durable.
+    Fetch {
+        /// Whose account.
+        user: UserId,
+        /// The account's number among the user's accounts.
+        account: u32,
+        /// What to do.
+        request: crate::fetch::FetchRequest,
+    },
     /// Read or change the user's folders and messages (IMAP). Answer: [`Completion::Imap`],
     /// for changes only once they are durable.
     Imap {
@@ -329,6 +339,8 @@ pub enum Completion {
     Dns(Vec<crate::dns::Answer>),
     /// Answer to `Imap`.
     Imap(crate::imap::request::ImapAnswer),
+    /// Answer to `Fetch`.
+    Fetch(crate::fetch::FetchAnswer),
     /// Any request failed.
     Failed(StoreError),
 }

@@ -59,6 +59,7 @@ pub mod clock;
 pub mod dkim;
 pub mod dns;
 pub mod effect;
+pub mod fetch;
 pub mod filter;
 pub mod imap;
 pub mod line;

@@ -4,6 +4,7 @@
 
 pub mod delivery;
 pub mod dkim_keys;
+pub mod fetch_accounts;
 pub mod folder;
 pub mod fs;
 pub mod group_sync;

@@ -1,0 +1,4 @@
+//! The IMAP fetch client (work in progress).
+
+/// An IMAP fetch session (work in progress).
+pub struct ImapFetch;
