@@ -87,6 +87,8 @@ struct FakeStore {
     /// Called on every Refresh with the count so far (to simulate other sessions).
     refreshes: u32,
     on_refresh: Option<fn(&mut FakeStore, u32)>,
+    /// What `Changed` answers (0: "cannot tell", so IDLE refreshes every poll).
+    stamp: u64,
 }
 
 impl Default for FakeStore {
@@ -111,6 +113,7 @@ impl Default for FakeStore {
             largest_chunk: 0,
             refreshes: 0,
             on_refresh: None,
+            stamp: 0,
         }
     }
 }
@@ -214,6 +217,7 @@ impl FakeStore {
                 None => return no("[NONEXISTENT] Mailbox doesn't exist."),
                 Some(f) => ImapAnswer::Snapshot(f.snapshot()),
             },
+            ImapRequest::Changed { .. } => ImapAnswer::Stamp(self.stamp),
             ImapRequest::Refresh { folder } => {
                 self.refreshes += 1;
                 if let Some(hook) = self.on_refresh {
@@ -920,7 +924,7 @@ fn idle_polls_and_done_ends_it() {
         &mut t,
     )
     .unwrap();
-    assert_eq!(d - now, Duration::from_secs(2));
+    assert_eq!(d - now, Duration::from_millis(500));
     assert!(t.ends_with("+ idling\r\n"), "{t}");
     now = d;
     pump.timeout(now);
@@ -1029,4 +1033,94 @@ proptest! {
         prop_assert!(t.starts_with("* OK [CAPABILITY"));
         let _ = BTreeSet::<u8>::new();
     }
+}
+
+/// Drives `pump` with `bytes` until it waits for input; returns the read deadline.
+fn drive_idle(
+    pump: &mut Pump,
+    now: Instant,
+    bytes: &[u8],
+    store: &mut FakeStore,
+    t: &mut String,
+) -> Option<Instant> {
+    let mut pos = 0;
+    loop {
+        match pump.next_action() {
+            petrel_core::Action::Write => {
+                t.push_str(&String::from_utf8_lossy(pump.output()));
+                let n = pump.output().len();
+                pump.wrote(now, n);
+            }
+            petrel_core::Action::Execute(id, e) => {
+                let c = store.execute(e);
+                pump.complete(now, id, c)
+            }
+            petrel_core::Action::Read { .. } if pos < bytes.len() => {
+                let buf = pump.read_buffer();
+                let n = buf.len().min(bytes.len() - pos);
+                buf[..n].copy_from_slice(&bytes[pos..pos + n]);
+                pos += n;
+                pump.received(now, n);
+            }
+            petrel_core::Action::Read { deadline } => return deadline,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// IDLE asks the store for the folder's stamp every poll and fetches a snapshot only when the
+/// stamp is new (or 0, "cannot tell"): an idle session on an unchanged folder costs two stats.
+#[test]
+fn idle_refreshes_only_when_the_stamp_changes() {
+    let mut store = FakeStore {
+        on_refresh: Some(other_session_changes),
+        stamp: 7,
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let session = ImapSession::new(Arc::new(config()), peer(true), start);
+    let mut pump = Pump::new(Box::new(session));
+    let mut t = String::new();
+    let mut now = start;
+    let mut d = drive_idle(
+        &mut pump,
+        now,
+        &[LOGIN, b"a1 SELECT INBOX\r\na2 IDLE\r\n"].concat(),
+        &mut store,
+        &mut t,
+    )
+    .unwrap();
+    let mut poll = |store: &mut FakeStore, t: &mut String| {
+        now = d;
+        pump.timeout(now);
+        d = drive_idle(&mut pump, now, b"", store, t).unwrap();
+        assert_eq!(d - now, Duration::from_millis(500));
+    };
+    // First poll: the session knows no stamp yet, so it refreshes (and sees the changes).
+    poll(&mut store, &mut t);
+    assert_eq!(store.refreshes, 1);
+    assert!(t.ends_with("* 3 EXISTS\r\n"), "{t}");
+    // Same stamp: no snapshot, nothing sent.
+    let before = t.len();
+    poll(&mut store, &mut t);
+    poll(&mut store, &mut t);
+    assert_eq!(store.refreshes, 1);
+    assert_eq!(t.len(), before);
+    // A new stamp: refresh; the new message shows.
+    store
+        .folders
+        .get_mut("INBOX")
+        .unwrap()
+        .add(b"Subject: later\r\n\r\nx\r\n", &[], 900_000_100);
+    store.stamp = 8;
+    poll(&mut store, &mut t);
+    assert_eq!(store.refreshes, 2);
+    assert!(t.ends_with("* 4 EXISTS\r\n"), "{t}");
+    // 0 means "cannot tell": refresh every time.
+    store.stamp = 0;
+    poll(&mut store, &mut t);
+    poll(&mut store, &mut t);
+    assert_eq!(store.refreshes, 4);
+    let changed = store.requests.iter().filter(|r| *r == "Changed").count();
+    assert_eq!(changed, 6, "{:?}", store.requests);
 }

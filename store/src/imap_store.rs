@@ -23,6 +23,9 @@ use std::path::{Path, PathBuf};
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
+/// How old (seconds) a folder directory's mtime must be before a folder stamp trusts it.
+pub const STAMP_SETTLE_SECS: i64 = 2;
+
 /// The subscriptions file in the Maildir root (Dovecot's v1 format: one name a line).
 pub const SUBSCRIPTIONS_FILE: &str = "subscriptions";
 
@@ -194,6 +197,10 @@ impl Store {
                     Some(dir) => answer(ImapAnswer::Snapshot(self.snapshot(&dir)?)),
                 }
             }
+            ImapRequest::Changed { folder } => match self.existing(user, &folder)? {
+                None => nonexistent(),
+                Some(dir) => answer(ImapAnswer::Stamp(self.folder_stamp(&dir)?)),
+            },
             ImapRequest::Read {
                 folder,
                 uid,
@@ -269,6 +276,28 @@ impl Store {
     fn existing(&self, user: &UserId, folder: &str) -> io::Result<Option<PathBuf>> {
         let dir = folder::folder_dir(&self.config.data_dir, &user.0, Some(folder))?;
         Ok(self.folder_exists(&dir)?.then_some(dir))
+    }
+
+    /// The folder's stamp for IDLE ([`ImapRequest::Changed`]): the identity, size and mtime of
+    /// `new/` and `cur/`, whose entries change with every delivery, flag change (a rename) and
+    /// expunge. Two stats, no reading. A directory changed within [`STAMP_SETTLE_SECS`] of
+    /// now (or in the future, or without a time) gives 0, "cannot tell": two changes within
+    /// one timestamp tick leave the same mtime, so only a settled mtime proves nothing changed.
+    fn folder_stamp(&self, dir: &Path) -> io::Result<u64> {
+        use std::hash::{Hash, Hasher};
+        let now_ns = i128::from(self.imap_now()) * 1_000_000_000;
+        let settle_ns = i128::from(STAMP_SETTLE_SECS) * 1_000_000_000;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for sub in ["new", "cur"] {
+            let Some(st) = self.fs.stamp(&dir.join(sub))? else {
+                return Ok(0);
+            };
+            if st.modified_ns <= 0 || st.modified_ns + settle_ns > now_ns {
+                return Ok(0);
+            }
+            (st.ino, st.len, st.modified_ns).hash(&mut h);
+        }
+        Ok(h.finish().max(1))
     }
 
     fn imap_index(&self, dir: &Path) -> io::Result<FolderIndex> {

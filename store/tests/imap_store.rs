@@ -578,3 +578,83 @@ fn rename_folders_and_inbox() {
     assert!(is_no(&ren("INBOX", "Old"), "[ALREADYEXISTS]"));
     assert!(is_no(&ren("C", "inbox"), "[ALREADYEXISTS]"));
 }
+
+fn stamp(s: &Store, folder: &str) -> u64 {
+    match ask(
+        s,
+        ImapRequest::Changed {
+            folder: folder.into(),
+        },
+    ) {
+        ImapAnswer::Stamp(v) => v,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Sets a directory's mtime to `unix` seconds.
+fn set_dir_mtime(dir: &Path, unix: i64) {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix as u64);
+    std::fs::File::open(dir).unwrap().set_modified(t).unwrap();
+}
+
+/// IDLE's cheap change check: a folder's stamp stays the same while nothing changes, differs
+/// after a delivery, a flag change and an expunge, and is 0 ("cannot tell") while a directory
+/// changed too recently for its mtime to be trusted.
+#[test]
+fn folder_stamp_follows_changes_and_distrusts_fresh_mtimes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = store(tmp.path());
+    append(&s, "INBOX", &[], None, &[b"Subject: a\r\n\r\nx\r\n"]);
+    let inbox = root(tmp.path());
+    let settle = |at: i64| {
+        set_dir_mtime(&inbox.join("new"), at);
+        set_dir_mtime(&inbox.join("cur"), at);
+    };
+    settle(NOW - 100);
+    let first = stamp(&s, "INBOX");
+    assert_ne!(first, 0);
+    assert_eq!(stamp(&s, "INBOX"), first, "nothing changed");
+    // SELECT syncs the index without changing messages or flags: same stamp once settled.
+    select(&s, "INBOX");
+    settle(NOW - 100);
+    let selected = stamp(&s, "INBOX");
+    // A delivery.
+    append(&s, "INBOX", &[], None, &[b"Subject: b\r\n\r\ny\r\n"]);
+    settle(NOW - 50);
+    let delivered = stamp(&s, "INBOX");
+    assert_ne!(delivered, 0);
+    assert_ne!(delivered, selected);
+    // A flag change renames a file in cur/.
+    let changed = ask(
+        &s,
+        ImapRequest::Store {
+            folder: "INBOX".into(),
+            uids: vec![1],
+            mode: FlagMode::Add,
+            flags: strs(&["\\Seen"]),
+            unchanged_since: None,
+        },
+    );
+    assert!(matches!(changed, ImapAnswer::Stored(_)), "{changed:?}");
+    // Fresh mtime (within the settle time): "cannot tell".
+    set_dir_mtime(&inbox.join("cur"), NOW - 1);
+    assert_eq!(stamp(&s, "INBOX"), 0);
+    set_dir_mtime(&inbox.join("cur"), NOW + 30);
+    assert_eq!(
+        stamp(&s, "INBOX"),
+        0,
+        "an mtime in the future is not trusted"
+    );
+    settle(NOW - 20);
+    let flagged = stamp(&s, "INBOX");
+    assert!(flagged != 0 && flagged != delivered);
+    assert!(is_no(
+        &ask(
+            &s,
+            ImapRequest::Changed {
+                folder: "Nope".into()
+            }
+        ),
+        "[NONEXISTENT]"
+    ));
+}

@@ -45,6 +45,18 @@ pub enum ImapRequest {
         /// The folder.
         folder: String,
     },
+    /// A cheap fingerprint of the folder (IDLE asks every [`idle_poll`]): answer
+    /// [`ImapAnswer::Stamp`]. The store computes it from directory metadata only, never by
+    /// reading the folder. Guarantee: if a stamp `s != 0` is answered at time t1 and again at t2,
+    /// the folder's messages and flags did not change between t1 and t2. `0` means "cannot
+    /// tell" (a change too recent for timestamps to tell apart, or no timestamps at all): the
+    /// session then refreshes. Stores that cannot stamp answer `No`; the session then refreshes.
+    ///
+    /// [`idle_poll`]: crate::imap::session::ImapConfig::idle_poll
+    Changed {
+        /// The folder.
+        folder: String,
+    },
     /// Bytes of a message as stored (CRLF lines). Answer: [`ImapAnswer::Data`], empty at the end.
     Read {
         /// The folder.
@@ -198,6 +210,8 @@ pub enum ImapAnswer {
     Snapshot(FolderSnapshot),
     /// Read.
     Data(Vec<u8>),
+    /// Changed: the folder's stamp (see [`ImapRequest::Changed`]; 0 means unknown).
+    Stamp(u64),
     /// Store: (uid, new flags, modseq); UIDs failing UNCHANGEDSINCE are left out.
     Stored(Vec<(u32, Vec<String>, u64)>),
     /// Expunge: the removed UIDs.

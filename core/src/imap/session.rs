@@ -34,7 +34,9 @@ pub struct ImapConfig {
     pub hostname: String,
     /// Autologout: how long a client may be silent (RFC 9051 5.4: at least 30 minutes).
     pub command_timeout: Duration,
-    /// How often the folder is looked at during IDLE.
+    /// How often the folder is looked at during IDLE. Each look is a cheap
+    /// [`ImapRequest::Changed`] (two directory stats in the store); a snapshot is fetched only
+    /// when that says the folder changed, so this can be short: changes show within it.
     pub idle_poll: Duration,
     /// Allow LOGIN and AUTHENTICATE without TLS from loopback clients.
     pub allow_plaintext_on_loopback: bool,
@@ -60,7 +62,7 @@ impl ImapConfig {
         ImapConfig {
             hostname: hostname.to_string(),
             command_timeout: Duration::from_secs(30 * 60),
-            idle_poll: Duration::from_secs(2),
+            idle_poll: Duration::from_millis(500),
             allow_plaintext_on_loopback: false,
             starttls: true,
             auth_failure_delay: Duration::from_secs(1),
@@ -92,6 +94,9 @@ struct Selected {
     folder: String,
     readonly: bool,
     snap: FolderSnapshot,
+    /// The store's [`ImapAnswer::Stamp`] of the folder when `snap` was last refreshed during
+    /// IDLE; an equal stamp later means nothing changed, so no snapshot is fetched.
+    stamp: Option<u64>,
 }
 
 impl Selected {
@@ -182,6 +187,10 @@ enum Pending {
     },
     /// NOOP/CHECK (tagged) or an IDLE poll (untagged).
     Refresh(Option<(String, &'static str)>),
+    /// IDLE: has the folder changed since the last stamp?
+    Changed,
+    /// IDLE: a refresh the folder's stamp asked for; the stamp it will cover.
+    IdleRefresh(u64),
     /// FETCH setting \Seen before it reads.
     Seen,
     /// Reading a message for the running job.
@@ -1355,6 +1364,13 @@ impl ImapSession {
         }
     }
 
+    /// IDLE: fetches a fresh snapshot that will be known to cover `stamp` (0: covers nothing).
+    fn idle_refresh(&mut self, stamp: u64) {
+        if let Some(folder) = self.selected.as_ref().map(|s| s.folder.clone()) {
+            self.imap(ImapRequest::Refresh { folder }, Pending::IdleRefresh(stamp));
+        }
+    }
+
     fn expunged(&mut self, uids: &[u32], quiet: bool) {
         let Some(sel) = &mut self.selected else {
             return;
@@ -1496,6 +1512,7 @@ impl ImapSession {
                     folder,
                     readonly,
                     snap,
+                    stamp: None,
                 });
                 let (code, name) = if readonly {
                     ("READ-ONLY", "EXAMINE")
@@ -1508,6 +1525,19 @@ impl ImapSession {
                 self.apply_snapshot(snap);
                 if let Some((tag, text)) = tag {
                     self.tagged(&tag, "OK", text);
+                }
+            }
+            (Pending::Changed, ImapAnswer::Stamp(stamp)) => {
+                let unchanged =
+                    stamp != 0 && self.selected.as_ref().and_then(|s| s.stamp) == Some(stamp);
+                if !unchanged {
+                    self.idle_refresh(stamp);
+                }
+            }
+            (Pending::IdleRefresh(stamp), ImapAnswer::Snapshot(snap)) => {
+                self.apply_snapshot(snap);
+                if let Some(sel) = &mut self.selected {
+                    sel.stamp = (stamp != 0).then_some(stamp);
                 }
             }
             (Pending::Seen, ImapAnswer::Stored(changed)) => {
@@ -1694,7 +1724,9 @@ impl ImapSession {
             | Pending::Expunge { tag, .. }
             | Pending::Copy { tag, .. } => self.tagged(&tag, "NO", text),
             Pending::Refresh(Some((tag, _))) => self.tagged(&tag, "NO", text),
-            Pending::Refresh(None) | Pending::Ignore => {}
+            Pending::Refresh(None) | Pending::IdleRefresh(_) | Pending::Ignore => {}
+            // A store that cannot stamp folders: look at the whole folder instead.
+            Pending::Changed => self.idle_refresh(0),
             Pending::Seen | Pending::Read => {
                 if let Some(job) = self.job.take() {
                     let tag = match job {
@@ -1925,7 +1957,7 @@ impl Session for ImapSession {
         {
             self.idle_next = Some(now + self.config.idle_poll);
             if let Some(folder) = self.selected.as_ref().map(|s| s.folder.clone()) {
-                self.imap(ImapRequest::Refresh { folder }, Pending::Refresh(None));
+                self.imap(ImapRequest::Changed { folder }, Pending::Changed);
             }
         }
         self.step();

@@ -8,7 +8,8 @@ use crate::expect_messages;
 
 both_runtimes!(
     imaplib_session_over_starttls,
-    imaplib_session_over_implicit_tls
+    imaplib_session_over_implicit_tls,
+    idle_sees_smtp_delivery_and_other_session_within_a_second
 );
 
 fn imap_server(rt: Runtime) -> Server {
@@ -103,4 +104,52 @@ fn imaplib_session_over_implicit_tls(rt: Runtime) {
     let s = imap_server(rt);
     let out = session(&s, Listener::Imaps);
     check(&s, &out);
+}
+
+/// IDLE push (issue 4, item 6): imaplib idles on INBOX while smtplib delivers three messages
+/// (the first right after IDLE starts, the others after the folder settled), then a second
+/// imaplib session flags a message. Each untagged EXISTS / FETCH FLAGS must reach the idling
+/// client within one second of the delivery's 250 / the STORE's OK.
+fn idle_sees_smtp_delivery_and_other_session_within_a_second(rt: Runtime) {
+    let s = imap_server(rt);
+    let out = python(
+        "imap_idle.py",
+        sargs![
+            "--imaps-port",
+            s.port(Listener::Imaps),
+            "--smtp-port",
+            s.port(Listener::Smtp),
+            "--cafile",
+            s.cafile().display(),
+            "--user",
+            ALICE.address,
+            "--password",
+            ALICE.password,
+        ],
+    );
+    assert!(out.contains("DONE"), "{out}\n{}", s.log_tail(30));
+    let times: Vec<(String, f64)> = out
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect();
+    assert_eq!(
+        times.iter().filter(|(k, _)| k == "EXISTS").count(),
+        3,
+        "{out}"
+    );
+    assert_eq!(
+        times.iter().filter(|(k, _)| k == "FLAGS").count(),
+        1,
+        "{out}"
+    );
+    for (what, secs) in &times {
+        assert!(
+            *secs < 1.0,
+            "{what} took {secs} s to reach the idling client:\n{out}"
+        );
+    }
+    eprintln!("IDLE latencies ({}): {times:?}", rt.as_str());
 }
