@@ -19,6 +19,7 @@ pub mod dnsmasq;
 pub mod dovecot;
 pub mod fuzzing;
 pub mod message;
+pub mod scanners;
 pub mod server;
 pub mod tools;
 
