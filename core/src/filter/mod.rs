@@ -144,3 +144,5 @@ pub trait ScannerClient: Send + std::fmt::Debug {
     /// The answer, once known.
     fn verdict(&self) -> Option<&Verdict>;
 }
+
+pub mod milter;
