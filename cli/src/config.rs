@@ -104,8 +104,6 @@ struct RelayFile {
     mta_sts_ca: Option<PathBuf>,
 }
 
-// Accepted so CONTRACT.md files load; the content-filtering issue acts on these keys.
-#[allow(dead_code)]
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FilterFile {
@@ -116,6 +114,104 @@ struct FilterFile {
     timeout: Option<u64>,
     on_failure: Option<String>,
     spam_reject_score: Option<f64>,
+    spam_max_size: Option<u64>,
+    scan_submission_virus: Option<bool>,
+    scan_submission_spam: Option<bool>,
+    scan_lmtp: Option<bool>,
+}
+
+/// A scanner address: `host:port` or `unix:/absolute/path`.
+fn scanner_target(key: &str, value: &str) -> Result<String, ConfigError> {
+    let value = value.trim();
+    if let Some(path) = value.strip_prefix("unix:") {
+        if !path.starts_with('/') {
+            return Err(bad(
+                key,
+                format!("{value:?}: a unix socket needs an absolute path"),
+            ));
+        }
+        return Ok(value.to_string());
+    }
+    let bad_addr = || {
+        bad(
+            key,
+            format!("{value:?} must be \"host:port\" or \"unix:/path\""),
+        )
+    };
+    let (host, port) = value.rsplit_once(':').ok_or_else(bad_addr)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(bad_addr());
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(value.to_string()),
+        _ => Err(bad_addr()),
+    }
+}
+
+/// `[filter]`: validated into the scanners' settings.
+fn filter_settings(f: &FilterFile) -> Result<petrel_core::filter::scan::FilterConfig, ConfigError> {
+    use petrel_core::filter::scan::{FilterConfig, OnFailure};
+    let d = FilterConfig::default();
+    let target =
+        |key: &str, v: &Option<String>| v.as_deref().map(|v| scanner_target(key, v)).transpose();
+    let mut milters = Vec::new();
+    for m in f.milters.as_deref().unwrap_or_default() {
+        milters.push(scanner_target("filter.milters", m)?);
+    }
+    let on_failure = match f.on_failure.as_deref() {
+        None | Some("tempfail") => OnFailure::TempFail,
+        Some("accept") => OnFailure::Accept,
+        Some(mode) => {
+            return Err(bad(
+                "filter.on_failure",
+                format!("{mode:?} must be \"tempfail\" or \"accept\""),
+            ));
+        }
+    };
+    let timeout = match f.timeout {
+        None => d.timeout,
+        Some(t @ 1..=3600) => Duration::from_secs(t),
+        Some(t) => {
+            return Err(bad(
+                "filter.timeout",
+                format!("{t} must be between 1 and 3600 seconds"),
+            ));
+        }
+    };
+    let spam_reject_score = match f.spam_reject_score {
+        None => d.spam_reject_score,
+        Some(s) if s.is_finite() => s,
+        Some(s) => {
+            return Err(bad(
+                "filter.spam_reject_score",
+                format!("{s} is not a number"),
+            ));
+        }
+    };
+    let spam_max_size = match f.spam_max_size {
+        None => d.spam_max_size,
+        Some(n @ 1..=104_857_600) => n as usize,
+        Some(n) => {
+            return Err(bad(
+                "filter.spam_max_size",
+                format!("{n} must be between 1 and 104857600 octets"),
+            ));
+        }
+    };
+    Ok(FilterConfig {
+        clamd: target("filter.clamd", &f.clamd)?,
+        spamd: target("filter.spamd", &f.spamd)?,
+        rspamd: target("filter.rspamd", &f.rspamd)?,
+        milters,
+        timeout,
+        on_failure,
+        spam_reject_score,
+        spam_max_size,
+        scan_submission_virus: f.scan_submission_virus.unwrap_or(d.scan_submission_virus),
+        scan_submission_spam: f.scan_submission_spam.unwrap_or(d.scan_submission_spam),
+        scan_lmtp: f.scan_lmtp.unwrap_or(d.scan_lmtp),
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -220,6 +316,8 @@ pub struct Config {
     pub mbox: MboxPolicy,
     /// Outbound delivery (`[relay]`).
     pub relay: Relay,
+    /// Content scanners (`[filter]`), `None` when the section is absent.
+    pub filter: Option<petrel_core::filter::scan::FilterConfig>,
     /// Sections accepted for forward compatibility but not acted on by this version.
     pub unimplemented_sections: Vec<&'static str>,
 }
@@ -589,20 +687,9 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         }
         dkim_sign_headers.push(h);
     }
-    let mut unimplemented_sections = Vec::new();
+    let unimplemented_sections = Vec::new();
     let relay = relay_settings(file.relay.unwrap_or_default())?;
-    if let Some(f) = &file.filter {
-        if let Some(mode) = &f.on_failure
-            && mode != "tempfail"
-            && mode != "accept"
-        {
-            return Err(bad(
-                "filter.on_failure",
-                format!("{mode:?} must be \"tempfail\" or \"accept\""),
-            ));
-        }
-        unimplemented_sections.push("filter");
-    }
+    let filter = file.filter.as_ref().map(filter_settings).transpose()?;
     let data_dir = file
         .data_dir
         .unwrap_or_else(|| PathBuf::from("./petrel-data"));
@@ -634,6 +721,7 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         auth_failure_delay: Duration::from_millis(auth.failure_delay_ms.unwrap_or(1000)),
         authenticate,
         dkim_sign_headers,
+        filter,
         unimplemented_sections,
     })
 }

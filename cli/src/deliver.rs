@@ -224,6 +224,7 @@ pub(crate) fn store_message(
         prepend: Vec::new(),
         refusals: Refusals::AllOrNotice,
         junk: false,
+        edits: Vec::new(),
     }) {
         Completion::Durable(receipt) => Ok(receipt),
         other => Err((EX_TEMPFAIL, format!("delivery failed: {other:?}"))),

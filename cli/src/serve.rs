@@ -45,6 +45,7 @@ fn smtp_config(
     c.starttls = starttls;
     c.privacy = config.relay.privacy;
     c.authenticate = config.authenticate;
+    c.filter = config.filter.clone().map(Arc::new);
     Arc::new(c)
 }
 

@@ -107,6 +107,10 @@ pub enum Effect {
         refusals: Refusals,
         /// Deliver to the recipients' Junk folder instead of INBOX (DMARC quarantine, spam).
         junk: bool,
+        /// Header changes asked for by content scanners (milters, X-Spam-* fields), applied in
+        /// order to the header as the scanners saw it: the trace fields and the message's own
+        /// header, not Return-Path or `prepend`. Usually empty.
+        edits: Vec<crate::filter::HeaderEdit>,
     },
     /// Look these names up in the DNS. Answer: [`Completion::Dns`], one answer per question
     /// in the same order (a runtime without a resolver answers `TempFail`).
@@ -170,6 +174,14 @@ pub enum Effect {
         /// What to do.
         request: crate::managesieve::SieveRequest,
     },
+    /// Read or change the user's folders and messages (IMAP). Answer: [`Completion::Imap`],
+    /// for changes only once they are durable.
+    Imap {
+        /// Whose folders.
+        user: UserId,
+        /// What to do.
+        request: crate::imap::request::ImapRequest,
+    },
     /// Read or change a remote account's durable fetch state (the fetch client sessions,
     /// [`crate::fetch`]). Answer: [`Completion::Fetch`], for changes only once durable.
     Fetch {
@@ -180,14 +192,52 @@ pub enum Effect {
         /// What to do.
         request: crate::fetch::FetchRequest,
     },
-    /// Read or change the user's folders and messages (IMAP). Answer: [`Completion::Imap`],
-    /// for changes only once they are durable.
-    Imap {
-        /// Whose folders.
-        user: UserId,
-        /// What to do.
-        request: crate::imap::request::ImapRequest,
+    /// One step on a content scanner's connection (clamd, spamd, rspamd, a milter). The
+    /// connection belongs to the session that asked: the runtime keeps it by `conn` and closes
+    /// every one still open when the session ends. Answers per [`ScanOp`].
+    Scan {
+        /// Which of the session's scanner connections.
+        conn: ScanConn,
+        /// What to do on it.
+        op: ScanOp,
     },
+}
+
+/// A session's name for one of its scanner connections (unique within the session).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ScanConn(pub u32);
+
+/// One step on a scanner connection ([`Effect::Scan`]). Every step carries the time it may
+/// take: the runtime applies it as a socket timeout and answers [`Completion::Failed`] when it
+/// passes. The session decides the timeouts (from its own deadline), never the runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanOp {
+    /// Connect to `target`: `host:port` (TCP) or `unix:/path` (a unix socket). Answer:
+    /// [`Completion::Done`] or [`Completion::Failed`].
+    Connect {
+        /// Where the scanner listens.
+        target: String,
+        /// Longest the connect may take.
+        timeout: std::time::Duration,
+    },
+    /// Write all of `bytes`. Answer: [`Completion::Done`] or [`Completion::Failed`].
+    Send {
+        /// What to write.
+        bytes: Vec<u8>,
+        /// Longest the write may take.
+        timeout: std::time::Duration,
+    },
+    /// Read what is available, at most `max` bytes, waiting up to `timeout` for the first.
+    /// Answer: [`Completion::Data`] (empty when the scanner closed the connection) or
+    /// [`Completion::Failed`] (also when nothing came within `timeout`).
+    Receive {
+        /// Most bytes to return.
+        max: usize,
+        /// Longest to wait.
+        timeout: std::time::Duration,
+    },
+    /// Close the connection (unknown connections are fine). Answer: [`Completion::Done`].
+    Close,
 }
 
 /// A message in a POP3 maildrop.

@@ -6,6 +6,7 @@
 //! a [`Pump`], runs the store's requests, and turns deadlines into timers.
 
 pub mod dns;
+pub mod filter;
 pub mod outbound;
 
 use async_io::{Async, Timer};
@@ -355,6 +356,7 @@ async fn serve(
     };
     tracing::info!(session = %id, %service, peer = %addr, "connection opened");
     let mut pump = listener.service.start(peer, busy, Instant::now());
+    let mut scanners = filter::ScanConns::default();
     let mut told_shutdown = false;
     let reason = loop {
         match pump.next_action() {
@@ -367,6 +369,10 @@ async fn serve(
             }
             Action::Execute(req, petrel_core::Effect::Resolve { queries }) => {
                 let completion = resolve_all(shared, &queries).await;
+                pump.complete(Instant::now(), req, completion);
+            }
+            Action::Execute(req, petrel_core::Effect::Scan { conn, op }) => {
+                let completion = scanners.execute(id, conn, op).await;
                 pump.complete(Instant::now(), req, completion);
             }
             Action::Execute(req, effect) => {

@@ -5,6 +5,7 @@
 //! a [`Pump`], runs the store's requests inline, and turns deadlines into read timeouts.
 
 pub mod dns;
+pub mod filter;
 pub mod outbound;
 
 use petrel_core::{Action, CloseReason, Listener, PeerInfo, ServerLimits, SessionIds, TlsInfo};
@@ -284,6 +285,7 @@ fn serve(
     };
     tracing::info!(session = %id, %service, peer = %addr, "connection opened");
     let mut pump = listener.service.start(peer, busy, Instant::now());
+    let mut scanners = filter::ScanConns::default();
     let mut told_shutdown = false;
     let reason = loop {
         match pump.next_action() {
@@ -303,6 +305,10 @@ fn serve(
                     })
                     .collect();
                 pump.complete(Instant::now(), req, petrel_core::Completion::Dns(answers));
+            }
+            Action::Execute(req, petrel_core::Effect::Scan { conn, op }) => {
+                let completion = scanners.execute(id, conn, op);
+                pump.complete(Instant::now(), req, completion);
             }
             Action::Execute(req, effect) => {
                 let completion = shared.store.execute(effect);

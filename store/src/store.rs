@@ -18,6 +18,7 @@ use crate::mbox_users::MboxPolicy;
 use crate::queue;
 use crate::throttle::AuthThrottle;
 use crate::users::UserDb;
+use petrel_core::filter::HeaderEdit;
 use petrel_core::{
     AuthOutcome, Completion, Effect, Envelope, ErrorClass, Receipt, RecipientOutcome, Refusal,
     Refusals, StoreError, TxId, UserId, WallClock,
@@ -231,7 +232,8 @@ impl Store {
                 prepend,
                 refusals,
                 junk,
-            } => self.commit(tx, &prepend, refusals, junk),
+                edits,
+            } => self.commit(tx, &prepend, &edits, refusals, junk),
             Effect::Resolve { queries } => Completion::Dns(
                 queries
                     .iter()
@@ -393,11 +395,18 @@ impl Store {
         }
     }
 
-    fn commit(&self, tx: TxId, prepend: &[u8], refusals: Refusals, junk: bool) -> Completion {
+    fn commit(
+        &self,
+        tx: TxId,
+        prepend: &[u8],
+        edits: &[HeaderEdit],
+        refusals: Refusals,
+        junk: bool,
+    ) -> Completion {
         let Some(mut open) = self.take(tx) else {
             return temp("unknown transaction");
         };
-        let result = self.make_durable(&mut open, prepend, refusals, junk);
+        let result = self.make_durable(&mut open, prepend, edits, refusals, junk);
         let _ = self.fs.remove_file(&open.path);
         match result {
             Ok((refused, notices)) => {
@@ -441,11 +450,14 @@ impl Store {
         &self,
         open: &mut OpenTx,
         prepend: &[u8],
+        edits: &[HeaderEdit],
         refusals: Refusals,
         junk: bool,
     ) -> io::Result<(Vec<Refusal>, Vec<Notice>)> {
         open.file.flush()?;
-        if !prepend.is_empty() {
+        if !edits.is_empty() {
+            self.rewrite_with_edits(open, prepend, edits)?;
+        } else if !prepend.is_empty() {
             self.rewrite_with_prepend(open, prepend)?;
         }
         open.file.sync()?;
@@ -817,6 +829,62 @@ impl Store {
         self.fs.rename(&tmp, &dir.join(name))
     }
 
+    /// Writes a new file: Return-Path, `prepend`, the received header with the scanners'
+    /// `edits` applied, then the body, copied by streaming (only the header is held in memory,
+    /// at most [`MAX_EDITED_HEADER`] octets of it; a longer header gets the added fields on top
+    /// and no other change).
+    fn rewrite_with_edits(
+        &self,
+        open: &mut OpenTx,
+        prepend: &[u8],
+        edits: &[HeaderEdit],
+    ) -> io::Result<()> {
+        let path = self.config.data_dir.join("tmp").join(self.next_unique(0));
+        let mut out = self.fs.create_new(&path)?;
+        let mut input = io::BufReader::new(self.fs.open_read(&open.path)?);
+        let mut head = vec![0u8; open.return_path_len];
+        io::Read::read_exact(&mut input, &mut head)?;
+        let mut header = Vec::new();
+        let mut complete = false;
+        while header.len() < MAX_EDITED_HEADER {
+            let n = io::BufRead::read_until(&mut input, b'\n', &mut header)?;
+            if n == 0 {
+                break;
+            }
+            let line = &header[header.len() - n..];
+            if line == b"\r\n" || line == b"\n" {
+                complete = true;
+                break;
+            }
+        }
+        let edited = if complete {
+            let end = header.len() - if header.ends_with(b"\r\n") { 2 } else { 1 };
+            let mut edited = apply_header_edits(&header[..end], edits);
+            edited.extend_from_slice(&header[end..]);
+            edited
+        } else {
+            // No end of header in sight (a header-only message, or an enormous header): add
+            // the new fields on top and leave the rest as it came.
+            let adds: Vec<HeaderEdit> = edits
+                .iter()
+                .filter(|e| matches!(e, HeaderEdit::Add { .. }))
+                .cloned()
+                .collect();
+            let mut edited = apply_header_edits(b"", &adds);
+            edited.extend_from_slice(&header);
+            edited
+        };
+        out.write_all(&head)?;
+        out.write_all(prepend)?;
+        out.write_all(&edited)?;
+        io::copy(&mut input, &mut out)?;
+        let _ = self.fs.remove_file(&open.path);
+        open.path = path;
+        open.file = out;
+        open.size = open.size + prepend.len() as u64 + edited.len() as u64 - header.len() as u64;
+        Ok(())
+    }
+
     /// Writes a new file: Return-Path, `prepend`, then the rest of the received file.
     fn rewrite_with_prepend(&self, open: &mut OpenTx, prepend: &[u8]) -> io::Result<()> {
         let path = self.config.data_dir.join("tmp").join(self.next_unique(0));
@@ -833,4 +901,82 @@ impl Store {
         open.size += prepend.len() as u64;
         Ok(())
     }
+}
+
+/// Most header octets read into memory to apply scanners' header edits.
+const MAX_EDITED_HEADER: usize = 1024 * 1024;
+
+/// Applies `edits` in order to a header block (`header`: CRLF-terminated fields, without the
+/// empty line that ends the header) and returns the new block. `Add` appends a field, `Insert`
+/// puts one before the `index`-th field (0 = first; past the end appends), `Change` replaces
+/// the `index`-th (1-based) field of that name, or deletes it when the value is empty, and adds
+/// the field when there is no such occurrence (as Sendmail and Postfix do for milters).
+pub fn apply_header_edits(header: &[u8], edits: &[HeaderEdit]) -> Vec<u8> {
+    // Split into fields, each with its continuation lines and line ends.
+    let mut fields: Vec<Vec<u8>> = Vec::new();
+    for line in header.split_inclusive(|&b| b == b'\n') {
+        match (line.first(), fields.last_mut()) {
+            (Some(b' ' | b'\t'), Some(last)) => last.extend_from_slice(line),
+            _ => fields.push(line.to_vec()),
+        }
+    }
+    let render = |name: &str, value: &str| -> Vec<u8> {
+        let clean = |s: &str| -> String {
+            s.replace("\r\n", "\n")
+                .replace('\r', "")
+                .split('\n')
+                .collect::<Vec<_>>()
+                .join("\r\n")
+        };
+        let name: String = name
+            .chars()
+            .filter(|c| c.is_ascii_graphic() && *c != ':')
+            .collect();
+        let value = clean(value.trim_start_matches([' ', '\t']));
+        // A continuation line must start with whitespace, or it would begin a new field.
+        let value = value.replace("\r\n", "\n");
+        let value: Vec<String> = value
+            .split('\n')
+            .enumerate()
+            .map(|(i, l)| {
+                if i > 0 && !l.starts_with([' ', '\t']) {
+                    format!("\t{l}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        format!("{name}: {}\r\n", value.join("\r\n")).into_bytes()
+    };
+    let name_of = |field: &[u8]| -> Vec<u8> {
+        let colon = field.iter().position(|&b| b == b':').unwrap_or(field.len());
+        field[..colon].trim_ascii().to_ascii_lowercase()
+    };
+    for edit in edits {
+        match edit {
+            HeaderEdit::Add { name, value } => fields.push(render(name, value)),
+            HeaderEdit::Insert { index, name, value } => {
+                let at = (*index as usize).min(fields.len());
+                fields.insert(at, render(name, value));
+            }
+            HeaderEdit::Change { name, index, value } => {
+                let wanted = name.trim().to_ascii_lowercase().into_bytes();
+                let found = fields
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| name_of(f) == wanted)
+                    .nth((*index as usize).saturating_sub(1))
+                    .map(|(i, _)| i);
+                match (found, value.is_empty()) {
+                    (Some(i), true) => {
+                        fields.remove(i);
+                    }
+                    (Some(i), false) => fields[i] = render(name, value),
+                    (None, true) => {}
+                    (None, false) => fields.push(render(name, value)),
+                }
+            }
+        }
+    }
+    fields.concat()
 }

@@ -91,7 +91,7 @@ fn delivers_to_each_local_user_and_queues_remote() {
         Completion::Appended
     ));
     assert!(
-        matches!(s.execute(Effect::Commit { tx, prepend: vec![], refusals: Refusals::AllOrNotice, junk: false }), Completion::Durable(r) if r.tx() == tx)
+        matches!(s.execute(Effect::Commit { tx, prepend: vec![], refusals: Refusals::AllOrNotice, junk: false, edits: Vec::new() }), Completion::Durable(r) if r.tx() == tx)
     );
     let expected =
         b"Return-Path: <x@remote.example>\r\nReceived: x\r\nSubject: a\r\n\r\nbody\r\n".to_vec();
@@ -146,6 +146,7 @@ fn prepend_goes_after_return_path() {
             prepend,
             refusals: Refusals::AllOrNotice,
             junk: false,
+            edits: Vec::new(),
         }),
         Completion::Durable(_)
     ));
@@ -212,6 +213,7 @@ fn concurrent_commits_all_land() {
                             prepend: vec![],
                             refusals: Refusals::AllOrNotice,
                             junk: false,
+                                edits: Vec::new(),
                         }),
                         Completion::Durable(_)
                     ));

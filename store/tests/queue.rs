@@ -73,6 +73,7 @@ fn submit(store: &Store, sender: &str) {
             prepend: vec![],
             refusals: Refusals::AllOrNotice,
             junk: false,
+            edits: Vec::new(),
         }),
         Completion::Durable(_)
     ));

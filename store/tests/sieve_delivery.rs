@@ -111,6 +111,7 @@ impl Fixture {
             prepend: Vec::new(),
             refusals,
             junk,
+            edits: Vec::new(),
         }) {
             Completion::Durable(r) => r,
             other => panic!("commit failed: {other:?}"),

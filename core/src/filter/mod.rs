@@ -146,3 +146,7 @@ pub trait ScannerClient: Send + std::fmt::Debug {
 }
 
 pub mod milter;
+pub mod clamd;
+pub mod rspamd;
+pub mod scan;
+pub mod spamd;

@@ -82,6 +82,9 @@ pub struct SmtpConfig {
     /// On inbound SMTP: check SPF, DKIM and DMARC, add Authentication-Results, and act on a
     /// DMARC failure this way; `None` to check nothing.
     pub authenticate: Option<crate::auth::FailurePolicy>,
+    /// Content scanners to run on each message while it arrives (`[filter]`); `None` to scan
+    /// nothing. Which of them apply depends on the role (see [`crate::filter::scan`]).
+    pub filter: Option<Arc<crate::filter::scan::FilterConfig>>,
 }
 
 impl SmtpConfig {
@@ -103,6 +106,7 @@ impl SmtpConfig {
             clock,
             privacy: false,
             authenticate: None,
+            filter: None,
         }
     }
 

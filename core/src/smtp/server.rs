@@ -17,6 +17,8 @@ use crate::effect::{
     AuthOutcome, Completion, Effect, Envelope, Receipt, Recipient, RecipientOutcome, Refusals,
     Secret, TxId, UserId,
 };
+use crate::filter::ScanContext;
+use crate::filter::scan::{Outcome, Scan};
 use crate::line::{Line, LineReader};
 use crate::outbox::Outbox;
 use crate::sasl::{self, SaslError};
@@ -72,6 +74,8 @@ enum Pending {
     Abort,
     /// DNS questions of the message's authentication, in the order asked.
     Resolve(Vec<(String, crate::dns::RecordType)>),
+    /// A step on a content scanner's connection.
+    Scan,
 }
 
 /// The message part of a transaction, once the store has opened it.
@@ -93,6 +97,16 @@ struct Body {
     auth: Option<Box<MessageAuth>>,
     /// DMARC says: refuse, with this text.
     refused_by_policy: Option<String>,
+    /// The content scanners of this message, when any apply.
+    scan: Option<Box<Scan>>,
+    /// The trace fields, still to be shown to the scanners ahead of the message.
+    scan_trace: Option<Vec<u8>>,
+    /// The scanners decided: refuse with this code and text (status included in the text).
+    refused_by_scan: Option<(u16, String)>,
+    /// The scanners decided: accept the message and deliver it to nobody (milter DISCARD).
+    discarded: bool,
+    /// The scanners decided: deliver with these header changes, to Junk when true.
+    scanned: Option<(Vec<crate::filter::HeaderEdit>, bool)>,
 }
 
 /// A mail transaction: from MAIL to the final reply.
@@ -125,6 +139,8 @@ pub struct SmtpSession {
     auth_failures: u32,
     deadline: Instant,
     delayed: Option<(Instant, Reply)>,
+    /// The time of the input being handled (scanner steps are stamped with it).
+    now: Instant,
     shutting_down: bool,
     ending: Option<CloseReason>,
     closed: bool,
@@ -171,6 +187,7 @@ impl SmtpSession {
             errors: 0,
             auth_failures: 0,
             delayed: None,
+            now,
             shutting_down: false,
             ending: None,
             closed: false,
@@ -542,8 +559,31 @@ impl SmtpSession {
             recipients: tx.recipients.clone(),
             submitted_by: self.user.clone(),
         };
+        let scan = self.config.filter.as_ref().and_then(|filter| {
+            let ctx = ScanContext {
+                hostname: self.config.hostname.clone(),
+                queue_id: tx.id.clone(),
+                client_ip: self.peer.ip.clone(),
+                client_port: 0,
+                client_name: None,
+                helo: helo.clone(),
+                sender: tx.sender.to_string(),
+                recipients: tx
+                    .recipients
+                    .iter()
+                    .map(|r| r.address.to_string())
+                    .collect(),
+                authenticated: self.user.as_ref().map(|u| u.0.clone()),
+                tls: self.tls.is_some(),
+            };
+            Scan::new(filter, self.config.role, ctx).map(Box::new)
+        });
         if let Some(tx) = &mut self.tx {
             tx.body.auth = auth;
+            if scan.is_some() {
+                tx.body.scan_trace = Some(trace.clone());
+            }
+            tx.body.scan = scan;
         }
         self.request(
             Effect::BeginMessage { envelope, trace },
@@ -732,17 +772,82 @@ impl SmtpSession {
             return;
         }
         let chunk_size = self.config.chunk_size;
+        let now = self.now;
         let Some(tx) = &mut self.tx else { return };
         let Some(id) = tx.body.tx else { return };
         let body = &mut tx.body;
         let healthy = !(body.too_big || body.failed || body.long_line || body.looping);
+        // The scanners go first: their pending steps, then the message bytes they may take.
+        if let Some(scan) = &mut body.scan {
+            if !healthy {
+                scan.cancel();
+            }
+            if let Some((conn, op)) = scan.next_op(now) {
+                self.request(Effect::Scan { conn, op }, Pending::Scan);
+                return;
+            }
+            if healthy && let Some(trace) = body.scan_trace.take_if(|_| scan.ready_for_body()) {
+                scan.body(&trace);
+                return self.advance_message();
+            }
+        }
+        let scan_ready = body
+            .scan
+            .as_ref()
+            .is_none_or(|s| body.scan_trace.is_none() && s.ready_for_body());
         if healthy && (body.chunk.len() >= chunk_size || (body.ended && !body.chunk.is_empty())) {
+            if !scan_ready {
+                return;
+            }
             let bytes =
                 std::mem::replace(&mut body.chunk, Vec::with_capacity(chunk_size.min(8192)));
+            if let Some(scan) = &mut body.scan {
+                scan.body(&bytes);
+            }
             self.request(Effect::AppendChunk { tx: id, bytes }, Pending::Append);
         } else if body.ended && healthy {
             let mut prepend = Vec::new();
             let mut junk = false;
+            let mut edits = Vec::new();
+            if let Some(scan) = &mut body.scan {
+                if !scan_ready {
+                    return;
+                }
+                scan.end();
+                if let Some((conn, op)) = scan.next_op(now) {
+                    self.request(Effect::Scan { conn, op }, Pending::Scan);
+                    return;
+                }
+                if !scan.is_done() {
+                    debug_assert!(false, "a scan with nothing to do is done");
+                    return;
+                }
+                match scan.outcome() {
+                    Outcome::Deliver { edits: e, junk: j } => body.scanned = Some((e, j)),
+                    Outcome::Refuse { code, status, text } => {
+                        let code = match code {
+                            400..=599 => code,
+                            _ => 451,
+                        };
+                        body.refused_by_scan =
+                            Some((code, format!("{status} {}", reply_text(&text))));
+                        body.scan = None;
+                        self.request(Effect::Abort { tx: id }, Pending::Abort);
+                        return;
+                    }
+                    Outcome::Discard => {
+                        body.discarded = true;
+                        body.scan = None;
+                        self.request(Effect::Abort { tx: id }, Pending::Abort);
+                        return;
+                    }
+                }
+                body.scan = None;
+            }
+            if let Some((e, j)) = &body.scanned {
+                edits.clone_from(e);
+                junk = *j;
+            }
             if let Some(auth) = &mut body.auth {
                 auth.finish_message();
                 match auth.outcome() {
@@ -783,6 +888,7 @@ impl SmtpSession {
                         Refusals::AllOrNotice
                     },
                     junk,
+                    edits,
                 },
                 Pending::Commit,
             );
@@ -795,6 +901,17 @@ impl SmtpSession {
     fn finish_failed_message(&mut self) {
         let Some(tx) = self.tx.take() else { return };
         let b = &tx.body;
+        if b.discarded {
+            // Milter DISCARD: the client is told the message was taken; nobody gets it.
+            let text = format!("Ok: queued as {}", tx.id);
+            self.final_replies(&tx, 250, "2.0.0", &text);
+            return;
+        }
+        if let Some((code, text)) = &b.refused_by_scan {
+            let text = text.clone();
+            self.final_replies(&tx, *code, "", &text);
+            return;
+        }
         if let Some(text) = &b.refused_by_policy {
             let (status, text) = text.split_once(' ').unwrap_or(("5.7.1", text));
             let text = text.to_string();
@@ -941,6 +1058,7 @@ fn sender_belongs_to(from: &ReversePath, user: &UserId) -> bool {
 
 impl Session for SmtpSession {
     fn handle_input(&mut self, now: Instant, input: &[u8]) -> usize {
+        self.now = now;
         let mut used = 0;
         while used < input.len()
             && self.pending.is_none()
@@ -1000,12 +1118,14 @@ impl Session for SmtpSession {
         used
     }
 
-    fn handle_eof(&mut self, _now: Instant) {
+    fn handle_eof(&mut self, now: Instant) {
+        self.now = now;
         self.end(CloseReason::PeerClosed);
         self.step();
     }
 
     fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
         if let Some((at, _)) = &self.delayed
             && now >= *at
             && let Some((_, reply)) = self.delayed.take()
@@ -1026,6 +1146,7 @@ impl Session for SmtpSession {
             return;
         };
         debug_assert_eq!(expected, id, "completion for another request");
+        self.now = now;
         self.deadline = now + self.config.command_timeout;
         match (what, completion) {
             (Pending::Resolve(queries), completion) => {
@@ -1103,6 +1224,11 @@ impl Session for SmtpSession {
                     _ => replies.into_iter().for_each(|r| self.send(r)),
                 }
             }
+            (Pending::Scan, completion) => {
+                if let Some(scan) = self.tx.as_mut().and_then(|t| t.body.scan.as_mut()) {
+                    scan.handle_completion(now, completion);
+                }
+            }
             (Pending::Append, Completion::Appended) => {}
             (Pending::Append, _) => {
                 if let Some(tx) = &mut self.tx {
@@ -1140,7 +1266,8 @@ impl Session for SmtpSession {
         self.phase = Phase::Command;
     }
 
-    fn handle_shutdown(&mut self, _now: Instant) {
+    fn handle_shutdown(&mut self, now: Instant) {
+        self.now = now;
         if self.shutting_down {
             return;
         }
