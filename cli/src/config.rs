@@ -216,6 +216,52 @@ fn filter_settings(f: &FilterFile) -> Result<petrel_core::filter::scan::FilterCo
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct FetchFile {
+    interval: Option<u64>,
+    retry: Option<u64>,
+    max_backoff: Option<u64>,
+    idle: Option<bool>,
+    ca: Option<PathBuf>,
+}
+
+/// Fetching remote accounts (`[fetch]`).
+#[derive(Debug, Clone)]
+pub struct Fetch {
+    /// Seconds between polls of accounts without IDLE (`interval`, default 300).
+    pub interval: Duration,
+    /// First retry after a failed pass, doubling per failure (`retry`, default 60).
+    pub retry: Duration,
+    /// Longest wait between retries (`max_backoff`, default 3600).
+    pub max_backoff: Duration,
+    /// Stay connected in IMAP IDLE when the remote offers it (`idle`, default true).
+    pub idle: bool,
+    /// CA bundle verifying remotes without a pinned certificate (`ca`, default the system's).
+    pub ca: Option<PathBuf>,
+}
+
+fn fetch_settings(f: FetchFile) -> Result<Fetch, ConfigError> {
+    let secs = |key: &str, v: Option<u64>, d: u64| -> Result<Duration, ConfigError> {
+        match v.unwrap_or(d) {
+            0 => Err(bad(key, "must be at least 1 second")),
+            n => Ok(Duration::from_secs(n)),
+        }
+    };
+    if let Some(ca) = &f.ca
+        && !ca.exists()
+    {
+        return Err(bad("fetch.ca", format!("{} does not exist", ca.display())));
+    }
+    Ok(Fetch {
+        interval: secs("fetch.interval", f.interval, 300)?,
+        retry: secs("fetch.retry", f.retry, 60)?,
+        max_backoff: secs("fetch.max_backoff", f.max_backoff, 3600)?,
+        idle: f.idle.unwrap_or(true),
+        ca: f.ca,
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct DeliveryFile {
     mbox: Option<Vec<String>>,
     mbox_dir: Option<PathBuf>,
@@ -234,6 +280,7 @@ struct FileConfig {
     relay: Option<RelayFile>,
     filter: Option<FilterFile>,
     delivery: Option<DeliveryFile>,
+    fetch: Option<FetchFile>,
 }
 
 /// Where a listener is and what it serves.
@@ -320,6 +367,8 @@ pub struct Config {
     pub filter: Option<petrel_core::filter::scan::FilterConfig>,
     /// Sections accepted for forward compatibility but not acted on by this version.
     pub unimplemented_sections: Vec<&'static str>,
+    /// Fetching remote accounts (`[fetch]`).
+    pub fetch: Fetch,
 }
 
 /// Outbound delivery settings (`[relay]`).
@@ -694,6 +743,7 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         .data_dir
         .unwrap_or_else(|| PathBuf::from("./petrel-data"));
     let mbox = mbox_policy(file.delivery.unwrap_or_default(), &domains, &data_dir)?;
+    let fetch = fetch_settings(file.fetch.unwrap_or_default())?;
     Ok(Config {
         hostname: hostname.to_lowercase(),
         data_dir,
@@ -723,6 +773,7 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         dkim_sign_headers,
         filter,
         unimplemented_sections,
+        fetch,
     })
 }
 

@@ -4,6 +4,7 @@ mod check;
 mod config;
 mod deliver;
 mod dkim;
+mod fetch;
 mod outbound;
 mod queue;
 mod sendmail;
@@ -92,6 +93,11 @@ enum Command {
     Dkim {
         #[command(subcommand)]
         command: dkim::DkimCommand,
+    },
+    /// Remote POP3 and IMAP accounts whose mail is fetched into a user's mailbox.
+    Fetch {
+        #[command(subcommand)]
+        command: fetch::FetchCommand,
     },
     /// Manages the users in DATA_DIR/passwd.
     User {
@@ -240,6 +246,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Queue { command } => queue::run(&config, command),
         Command::Dkim { command } => dkim::run(&config, command),
         Command::Check { domain } => check::run(&config, &domain),
+        Command::Fetch { command } => {
+            if matches!(command, fetch::FetchCommand::Run { .. }) {
+                init_logging();
+            }
+            fetch::run(&config, command)
+        }
     }
 }
 

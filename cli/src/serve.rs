@@ -176,6 +176,8 @@ pub fn run(config: Config, runtime: RuntimeKind) -> Result<(), Failure> {
     let handle = signals.handle();
     let outbound = crate::outbound::settings(&config)?;
     let runner_seed = seed ^ 0x5eed;
+    // Remote accounts (`petrel fetch`): one blocking thread per account on either runtime.
+    let (fetcher, fetcher_thread) = crate::fetch::start(&config, store.clone(), clock.clone())?;
     let result = match runtime {
         RuntimeKind::Smol => {
             let mut server =
@@ -207,6 +209,11 @@ pub fn run(config: Config, runtime: RuntimeKind) -> Result<(), Failure> {
             result
         }
     };
+    fetcher.stop();
+    let deadline = std::time::Instant::now() + config.shutdown_grace;
+    while !fetcher_thread.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     tracing::info!("stopped");
     result.map_err(|e| Failure::Other(format!("server failed: {e}")))
 }

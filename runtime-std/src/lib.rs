@@ -5,6 +5,7 @@
 //! a [`Pump`], runs the store's requests inline, and turns deadlines into read timeouts.
 
 pub mod dns;
+pub mod fetch;
 pub mod filter;
 pub mod outbound;
 

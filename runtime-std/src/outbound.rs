@@ -508,8 +508,8 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// An outbound connection, plain or TLS.
-enum ClientConn {
+/// An outbound connection, plain or TLS (also used by the fetch runner, [`crate::fetch`]).
+pub(crate) enum ClientConn {
     Plain(TcpStream),
     Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
     /// After a failed handshake: reads see the end, writes fail.
@@ -517,7 +517,7 @@ enum ClientConn {
 }
 
 impl ClientConn {
-    fn set_read_timeout(&self, t: Duration) -> io::Result<()> {
+    pub(crate) fn set_read_timeout(&self, t: Duration) -> io::Result<()> {
         match self {
             ClientConn::Plain(s) => s.set_read_timeout(Some(t)),
             ClientConn::Tls(s) => s.sock.set_read_timeout(Some(t)),
@@ -525,7 +525,7 @@ impl ClientConn {
         }
     }
 
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             ClientConn::Plain(s) => s.read(buf),
             ClientConn::Tls(s) => s.read(buf),
@@ -533,7 +533,7 @@ impl ClientConn {
         }
     }
 
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+    pub(crate) fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         match self {
             ClientConn::Plain(s) => s.write_all(buf),
             ClientConn::Tls(s) => {
@@ -544,7 +544,7 @@ impl ClientConn {
         }
     }
 
-    fn into_tls(
+    pub(crate) fn into_tls(
         self,
         config: &Arc<rustls::ClientConfig>,
         host: &str,

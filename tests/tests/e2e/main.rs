@@ -41,6 +41,7 @@ mod deliver;
 mod dkim;
 mod dovecot;
 mod ehlo;
+mod fetch;
 mod filter;
 mod imap;
 mod inbound;

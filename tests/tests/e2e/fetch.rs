@@ -1,0 +1,565 @@
+//! Fetching remote accounts (issue 11) end to end: `petrel fetch add|list|del|run` and the
+//! daemon, against a second Petrel (POP3 with STLS and a pinned certificate, IMAP with STARTTLS
+//! and IMAPS verified by a CA file) and against a private Dovecot (IMAP and POP3, plaintext on
+//! loopback). Faults: a wrong password, a remote that is down, and `kill -9` of the fetching
+//! petrel in the middle of a large fetch, then a second run: every message exactly once.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use petrel_tests::dovecot::{Dovecot, DovecotUser};
+use petrel_tests::{ALICE, BOB, Listener, Runtime, Server, ServerOptions, petrel_bin};
+
+use crate::fail;
+
+both_runtimes!(
+    pop3_run_imports_and_deletes,
+    pop3_keep_leaves_mail_and_fetches_only_new,
+    imap_run_imports_and_deletes,
+    imaps_keep_fetches_only_new,
+    daemon_fetches_mail_that_arrives_later_pop3,
+    daemon_fetches_mail_that_arrives_later_imap,
+    wrong_password_is_shown_and_nothing_is_lost,
+    kill9_during_large_fetch_then_rerun_gives_each_message_once,
+);
+
+/// The remote: a Petrel with POP3 and IMAP; ALICE's mailbox there is the remote account.
+fn remote(rt: Runtime) -> Server {
+    Server::start(
+        rt,
+        ServerOptions {
+            pop3: true,
+            imap: true,
+            ..Default::default()
+        },
+    )
+}
+
+/// The local Petrel; BOB fetches into his mailbox. Polls every second, retries after one.
+fn local(rt: Runtime, extra: &str) -> Server {
+    Server::start(
+        rt,
+        ServerOptions {
+            extra_config: format!("[fetch]\ninterval = 1\nretry = 1\nmax_backoff = 2\n{extra}"),
+            ..Default::default()
+        },
+    )
+}
+
+/// SHA-256 of the remote's certificate (DER), for `--pin-sha256`.
+fn pin(server: &Server) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl x509 -in '{}' -outform DER | sha256sum",
+            server.cafile().display()
+        ))
+        .output()
+        .expect("openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let hex = text
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        hex.len(),
+        64,
+        "fingerprint of {}",
+        server.cafile().display()
+    );
+    hex
+}
+
+/// A message with a unique Message-ID and about `size` bytes of body.
+fn message(id: &str, size: usize) -> Vec<u8> {
+    let mut m = format!(
+        "From: Sender <sender@remote.example>\r\nTo: Alice <alice@example.test>\r\n\
+         Subject: fetch {id}\r\nMessage-ID: <{id}@fetch.test>\r\n\
+         Date: Mon, 24 Nov 2025 10:00:00 +0000\r\n\r\n"
+    )
+    .into_bytes();
+    let mut line = 0;
+    while m.len() < size {
+        // Every 7th line starts with a dot: POP3 must unstuff it.
+        let lead = if line % 7 == 0 { "." } else { "" };
+        m.extend_from_slice(
+            format!("{lead}{id} line {line} of the body, some text\r\n").as_bytes(),
+        );
+        line += 1;
+    }
+    m.extend_from_slice(b"end\r\n");
+    m
+}
+
+/// Puts messages into ALICE's INBOX on the remote with `petrel deliver`.
+fn put(remote: &Server, ids: &[String], size: usize) {
+    for id in ids {
+        let out = remote.petrel(&["deliver", "--to", ALICE.address], &message(id, size));
+        assert!(out.status.success(), "deliver {id}: {out:?}");
+    }
+}
+
+fn ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i:04}")).collect()
+}
+
+/// Message-ID -> how many copies, over every file in `dir`'s `new/` and `cur/`.
+fn message_ids_in(dir: &Path) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for sub in ["new", "cur"] {
+        let Ok(rd) = std::fs::read_dir(dir.join(sub)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let bytes = std::fs::read(e.path()).unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes);
+            if let Some(line) = text
+                .lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("message-id:"))
+            {
+                *out.entry(line[11..].trim().to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+    out
+}
+
+fn local_ids(local: &Server) -> BTreeMap<String, usize> {
+    message_ids_in(&local.maildir(BOB.address))
+}
+
+fn remote_count(remote: &Server) -> usize {
+    remote.message_files(ALICE.address).len()
+}
+
+fn add(local: &Server, url: &str, flags: &[&str], password: &str) -> String {
+    let mut args = vec!["fetch", "add", BOB.address, url];
+    args.extend_from_slice(flags);
+    args.push("--password-stdin");
+    let out = local.petrel(&args, format!("{password}\n").as_bytes());
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        fail(local, format!("fetch add failed: {out:?}"));
+    }
+    stdout
+}
+
+/// `petrel fetch run BOB`: (exit code, stdout, stderr).
+fn run(local: &Server) -> (i32, String, String) {
+    let out = local.petrel(&["fetch", "run", BOB.address], b"");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn list(local: &Server) -> String {
+    let out = local.petrel(&["fetch", "list", BOB.address], b"");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("timed out waiting for {what}");
+    false
+}
+
+fn expect_exactly(local: &Server, want: &[String]) {
+    let got = local_ids(local);
+    let want: BTreeMap<String, usize> = want
+        .iter()
+        .map(|id| (format!("<{id}@fetch.test>"), 1))
+        .collect();
+    if got != want {
+        let dup: Vec<_> = got.iter().filter(|(_, n)| **n > 1).collect();
+        let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
+        fail(
+            local,
+            format!(
+                "local INBOX has {} distinct of {} wanted; duplicates {dup:?}; missing {missing:?}",
+                got.len(),
+                want.len()
+            ),
+        );
+    }
+}
+
+fn pop3_url(remote: &Server) -> String {
+    format!(
+        "pop3://alice%40example.test@127.0.0.1:{}",
+        remote.port(Listener::Pop3)
+    )
+}
+
+fn imap_url(remote: &Server) -> String {
+    format!(
+        "imap://alice%40example.test@127.0.0.1:{}/INBOX",
+        remote.port(Listener::Imap)
+    )
+}
+
+fn pop3_run_imports_and_deletes(rt: Runtime) {
+    let remote = remote(rt);
+    let mut local = local(rt, "");
+    local.stop();
+    let want = ids("p3run", 12);
+    put(&remote, &want, 3000);
+    let out = add(
+        &local,
+        &pop3_url(&remote),
+        &["--pin-sha256", &pin(&remote)],
+        ALICE.password,
+    );
+    assert!(out.contains("added bob@example.test 1 pop3://"), "{out}");
+    let (code, stdout, stderr) = run(&local);
+    assert_eq!(code, 0, "fetch run: {stdout} {stderr}");
+    assert!(stdout.contains("12/12"), "progress: {stdout}");
+    assert!(stdout.contains("fetched 12 message(s)"), "{stdout}");
+    expect_exactly(&local, &want);
+    assert_eq!(
+        remote_count(&remote),
+        0,
+        "fetched mail is deleted on the remote"
+    );
+    // Each stored message names the remote, and dot-stuffed lines are unstuffed.
+    let files = local.new_messages(BOB.address);
+    let m = String::from_utf8_lossy(&files[0]);
+    assert!(
+        m.starts_with("Return-Path: <>\r\nReceived: from 127.0.0.1 by "),
+        "{m}"
+    );
+    assert!(m.contains("with POP3S"), "{m}");
+    assert!(m.contains("\r\n.p3run-"), "leading dot kept once: {m}");
+    assert!(!m.contains("\r\n..p3run-"), "dot unstuffed: {m}");
+    // A second run finds nothing new.
+    let (code, stdout, _) = run(&local);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("fetched 0 message(s)"), "{stdout}");
+    expect_exactly(&local, &want);
+    assert!(list(&local).contains("fetched 12; ok"), "{}", list(&local));
+}
+
+fn pop3_keep_leaves_mail_and_fetches_only_new(rt: Runtime) {
+    let remote = remote(rt);
+    let mut local = local(rt, "");
+    local.stop();
+    let mut want = ids("p3keep", 3);
+    put(&remote, &want, 500);
+    add(
+        &local,
+        &pop3_url(&remote),
+        &["--keep", "--pin-sha256", &pin(&remote)],
+        ALICE.password,
+    );
+    assert_eq!(run(&local).0, 0);
+    assert_eq!(run(&local).0, 0);
+    expect_exactly(&local, &want);
+    assert_eq!(remote_count(&remote), 3, "--keep leaves the mail");
+    let more = ids("p3keep-more", 2);
+    put(&remote, &more, 500);
+    let (code, stdout, _) = run(&local);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("2/2"), "{stdout}");
+    want.extend(more);
+    expect_exactly(&local, &want);
+    assert_eq!(remote_count(&remote), 5);
+    assert!(list(&local).contains(" keep"), "{}", list(&local));
+}
+
+fn imap_run_imports_and_deletes(rt: Runtime) {
+    let remote = remote(rt);
+    let cafile = remote.cafile();
+    let mut local = local(rt, &format!("ca = \"{}\"\n", cafile.display()));
+    local.stop();
+    let want = ids("imrun", 10);
+    put(&remote, &want, 5000);
+    add(&local, &imap_url(&remote), &[], ALICE.password);
+    let (code, stdout, stderr) = run(&local);
+    assert_eq!(code, 0, "fetch run: {stdout} {stderr}");
+    assert!(stdout.contains("10/10"), "{stdout}");
+    expect_exactly(&local, &want);
+    assert_eq!(remote_count(&remote), 0, "expunged on the remote");
+    let m = String::from_utf8_lossy(&local.new_messages(BOB.address)[0]).into_owned();
+    assert!(m.contains("with IMAP"), "{m}");
+    let (code, stdout, _) = run(&local);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("fetched 0 message(s)"), "{stdout}");
+    expect_exactly(&local, &want);
+}
+
+fn imaps_keep_fetches_only_new(rt: Runtime) {
+    let remote = remote(rt);
+    let mut local = local(rt, "");
+    local.stop();
+    let mut want = ids("imkeep", 4);
+    put(&remote, &want, 800);
+    let url = format!(
+        "imaps://alice%40example.test@127.0.0.1:{}",
+        remote.port(Listener::Imaps)
+    );
+    add(
+        &local,
+        &url,
+        &["--keep", "--pin-sha256", &pin(&remote)],
+        ALICE.password,
+    );
+    assert_eq!(run(&local).0, 0);
+    expect_exactly(&local, &want);
+    assert_eq!(remote_count(&remote), 4);
+    // Kept mail stays unread on the remote (BODY.PEEK): no S flag in the file names.
+    for f in remote.message_files(ALICE.address) {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(!name.contains(":2,S"), "{name}");
+    }
+    let more = ids("imkeep-more", 3);
+    put(&remote, &more, 800);
+    let (code, stdout, _) = run(&local);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("3/3"), "{stdout}");
+    want.extend(more);
+    expect_exactly(&local, &want);
+}
+
+fn daemon_fetches_mail_that_arrives_later_pop3(rt: Runtime) {
+    let remote = remote(rt);
+    let local = local(rt, "");
+    add(
+        &local,
+        &pop3_url(&remote),
+        &["--pin-sha256", &pin(&remote)],
+        ALICE.password,
+    );
+    let first = ids("dp3", 2);
+    put(&remote, &first, 400);
+    if !wait_until("the first messages", Duration::from_secs(20), || {
+        local_ids(&local).len() == 2
+    }) {
+        fail(&local, "the daemon did not fetch");
+    }
+    let later = ids("dp3-later", 1);
+    put(&remote, &later, 400);
+    if !wait_until("the later message", Duration::from_secs(20), || {
+        local_ids(&local).len() == 3
+    }) {
+        fail(&local, "the daemon did not fetch the later message");
+    }
+    let mut want = first;
+    want.extend(later);
+    expect_exactly(&local, &want);
+    assert!(wait_until(
+        "remote deletion",
+        Duration::from_secs(10),
+        || remote_count(&remote) == 0
+    ));
+}
+
+fn daemon_fetches_mail_that_arrives_later_imap(rt: Runtime) {
+    let remote = remote(rt);
+    // A long poll interval: only IDLE can bring the later message in time.
+    let local = Server::start(
+        rt,
+        ServerOptions {
+            extra_config: "[fetch]\ninterval = 600\nretry = 1\n".into(),
+            ..Default::default()
+        },
+    );
+    add(
+        &local,
+        &imap_url(&remote),
+        &["--keep", "--pin-sha256", &pin(&remote)],
+        ALICE.password,
+    );
+    let first = ids("dim", 2);
+    put(&remote, &first, 400);
+    if !wait_until("the first messages", Duration::from_secs(20), || {
+        local_ids(&local).len() == 2
+    }) {
+        fail(&local, "the daemon did not fetch");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let later = ids("dim-later", 1);
+    put(&remote, &later, 400);
+    if !wait_until("the later message (IDLE)", Duration::from_secs(30), || {
+        local_ids(&local).len() == 3
+    }) {
+        fail(&local, "IDLE did not bring the later message");
+    }
+    let mut want = first;
+    want.extend(later);
+    expect_exactly(&local, &want);
+}
+
+fn wrong_password_is_shown_and_nothing_is_lost(rt: Runtime) {
+    let remote = remote(rt);
+    let mut local = local(rt, "");
+    local.stop();
+    let want = ids("wrongpw", 2);
+    put(&remote, &want, 400);
+    add(
+        &local,
+        &pop3_url(&remote),
+        &["--pin-sha256", &pin(&remote)],
+        "not-the-password",
+    );
+    let (code, stdout, stderr) = run(&local);
+    assert_eq!(code, 1, "{stdout} {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("login failed"), "{stderr}");
+    let l = list(&local);
+    assert!(l.contains("error (") && l.contains("login failed"), "{l}");
+    assert_eq!(remote_count(&remote), 2, "nothing lost on the remote");
+    assert!(local_ids(&local).is_empty());
+    // The remote is down: a connection error, shown too.
+    let down = format!(
+        "pop3://alice%40example.test@127.0.0.1:{}",
+        petrel_tests::free_port()
+    );
+    let out = local.petrel(&["fetch", "del", BOB.address, "1"], b"");
+    assert!(out.status.success(), "{out:?}");
+    add(&local, &down, &[], ALICE.password);
+    let (code, _, stderr) = run(&local);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+    assert!(list(&local).contains("cannot connect"), "{}", list(&local));
+    // A correct account afterwards gets everything.
+    let out = local.petrel(&["fetch", "del", BOB.address, "1"], b"");
+    assert!(out.status.success(), "{out:?}");
+    add(
+        &local,
+        &pop3_url(&remote),
+        &["--pin-sha256", &pin(&remote)],
+        ALICE.password,
+    );
+    assert_eq!(run(&local).0, 0);
+    expect_exactly(&local, &want);
+}
+
+fn kill9_during_large_fetch_then_rerun_gives_each_message_once(rt: Runtime) {
+    for protocol in ["pop3", "imap"] {
+        let remote = remote(rt);
+        let mut local = local(rt, "");
+        local.stop();
+        let want = ids(&format!("k9{protocol}"), 150);
+        put(&remote, &want, 40_000);
+        let url = if protocol == "pop3" {
+            pop3_url(&remote)
+        } else {
+            imap_url(&remote)
+        };
+        add(
+            &local,
+            &url,
+            &["--pin-sha256", &pin(&remote)],
+            ALICE.password,
+        );
+        for round in 0..3 {
+            let mut child = Command::new(petrel_bin())
+                .args(["fetch", "run", BOB.address, "--config"])
+                .arg(local.config_path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn fetch run");
+            let before = local_ids(&local).len();
+            let target = before + 20 + round * 7;
+            wait_until("some messages", Duration::from_secs(60), || {
+                local_ids(&local).len() >= target
+            });
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+            let got = local_ids(&local);
+            assert!(
+                got.values().all(|n| *n == 1),
+                "{protocol}: duplicate after kill -9: {got:?}"
+            );
+        }
+        let (code, stdout, stderr) = run(&local);
+        assert_eq!(code, 0, "{protocol}: {stdout} {stderr}");
+        expect_exactly(&local, &want);
+        assert_eq!(
+            remote_count(&remote),
+            0,
+            "{protocol}: all deleted on the remote"
+        );
+    }
+}
+
+both_runtimes!(dovecot_imap_and_pop3);
+
+/// Real Dovecot as the remote: IMAP (keep) then POP3 (delete) of the same Maildir.
+fn dovecot_imap_and_pop3(rt: Runtime) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let maildir = dir.path().join("remote-maildir");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).expect("maildir");
+    }
+    let want = ids("dove", 6);
+    for (i, id) in want.iter().enumerate() {
+        std::fs::write(
+            maildir
+                .join("new")
+                .join(format!("1700000000.M{i}P1.remote")),
+            message(id, 2000),
+        )
+        .expect("write");
+    }
+    let user = DovecotUser::new("carl@remote.test", "carl-pw", &maildir);
+    let dovecot = Dovecot::start(&[user]);
+    dovecot.grant_all();
+    let mut local = local(rt, "");
+    local.stop();
+    add(
+        &local,
+        &format!(
+            "imap://carl%40remote.test@127.0.0.1:{}/INBOX",
+            dovecot.imap_port
+        ),
+        &["--keep"],
+        "carl-pw",
+    );
+    let (code, stdout, stderr) = run(&local);
+    assert_eq!(
+        code,
+        0,
+        "imap from dovecot: {stdout} {stderr}\n{}",
+        dovecot.log_tail(30)
+    );
+    assert!(stdout.contains("6/6"), "{stdout}");
+    expect_exactly(&local, &want);
+    // Now POP3 from the same mailbox, deleting: the messages arrive a second time (a different
+    // account), then are gone from Dovecot's Maildir.
+    let out = local.petrel(&["fetch", "del", BOB.address, "1"], b"");
+    assert!(out.status.success());
+    add(
+        &local,
+        &format!("pop3://carl%40remote.test@127.0.0.1:{}", dovecot.pop3_port),
+        &[],
+        "carl-pw",
+    );
+    let (code, stdout, stderr) = run(&local);
+    assert_eq!(
+        code,
+        0,
+        "pop3 from dovecot: {stdout} {stderr}\n{}",
+        dovecot.log_tail(30)
+    );
+    assert!(stdout.contains("6/6"), "{stdout}");
+    let got = local_ids(&local);
+    assert_eq!(got.len(), 6);
+    assert!(got.values().all(|n| *n == 2), "{got:?}");
+    assert!(message_ids_in(&maildir).is_empty(), "deleted from Dovecot");
+    let (code, stdout, _) = run(&local);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("fetched 0 message(s)"), "{stdout}");
+}
