@@ -47,7 +47,13 @@ pub struct FolderView {
 pub struct FolderLocks {
     locks: Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
     durable: Mutex<std::collections::HashSet<PathBuf>>,
+    /// CRLF sizes of files whose names do not tell it (see [`size_from_name`]), by folder
+    /// directory and base name, so each such file is read once per process, not every sync.
+    sizes: Mutex<HashMap<PathBuf, u64>>,
 }
+
+/// Most remembered CRLF sizes; beyond it the memory is cleared (and sizes are read again).
+const MAX_REMEMBERED_SIZES: usize = 1_000_000;
 
 impl FolderLocks {
     /// The lock of `dir`.
@@ -63,6 +69,32 @@ impl FolderLocks {
             .contains(dir)
     }
 
+    /// The CRLF size of a file whose name does not tell it: read once, then remembered.
+    fn crlf_size(
+        &self,
+        fs: &dyn FileSystem,
+        dir: &Path,
+        subdir: &str,
+        name: &str,
+    ) -> io::Result<u64> {
+        let key = dir.join(uidlist::base_name(name));
+        if let Some(&size) = self
+            .sizes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return Ok(size);
+        }
+        let size = crlf_size(fs, &dir.join(subdir).join(name))?;
+        let mut sizes = self.sizes.lock().unwrap_or_else(PoisonError::into_inner);
+        if sizes.len() >= MAX_REMEMBERED_SIZES {
+            sizes.clear();
+        }
+        sizes.insert(key, size);
+        Ok(size)
+    }
+
     fn set_durable(&self, dir: &Path, durable: bool) {
         let mut set = self.durable.lock().unwrap_or_else(PoisonError::into_inner);
         if durable {
@@ -73,7 +105,11 @@ impl FolderLocks {
     }
 }
 
-/// Reads the size a Maildir name carries: `W=` (CRLF size) first, then `S=`.
+/// The CRLF size a Maildir name tells: `W=` (Dovecot's virtual size), or `S=` alone when
+/// the name is one Petrel made. `S=` is the file's length (Dovecot, Courier), which is the
+/// CRLF size only if the file has no bare LF; Petrel's writers add `W=` whenever it differs,
+/// other programs (Courier, procmail, Postfix's local, which write LF-only files) do not, so
+/// their `S=` says nothing about the CRLF size and the file must be read.
 fn size_from_name(name: &str) -> Option<u64> {
     let base = uidlist::base_name(name);
     let fields: Vec<&str> = base.split(',').skip(1).collect();
@@ -82,7 +118,30 @@ fn size_from_name(name: &str) -> Option<u64> {
             .iter()
             .find_map(|f| f.strip_prefix(key)?.parse().ok())
     };
-    get("W=").or_else(|| get("S="))
+    get("W=").or_else(|| get("S=").filter(|_| petrel_name(base)))
+}
+
+/// Whether a base name is one of [`maildir::unique_name`]'s: `SECS.P<pid>Q<n>R<8 hex>.HOST,...`.
+fn petrel_name(base: &str) -> bool {
+    let mut parts = base.splitn(3, '.');
+    let (Some(secs), Some(unique)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let Some(rest) = unique.strip_prefix('P') else {
+        return false;
+    };
+    let Some((pid, rest)) = rest.split_once('Q') else {
+        return false;
+    };
+    let Some((counter, random)) = rest.split_once('R') else {
+        return false;
+    };
+    digits(secs)
+        && digits(pid)
+        && digits(counter)
+        && random.len() == 8
+        && random.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The size of a message with bare LFs counted as CRLF.
@@ -185,7 +244,7 @@ pub fn sync(
     for (uid, subdir, name) in messages {
         let size = match size_from_name(&name) {
             Some(s) => s,
-            None => crlf_size(fs, &dir.join(subdir).join(&name))?,
+            None => locks.crlf_size(fs, dir, subdir, &name)?,
         };
         infos.push(MessageInfo {
             uid,
@@ -221,6 +280,32 @@ pub fn find(fs: &dyn FileSystem, dir: &Path, base: &str) -> io::Result<Option<Pa
 mod tests {
     use super::*;
     use crate::fs::RealFs;
+
+    /// `S=` alone is the CRLF size only in names Petrel made; Courier's or procmail's `S=` is
+    /// the length of an LF-only file, so those files are read (once) for their CRLF size.
+    #[test]
+    fn foreign_s_sizes_are_not_trusted() {
+        assert!(petrel_name(
+            "1795629232.P19678Q3Rb0778f9f.mail.test.example,S=440"
+        ));
+        assert!(!petrel_name("1275660208.M364837P9451.kurkku,S=1355"));
+        assert!(!petrel_name("1.P2Q3Rxyz.host"));
+        assert_eq!(size_from_name("1.P2Q3R000000ab.h,S=9:2,S"), Some(9));
+        assert_eq!(size_from_name("1.M2P3.h,S=9,W=11:2,S"), Some(11));
+        assert_eq!(size_from_name("1.M2P3.h,S=9:2,S"), None);
+
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("box");
+        let (fs, locks) = (RealFs, FolderLocks::default());
+        sync(&fs, &locks, &dir, 1000).unwrap();
+        // A Courier-style delivery: LF line ends, `S=` the file's length.
+        std::fs::write(dir.join("new/1700000000.M1P2.courier,S=8"), "a: b\n\nc\n").unwrap();
+        let view = sync(&fs, &locks, &dir, 1000).unwrap();
+        assert_eq!(view.messages[0].size, 11);
+        // Remembered: a later sync does not read the file again (it would see 3 bytes now).
+        std::fs::write(dir.join("new/1700000000.M1P2.courier,S=8"), "xyz").unwrap();
+        assert_eq!(sync(&fs, &locks, &dir, 1000).unwrap().messages[0].size, 11);
+    }
 
     #[test]
     fn assigns_keeps_and_forgets_uids() {

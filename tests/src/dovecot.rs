@@ -164,6 +164,11 @@ first_valid_uid = 1
 first_valid_gid = 1
 mail_location = maildir:~/Maildir
 pop3_uidl_format = %08Xu%08Xv
+# Petrel's hierarchy separator; on disk both use Maildir++ `.Parent.Child` directories.
+namespace inbox {{
+  inbox = yes
+  separator = /
+}}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {passwd}

@@ -5,7 +5,17 @@
 
 use std::time::Duration;
 
-use petrel_tests::{Dovecot, DovecotUser, run_with_timeout};
+use petrel_tests::{
+    ALICE, Dovecot, DovecotUser, Listener, Runtime, Server, ServerOptions, SmtpConn, python,
+    run_with_timeout,
+};
+
+use crate::expect_messages;
+
+both_runtimes!(
+    petrel_opens_a_dovecot_maildir_with_its_uids_and_keywords,
+    dovecot_reads_a_petrel_maildir
+);
 
 /// Runs a Python snippet (imaplib/poplib) with `args` as `sys.argv[1:]`; returns its stdout.
 fn py(code: &str, args: &[String]) -> String {
@@ -52,4 +62,240 @@ p.quit()
     assert!(keywords.contains("$Label1"), "{keywords}");
     let cur: Vec<_> = std::fs::read_dir(maildir.join("cur")).unwrap().collect();
     assert_eq!(cur.len(), 1);
+}
+
+fn petrel(rt: Runtime) -> Server {
+    Server::start(
+        rt,
+        ServerOptions {
+            imap: true,
+            ..Default::default()
+        },
+    )
+}
+
+/// A Dovecot serving Alice's Petrel Maildir, with Alice's password.
+fn dovecot_on(s: &Server) -> Dovecot {
+    Dovecot::start(&[DovecotUser::new(
+        ALICE.address,
+        ALICE.password,
+        s.maildir(ALICE.address),
+    )])
+}
+
+/// `imap_dump.py COMMAND ...` against Dovecot (plaintext on loopback).
+fn on_dovecot(d: &Dovecot, command: &str, extra: &[&str]) -> String {
+    let mut args = sargs![
+        command,
+        "--port",
+        d.imap_port,
+        "--user",
+        ALICE.address,
+        "--password",
+        ALICE.password
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    python("imap_dump.py", args)
+}
+
+/// `imap_dump.py COMMAND ...` against Petrel (implicit TLS).
+fn on_petrel(s: &Server, command: &str, extra: &[&str]) -> String {
+    let mut args = sargs![
+        command,
+        "--port",
+        s.port(Listener::Imaps),
+        "--tls",
+        "--cafile",
+        s.cafile().display(),
+        "--user",
+        ALICE.address,
+        "--password",
+        ALICE.password
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    python("imap_dump.py", args)
+}
+
+/// The dump lines of one folder.
+fn folder_lines(dump: &str, folder: &str) -> Vec<String> {
+    dump.lines()
+        .filter(|l| {
+            l.strip_prefix("FOLDER ")
+                .or_else(|| l.strip_prefix("MSG "))
+                .is_some_and(|rest| rest.starts_with(&format!("{folder} ")))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Dovecot to Petrel (issue 4, item 5): folders that Dovecot made and filled (messages with
+/// system flags and keywords, two expunged so the UIDs have gaps) and that hold Dovecot's
+/// `dovecot-uidlist` and `dovecot-keywords` but no Petrel index: Petrel shows the same
+/// UIDVALIDITY, UIDNEXT, UIDs, flags, keywords and bytes as Dovecot did, and the next message
+/// gets the next UID, not a reused one.
+fn petrel_opens_a_dovecot_maildir_with_its_uids_and_keywords(rt: Runtime) {
+    let s = petrel(rt);
+    let maildir = s.maildir(ALICE.address);
+    let before = {
+        let d = dovecot_on(&s);
+        on_dovecot(
+            &d,
+            "fill",
+            &[
+                "--create",
+                "Old/2025",
+                "--folder",
+                "Old/2025",
+                "--count",
+                "5",
+                "--flags",
+                "$Label1 \\Flagged;\\Seen;$Work \\Answered;\\Draft;$Label1 $Work \\Seen",
+                "--expunge",
+                "2,4",
+            ],
+        );
+        on_dovecot(
+            &d,
+            "fill",
+            &[
+                "--count",
+                "3",
+                "--flags",
+                "\\Seen;NonJunk;$Label2",
+                "--expunge",
+                "1",
+            ],
+        );
+        on_dovecot(&d, "dump", &[])
+        // Dovecot stops here: Petrel opens the folders alone.
+    };
+    let old = maildir.join(".Old.2025");
+    assert!(old.join("dovecot-uidlist").exists(), "{before}");
+    let keywords = std::fs::read_to_string(old.join("dovecot-keywords")).unwrap();
+    assert!(
+        keywords.contains("$Label1") && keywords.contains("$Work"),
+        "{keywords}"
+    );
+    assert!(!old.join("petrel-modseq").exists());
+    let uidlist_before = std::fs::read_to_string(old.join("dovecot-uidlist")).unwrap();
+
+    let after = on_petrel(&s, "dump", &[]);
+    for folder in ["INBOX", "Old/2025"] {
+        let d = folder_lines(&before, folder);
+        assert!(!d.is_empty(), "Dovecot's dump has no {folder}:\n{before}");
+        assert_eq!(
+            folder_lines(&after, folder),
+            d,
+            "Petrel differs from Dovecot on {folder}\nDovecot:\n{before}\nPetrel:\n{after}\n{}",
+            s.log_tail(20)
+        );
+    }
+    let old_lines = folder_lines(&after, "Old/2025");
+    assert!(old_lines[0].contains("EXISTS 3 UIDNEXT 6"), "{old_lines:?}");
+    let uids: Vec<&str> = old_lines[1..]
+        .iter()
+        .map(|l| l.split(' ').nth(2).unwrap())
+        .collect();
+    assert_eq!(uids, ["1", "3", "5"]);
+    assert!(old_lines[1].contains("$Label1") && old_lines[1].contains("\\Flagged"));
+    assert!(old_lines[3].contains("$Work") && old_lines[3].contains("$Label1"));
+    let validity = |text: &str| text.split(' ').nth(1).map(str::to_string);
+    assert_eq!(
+        validity(&std::fs::read_to_string(old.join("dovecot-uidlist")).unwrap()),
+        validity(&uidlist_before)
+    );
+
+    // The next message in Petrel continues Dovecot's UIDs.
+    on_petrel(&s, "fill", &["--folder", "Old/2025", "--count", "1"]);
+    let next = folder_lines(&on_petrel(&s, "dump", &[]), "Old/2025");
+    assert!(next[0].contains("EXISTS 4 UIDNEXT 7"), "{next:?}");
+    assert!(next[4].starts_with("MSG Old/2025 6 "), "{next:?}");
+}
+
+/// Petrel to Dovecot (issue 4, item 5): mail delivered by SMTP, flagged (system flags and
+/// keywords) through Petrel's IMAP, and a nested folder created and filled through it; Dovecot
+/// pointed at the Maildir shows every folder, message, UID, UIDVALIDITY, flag, size and byte
+/// exactly as Petrel does (also for an LF-only file another delivery agent dropped in), POP3 counts the messages, and Petrel still agrees afterwards (Dovecot's
+/// writes to the shared files did not disturb it).
+fn dovecot_reads_a_petrel_maildir(rt: Runtime) {
+    let s = petrel(rt);
+    let mut c = SmtpConn::ready(s.port(Listener::Smtp));
+    for i in 0..3 {
+        let msg = format!(
+            "From: bob@remote.example\r\nTo: alice@example.test\r\nSubject: to dovecot {i}\r\n\r\nBody {i}.\r\n"
+        );
+        c.deliver("bob@remote.example", &[ALICE.address], msg.as_bytes());
+    }
+    c.quit();
+    expect_messages(&s, ALICE.address, 3);
+    // Another delivery agent's file (Courier, procmail): LF line ends, `S=` its length. Its
+    // name sorts first, so it gets UID 1.
+    let courier = b"From: carol@remote.example\nSubject: from courier\n\nLF only.\n";
+    std::fs::write(
+        s.maildir(ALICE.address)
+            .join(format!("new/1700000000.M1P2.courier,S={}", courier.len())),
+        courier,
+    )
+    .unwrap();
+    on_petrel(
+        &s,
+        "fill",
+        &[
+            "--store",
+            "1 (\\Seen $Forwarded)",
+            "--store",
+            "2 (\\Flagged \\Answered $Work)",
+        ],
+    );
+    on_petrel(
+        &s,
+        "fill",
+        &[
+            "--create",
+            "Projects/2026",
+            "--folder",
+            "Projects/2026",
+            "--count",
+            "2",
+            "--flags",
+            "\\Seen $Work;\\Draft",
+        ],
+    );
+    let mine = on_petrel(&s, "dump", &[]);
+    assert!(
+        mine.contains("MSG INBOX 2 $Work \\Answered \\Flagged"),
+        "{mine}"
+    );
+    assert!(mine.contains("FOLDER Projects/2026 "), "{mine}");
+    let crlf_len = courier.len() + courier.iter().filter(|&&b| b == b'\n').count();
+    assert!(
+        mine.contains(&format!("MSG INBOX 1 $Forwarded \\Seen {crlf_len} ")),
+        "the LF-only file is served with CRLF: {mine}"
+    );
+
+    let d = dovecot_on(&s);
+    let theirs = on_dovecot(&d, "dump", &[]);
+    assert_eq!(
+        theirs,
+        mine,
+        "Dovecot reads the Maildir differently\n{}",
+        d.log_tail(20)
+    );
+    let pop = py(
+        r#"
+import poplib, sys
+p = poplib.POP3('127.0.0.1', int(sys.argv[1]))
+p.user(sys.argv[2]); p.pass_(sys.argv[3])
+print(p.stat()[0])
+p.quit()
+"#,
+        &[
+            d.pop3_port.to_string(),
+            ALICE.address.to_string(),
+            ALICE.password.to_string(),
+        ],
+    );
+    assert_eq!(pop.trim(), "4", "{}", d.log_tail(20));
+    drop(d);
+    assert_eq!(on_petrel(&s, "dump", &[]), mine, "Petrel after Dovecot");
 }
