@@ -7,7 +7,9 @@
 //! exponential backoff (the error is in `petrel fetch list` meanwhile).
 
 use crate::outbound::ClientConn;
-use petrel_core::fetch::{FetchAccount, FetchConfig, FetchRequest, Pop3Fetch, Protocol, Security};
+use petrel_core::fetch::{
+    FetchAccount, FetchConfig, FetchRequest, ImapFetch, Pop3Fetch, Protocol, Security,
+};
 use petrel_core::{Action, Effect, Pump, Secret, Session, UserId};
 use petrel_store::Store;
 use petrel_store::fetch_accounts::{self, Account};
@@ -150,7 +152,7 @@ fn run_session(
     let now = Instant::now();
     let session: Box<dyn Session + Send> = match url.protocol {
         Protocol::Pop3 => Box::new(Pop3Fetch::new(fetch_account, settings.session.clone(), now)),
-        Protocol::Imap => return Err(Setup("IMAP: not yet".into())),
+        Protocol::Imap => Box::new(ImapFetch::new(fetch_account, settings.session.clone(), now)),
     };
     let mut pump = Pump::new(session);
     let mut finished: Option<(u64, Option<String>)> = None;
