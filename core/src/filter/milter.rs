@@ -28,6 +28,20 @@
 //! 6. `SMFIC_QUIT` after a complete conversation; `SMFIC_ABORT` and `SMFIC_QUIT` when a decision
 //!    came earlier.
 //!
+//! # Macros
+//!
+//! | stage | macros |
+//! | --- | --- |
+//! | CONNECT (`C`) | `j`, `{daemon_name}`, `v`, `_`, `{client_addr}`, `{client_port}`, `{client_name}`, `{if_addr}` (when known) |
+//! | HELO (`H`) | `{tls_version}` (TLS session, version known) |
+//! | MAIL (`M`) | `i`, `{auth_type}` and `{auth_authen}` (authenticated session), `{mail_addr}` |
+//! | RCPT (`R`) | `i`, `{rcpt_addr}` |
+//! | DATA (`T`), EOH (`N`), end of message (`E`) | `i` |
+//!
+//! A stage with no macros gets no `SMFIC_MACRO` packet. A client without a verified name is
+//! `[ip]` in CONNECT and `{client_name}`, as Sendmail shows it. Macro lists a milter asks for
+//! with `SETSYMLIST` are parsed and ignored: these are sent regardless.
+//!
 //! # Header fields, as Postfix sends them
 //!
 //! The name is the text before the colon (whitespace before the colon removed). The value is
@@ -150,6 +164,11 @@ pub struct MilterConfig {
     /// `{tls_version}` (such as `TLSv1.3`), sent at HELO when the session runs over TLS and the
     /// version is known.
     pub tls_version: Option<String>,
+    /// `{auth_type}`: the SASL mechanism the client logged in with. When the session is
+    /// authenticated ([`ScanContext::authenticated`]) and this is `None`, `PLAIN` is sent, so
+    /// that milters which test `{auth_type}` to recognise a logged-in sender (OpenDKIM signs
+    /// such mail) see one. Not sent for unauthenticated sessions.
+    pub auth_type: Option<String>,
 }
 
 impl Default for MilterConfig {
@@ -159,6 +178,7 @@ impl Default for MilterConfig {
             mta_version: concat!("Petrel ", env!("CARGO_PKG_VERSION")).into(),
             if_addr: None,
             tls_version: None,
+            auth_type: None,
         }
     }
 }
@@ -408,6 +428,8 @@ impl MilterClient {
                 Stage::Mail => {
                     let mut m = vec![("i", self.ctx.queue_id.clone())];
                     if let Some(user) = &self.ctx.authenticated {
+                        let mechanism = self.config.auth_type.as_deref().unwrap_or("PLAIN");
+                        m.push(("{auth_type}", mechanism.to_string()));
                         m.push(("{auth_authen}", user.clone()));
                     }
                     m.push(("{mail_addr}", self.ctx.sender.clone()));
@@ -503,12 +525,12 @@ impl MilterClient {
         let content = strip_eol(line);
         let continuation = matches!(line[0], b' ' | b'\t');
         if continuation && let Some(field) = &mut self.field {
-            if !field.dropped {
-                let room = MAX_FIELD.saturating_sub(field.raw.len() + 1);
+            if !field.dropped && field.raw.len() < MAX_FIELD {
+                let room = MAX_FIELD - field.raw.len() - 1;
                 field.raw.push(b'\n');
                 field
                     .raw
-                    .extend(content.iter().take(room).filter(|&&b| b != 0));
+                    .extend(content.iter().filter(|&&b| b != 0).take(room));
             }
             self.pos += line_len;
             self.discard_line = !complete;
