@@ -12,9 +12,11 @@
 //! 1. `SMFIC_OPTNEG` offers protocol version 6, the actions Petrel honours
 //!    ([`OFFERED_ACTIONS`]: add, insert and change header fields, quarantine, and the macro list
 //!    request `SETSYMLIST`, whose list is read and ignored) and every protocol step flag Postfix
-//!    offers ([`OFFERED_PROTOCOL`]). A milter that needs more (add/delete recipients, change the
-//!    sender, replace the body) fails negotiation, exactly as with a Postfix that lacks them;
-//!    libmilter itself refuses such an MTA.
+//!    offers ([`OFFERED_PROTOCOL`]). A libmilter-based milter that needs more (add or delete
+//!    recipients, change the sender, replace the body) refuses the offer and closes the
+//!    connection, which is a [`ScanError`]. A milter that claims more in its answer anyway (rspamd
+//!    answers `0x13f` to any offer) is taken at the offered subset; if it then really asks for
+//!    something not offered, that is a [`ScanError`].
 //! 2. For each stage, `SMFIC_MACRO` with Postfix's default macros for it (sent even when the
 //!    milter asked to skip the stage, as Postfix does), then the stage's command unless the milter
 //!    asked for `SMFIP_NO*`, then its reply unless it asked for `SMFIP_NR_*`: CONNECT, HELO, MAIL
@@ -820,12 +822,11 @@ impl MilterClient {
         if !(2..=PROTOCOL_VERSION).contains(&version) {
             return Err(format!("protocol version {version} not supported"));
         }
-        if actions & !OFFERED_ACTIONS != 0 {
-            return Err(format!(
-                "milter wants actions 0x{actions:x}; only 0x{OFFERED_ACTIONS:x} (add, change \
-                 header fields, quarantine) are offered"
-            ));
-        }
+        // A milter asking for more than was offered is not refused here: rspamd's milter
+        // answers 0x13f (recipients, body and all) whatever the MTA offers, yet by default only
+        // adds and changes header fields. What it did not get offered it may not use: such a
+        // request, when it comes, is a protocol error (see `on_packet`).
+        let actions = actions & OFFERED_ACTIONS;
         // SETSYMLIST macro lists: (stage u32, "names") pairs. Read to check, then ignored.
         while !args.0.is_empty() {
             args.u32()?;
