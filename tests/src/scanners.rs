@@ -1075,3 +1075,179 @@ impl Drop for FakeScanner {
         }
     }
 }
+
+/// What a [`FakeMilter`] answers at the end of the message.
+#[derive(Clone, Debug)]
+pub enum MilterAction {
+    /// `SMFIR_ACCEPT` after adding a header field (`SMFIR_ADDHEADER`).
+    AddHeader(String, String),
+    /// `SMFIR_ACCEPT` after changing the `index`-th (1-based) field `name` to `value`
+    /// (`SMFIR_CHGHEADER`; an empty value deletes it).
+    ChangeHeader(String, u32, String),
+    /// `SMFIR_REJECT` (Postfix answers `550 5.7.1 Command rejected`).
+    Reject,
+    /// `SMFIR_TEMPFAIL` (Postfix answers `451 4.7.1 Service unavailable - try again later`).
+    TempFail,
+    /// `SMFIR_REPLYCODE` with this text, such as `"550 5.7.0 Policy says no"`.
+    ReplyCode(String),
+    /// `SMFIR_DISCARD`: accepted and dropped.
+    Discard,
+    /// `SMFIR_QUARANTINE` with this reason, then `SMFIR_ACCEPT`.
+    Quarantine(String),
+}
+
+/// A small Sendmail milter on a free loopback port that answers `continue` to every step and
+/// a scripted [`MilterAction`] at the end of the message (the "small test milter" of issue
+/// 10, for the actions OpenDKIM never takes). It records the header fields it was shown.
+/// Stops on drop.
+pub struct FakeMilter {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    seen: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    messages: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FakeMilter {
+    /// Starts the milter; every message gets `action`.
+    pub fn start(action: MilterAction) -> FakeMilter {
+        let port = free_port();
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).expect("bind milter port");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let messages = Arc::new(AtomicUsize::new(0));
+        let (stop2, seen2, messages2) = (stop.clone(), seen.clone(), messages.clone());
+        let thread = std::thread::spawn(move || {
+            let mut conns: Vec<JoinHandle<()>> = Vec::new();
+            while !stop2.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (action, seen, messages) =
+                            (action.clone(), seen2.clone(), messages2.clone());
+                        conns.push(std::thread::spawn(move || {
+                            let _ = serve_milter(stream, &action, &seen, &messages);
+                        }));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+            for c in conns {
+                let _ = c.join();
+            }
+        });
+        FakeMilter {
+            port,
+            stop,
+            seen,
+            messages,
+            thread: Some(thread),
+        }
+    }
+
+    /// The value for Petrel's `[filter] milters` list: `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The header fields (name, value) the MTA showed it, over all messages.
+    pub fn headers_seen(&self) -> Vec<(String, String)> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// How many messages reached the end-of-message step.
+    pub fn messages(&self) -> usize {
+        self.messages.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FakeMilter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One milter connection: negotiate, `continue` every step, `action` at end of message.
+fn serve_milter(
+    mut s: TcpStream,
+    action: &MilterAction,
+    seen: &std::sync::Mutex<Vec<(String, String)>>,
+    messages: &AtomicUsize,
+) -> io::Result<()> {
+    s.set_nonblocking(false)?;
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let z = |parts: &[&str]| -> Vec<u8> {
+        let mut v = Vec::new();
+        for p in parts {
+            v.extend_from_slice(p.as_bytes());
+            v.push(0);
+        }
+        v
+    };
+    loop {
+        let mut len = [0u8; 4];
+        if s.read_exact(&mut len).is_err() {
+            return Ok(());
+        }
+        let n = u32::from_be_bytes(len) as usize;
+        if n == 0 || n > 1 << 20 {
+            return Ok(());
+        }
+        let mut pkt = vec![0u8; n];
+        s.read_exact(&mut pkt)?;
+        let (cmd, data) = (pkt[0], &pkt[1..]);
+        match cmd {
+            b'O' => {
+                // Version 6, every action the MTA offers, and every step with a reply.
+                let actions = data.get(4..8).unwrap_or(&[0, 0, 0, 0x1f]);
+                let mut d = 6u32.to_be_bytes().to_vec();
+                d.extend_from_slice(actions);
+                d.extend_from_slice(&0u32.to_be_bytes());
+                s.write_all(&milter_packet(b'O', &d))?;
+            }
+            b'D' | b'A' => {}
+            b'Q' => return Ok(()),
+            b'L' => {
+                let mut parts = data.split(|&b| b == 0);
+                let name = String::from_utf8_lossy(parts.next().unwrap_or(&[])).into_owned();
+                let value = String::from_utf8_lossy(parts.next().unwrap_or(&[])).into_owned();
+                seen.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((name, value));
+                s.write_all(&milter_packet(b'c', &[]))?;
+            }
+            b'E' => {
+                messages.fetch_add(1, Ordering::SeqCst);
+                let mut out = Vec::new();
+                match action {
+                    MilterAction::AddHeader(name, value) => {
+                        out.extend(milter_packet(b'h', &z(&[name, value])));
+                        out.extend(milter_packet(b'a', &[]));
+                    }
+                    MilterAction::ChangeHeader(name, index, value) => {
+                        let mut d = index.to_be_bytes().to_vec();
+                        d.extend(z(&[name, value]));
+                        out.extend(milter_packet(b'm', &d));
+                        out.extend(milter_packet(b'a', &[]));
+                    }
+                    MilterAction::Reject => out.extend(milter_packet(b'r', &[])),
+                    MilterAction::TempFail => out.extend(milter_packet(b't', &[])),
+                    MilterAction::ReplyCode(text) => {
+                        out.extend(milter_packet(b'y', &z(&[text])));
+                    }
+                    MilterAction::Discard => out.extend(milter_packet(b'd', &[])),
+                    MilterAction::Quarantine(reason) => {
+                        out.extend(milter_packet(b'q', &z(&[reason])));
+                        out.extend(milter_packet(b'a', &[]));
+                    }
+                }
+                s.write_all(&out)?;
+            }
+            // Connect, HELO, MAIL, RCPT, DATA, end of header, body chunks, unknown commands.
+            _ => s.write_all(&milter_packet(b'c', &[]))?,
+        }
+    }
+}

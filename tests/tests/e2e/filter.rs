@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use petrel_tests::scanners::{EICAR_SIGNATURE, FakeScanner, Misbehaviour, Scanner, eicar, gtube};
+use petrel_tests::scanners::{
+    EICAR_SIGNATURE, FakeMilter, FakeScanner, MilterAction, Misbehaviour, Scanner, eicar, gtube,
+};
 use petrel_tests::{
     Listener, Reply, Runtime, Server, ServerOptions, SmtpConn, contains, run_with_timeout,
     sample_message, stored_form, swaks,
@@ -35,6 +37,8 @@ both_runtimes!(
     garbage_answers_tempfail,
     scanner_closing_mid_stream_tempfails,
     hung_milter_accept_delivers,
+    milter_actions_honoured,
+    two_milters_both_apply,
     large_message_scanned_with_bounded_memory
 );
 
@@ -246,18 +250,43 @@ fn expect_nothing_delivered(s: &Server, scanners: &[&Scanner], user: &str) {
     }
 }
 
-/// Asserts the stored message ends with exactly what the client sent.
+/// Asserts the stored message carries what the client sent: every header line it sent (in
+/// order; scanners may add fields, which Petrel appends after them or inserts before them)
+/// and, after the header, exactly the body it sent.
 #[track_caller]
 fn expect_intact(s: &Server, scanners: &[&Scanner], stored: &[u8], sent: &[u8]) {
     let want = stored_form(sent);
-    if !stored.ends_with(&want[want.len().min(200)..])
-        || !contains(stored, &want[..want.len().min(200)])
-    {
+    let split = |m: &[u8]| -> (String, Vec<u8>) {
+        let at = m
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(m.len());
+        (
+            String::from_utf8_lossy(&m[..at]).into_owned(),
+            m.get(at + 4..).unwrap_or(&[]).to_vec(),
+        )
+    };
+    let (sent_head, sent_body) = split(&want);
+    let (stored_head, stored_body) = split(stored);
+    let stored_lines: Vec<&str> = stored_head.split("\r\n").collect();
+    let mut pos = 0;
+    let mut missing = None;
+    for line in sent_head.split("\r\n") {
+        match stored_lines[pos..].iter().position(|l| *l == line) {
+            Some(i) => pos += i + 1,
+            None => {
+                missing = Some(line.to_string());
+                break;
+            }
+        }
+    }
+    if missing.is_some() || stored_body != sent_body {
         fail_with(
             s,
             scanners,
             format!(
-                "stored message does not carry the sent one intact:\n{}",
+                "stored message does not carry the sent one intact (header line {missing:?} \
+                 missing or out of order, or the body differs):\n{}",
                 String::from_utf8_lossy(&stored[..stored.len().min(3000)])
             ),
         );
@@ -482,7 +511,7 @@ fn spam_to_junk(rt: Runtime, key: &str, sc: &Scanner) {
         &[
             kv(key, &sc.addr()),
             "timeout = 60".into(),
-            "spam_reject_score = 1001.0".into(),
+            "spam_reject_score = 5000.0".into(),
         ],
     );
     let spam = gtube_message("gtube-junk");
@@ -639,6 +668,161 @@ fn hung_milter_accept_delivers(rt: Runtime) {
     expect_intact(&s, &[], &inbox[0], &msg);
     if fake.accepted() == 0 {
         fail_with(&s, &[], "Petrel never connected to the milter");
+    }
+}
+
+/// Each end-of-message action of a milter, honoured as Postfix honours it.
+fn milter_actions_honoured(rt: Runtime) {
+    // (action, expected reply, messages in INBOX, messages in Junk)
+    let cases: [(MilterAction, &str, usize, usize); 7] = [
+        (MilterAction::Reject, "550 5.7.1", 0, 0),
+        (MilterAction::TempFail, "451 4.7.1", 0, 0),
+        (
+            MilterAction::ReplyCode("553 5.7.0 Policy says no".into()),
+            "553 5.7.0",
+            0,
+            0,
+        ),
+        (MilterAction::Discard, "250", 0, 0),
+        (MilterAction::Quarantine("held by test".into()), "250", 0, 1),
+        (
+            MilterAction::AddHeader("X-Test-Milter".into(), "added by test".into()),
+            "250",
+            1,
+            0,
+        ),
+        (
+            MilterAction::ChangeHeader("Subject".into(), 1, "changed by test".into()),
+            "250",
+            1,
+            0,
+        ),
+    ];
+    for (action, reply, want_inbox, want_junk) in cases {
+        let milter = FakeMilter::start(action.clone());
+        let s = server_with_filter(
+            rt,
+            &[
+                format!("milters = [\"{}\"]", milter.addr()),
+                "timeout = 10".into(),
+            ],
+        );
+        let msg = sample_message("milter-action");
+        let (r, _, c) = send25(&s, &[ALICE], &msg);
+        let what = format!("{action:?}");
+        if !r.matches(reply) {
+            fail_with(
+                &s,
+                &[],
+                format!(
+                    "milter {what}: expected {reply:?}, got {:?}\n{}",
+                    r.text(),
+                    c.transcript()
+                ),
+            );
+        }
+        if matches!(action, MilterAction::ReplyCode(_)) && !r.text().contains("Policy says no") {
+            fail_with(
+                &s,
+                &[],
+                format!("milter {what}: its text was lost: {}", r.text()),
+            );
+        }
+        let inbox = folder(&s, ALICE, "INBOX");
+        let junk = folder(&s, ALICE, "Junk");
+        if inbox.len() != want_inbox || junk.len() != want_junk {
+            fail_with(
+                &s,
+                &[],
+                format!(
+                    "milter {what}: INBOX {} Junk {}, expected {want_inbox} and {want_junk}",
+                    inbox.len(),
+                    junk.len()
+                ),
+            );
+        }
+        if milter.messages() != 1 {
+            fail_with(
+                &s,
+                &[],
+                format!("milter {what}: saw {} messages", milter.messages()),
+            );
+        }
+        if !milter
+            .headers_seen()
+            .iter()
+            .any(|(n, v)| n == "Subject" && v.contains("milter-action"))
+        {
+            fail_with(
+                &s,
+                &[],
+                format!("milter {what}: was shown {:?}", milter.headers_seen()),
+            );
+        }
+        match &action {
+            MilterAction::AddHeader(..) => {
+                let head = header_block(&inbox[0]);
+                if !head.contains("X-Test-Milter: added by test") {
+                    fail_with(&s, &[], format!("added header missing:\n{head}"));
+                }
+                expect_intact(&s, &[], &inbox[0], &msg);
+            }
+            MilterAction::ChangeHeader(..) => {
+                let head = header_block(&inbox[0]);
+                let subjects: Vec<&str> = head
+                    .split("\r\n")
+                    .filter(|l| l.to_ascii_lowercase().starts_with("subject:"))
+                    .collect();
+                if subjects != ["Subject: changed by test"] {
+                    fail_with(&s, &[], format!("Subject not changed:\n{head}"));
+                }
+            }
+            MilterAction::Quarantine(_)
+                if !contains(&junk[0], b"Hello, this is milter-action.") =>
+            {
+                fail_with(&s, &[], "the quarantined copy lost its body");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// OpenDKIM and a second milter in one list: both run and both of their headers land.
+fn two_milters_both_apply(rt: Runtime) {
+    let dkim = Scanner::opendkim("remote.example", "sel2");
+    let tagger = FakeMilter::start(MilterAction::AddHeader(
+        "X-Second-Milter".into(),
+        "yes".into(),
+    ));
+    let s = server_with_filter(
+        rt,
+        &[format!(
+            "milters = [\"{}\", \"{}\"]",
+            dkim.addr(),
+            tagger.addr()
+        )],
+    );
+    let msg = sample_message("two-milters");
+    let (r, _, c) = send25(&s, &[ALICE], &msg);
+    if !r.matches("250") {
+        fail_with(
+            &s,
+            &[&dkim],
+            format!("two milters: {:?}\n{}", r.text(), c.transcript()),
+        );
+    }
+    let inbox = expect_messages(&s, ALICE, 1);
+    let head = header_block(&inbox[0]);
+    if !has_field(&inbox[0], "DKIM-Signature") || !head.contains("X-Second-Milter: yes") {
+        fail_with(
+            &s,
+            &[&dkim],
+            format!("both milters' headers expected:\n{head}"),
+        );
+    }
+    let key = dkim.dkim_key().expect("key");
+    if let Err(e) = dkim_verify(&inbox[0], &key.txt) {
+        fail_with(&s, &[&dkim], e);
     }
 }
 
@@ -986,5 +1170,26 @@ fn large_message_scanned_with_bounded_memory(rt: Runtime) {
     let log = sc.log();
     if !log.contains(": OK") || (log.contains("limit") && log.contains("exceeded")) {
         fail_with(&s, &[&sc], "clamd did not scan the whole stream");
+    }
+    // The same 50 MB with EICAR in its last line: refused, so the scanner saw the very end.
+    let mut infected = msg.clone();
+    infected.extend_from_slice(&eicar());
+    infected.extend_from_slice(b"\r\n");
+    let (r, _, c) = send25(&s, &[BOB], &infected);
+    expect_virus_refusal(&s, &sc, &r, &c);
+    expect_nothing_delivered(&s, &[&sc], BOB);
+    let end = s
+        .peak_rss_kib()
+        .unwrap_or_else(|| fail_with(&s, &[&sc], "no VmHWM for the server"));
+    let grown_mib = (end.saturating_sub(before)) as f64 / 1024.0;
+    eprintln!(
+        "after a second 50 MB message (EICAR at the end): VmHWM {end} kB (+{grown_mib:.1} MiB)"
+    );
+    if grown_mib >= 20.0 {
+        fail_with(
+            &s,
+            &[&sc],
+            format!("peak memory grew by {grown_mib:.1} MiB over two 50 MB messages"),
+        );
     }
 }
