@@ -103,7 +103,10 @@ impl RspamdClient {
     }
 
     fn judge(&self, json: &Json) -> Result<Verdict, ScanError> {
-        if json.get("is_skipped").and_then(Json::as_bool) == Some(true) {
+        // `is_skipped` with an action is a pre-result (GTUBE, settings): the action stands.
+        if json.get("is_skipped").and_then(Json::as_bool) == Some(true)
+            && json.get("action").is_none()
+        {
             return Ok(Verdict::Accept {
                 edits: Vec::new(),
                 spam: None,

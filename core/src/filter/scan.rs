@@ -14,6 +14,7 @@
 //! whole message gets 451 4.7.1; `accept`: the message goes on without that scanner's verdict).
 
 use super::clamd::ClamdClient;
+use super::milter::{MilterClient, MilterConfig};
 use super::rspamd::RspamdClient;
 use super::spamd::SpamdClient;
 use super::{HeaderEdit, ScanContext, ScannerClient, Verdict};
@@ -79,16 +80,19 @@ impl Default for FilterConfig {
     }
 }
 
-/// Makes the client for a milter at the given address. The milter protocol's client lives in
-/// `filter::milter`; until it is wired, milters are treated as not configured.
-fn milter_client(_target: &str) -> Option<Box<dyn ScannerClient>> {
-    // TODO(issue 10): `MilterClient` from core/src/filter/milter.rs once it lands.
-    None
+/// Makes the client for a milter. `{daemon_name}` is our host name, as Postfix's default
+/// `milter_macro_daemon_name = $myhostname`.
+fn milter_client(hostname: &str) -> Box<dyn ScannerClient> {
+    Box::new(MilterClient::new(MilterConfig {
+        daemon_name: hostname.to_string(),
+        ..MilterConfig::default()
+    }))
 }
 
 /// The scanners that apply to a message on a listener of this role, in the order they run:
 /// clamd, milters, spamd, rspamd. Each is (kind, target, client).
-fn scanners_for(config: &FilterConfig, role: Role, user: Option<&str>) -> Vec<Slot> {
+fn scanners_for(config: &FilterConfig, role: Role, ctx: &ScanContext) -> Vec<Slot> {
+    let user = ctx.authenticated.as_deref();
     let (virus, spam, milters) = match role {
         Role::Inbound => (true, true, true),
         Role::Lmtp => (config.scan_lmtp, config.scan_lmtp, config.scan_lmtp),
@@ -108,9 +112,7 @@ fn scanners_for(config: &FilterConfig, role: Role, user: Option<&str>) -> Vec<Sl
     }
     if milters {
         for target in &config.milters {
-            if let Some(client) = milter_client(target) {
-                add("milter", target, client);
-            }
+            add("milter", target, milter_client(&ctx.hostname));
         }
     }
     if spam && let Some(target) = &config.spamd {
@@ -243,7 +245,7 @@ pub struct Scan {
 impl Scan {
     /// The scan for a message on a listener of `role`, or `None` when no scanner applies.
     pub fn new(config: &FilterConfig, role: Role, ctx: ScanContext) -> Option<Scan> {
-        let slots = scanners_for(config, role, ctx.authenticated.as_deref());
+        let slots = scanners_for(config, role, &ctx);
         if slots.is_empty() {
             return None;
         }
