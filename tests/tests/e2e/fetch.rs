@@ -23,6 +23,7 @@ both_runtimes!(
     daemon_fetches_mail_that_arrives_later_imap,
     wrong_password_is_shown_and_nothing_is_lost,
     kill9_during_large_fetch_then_rerun_gives_each_message_once,
+    kill9_of_the_daemon_during_a_large_fetch_then_restart,
 );
 
 /// The remote: a Petrel with POP3 and IMAP; ALICE's mailbox there is the remote account.
@@ -495,7 +496,130 @@ fn kill9_during_large_fetch_then_rerun_gives_each_message_once(rt: Runtime) {
     }
 }
 
-both_runtimes!(dovecot_imap_and_pop3);
+fn kill9_of_the_daemon_during_a_large_fetch_then_restart(rt: Runtime) {
+    let remote = remote(rt);
+    let mut local = local(rt, "");
+    let want = ids("k9d", 150);
+    put(&remote, &want, 40_000);
+    add(
+        &local,
+        &pop3_url(&remote),
+        &["--pin-sha256", &pin(&remote)],
+        ALICE.password,
+    );
+    for round in 0..2 {
+        let target = 25 + round * 40;
+        if !wait_until("the daemon to fetch some", Duration::from_secs(60), || {
+            local_ids(&local).len() >= target
+        }) {
+            fail(&local, "the daemon fetched too little");
+        }
+        local.kill9();
+        let got = local_ids(&local);
+        assert!(
+            got.values().all(|n| *n == 1),
+            "duplicate after kill -9: {got:?}"
+        );
+        local.restart();
+    }
+    if !wait_until("every message", Duration::from_secs(90), || {
+        local_ids(&local).len() == want.len() && remote_count(&remote) == 0
+    }) {
+        fail(
+            &local,
+            format!(
+                "{} of {} after restarts",
+                local_ids(&local).len(),
+                want.len()
+            ),
+        );
+    }
+    expect_exactly(&local, &want);
+}
+
+both_runtimes!(
+    dovecot_imap_and_pop3,
+    dovecot_uidvalidity_change_refetches_nothing
+);
+
+/// Dovecot renumbers the folder (its `dovecot-uidlist` is lost): nothing is fetched twice, the
+/// change shows in `fetch list`, and a message that arrives afterwards is fetched.
+fn dovecot_uidvalidity_change_refetches_nothing(rt: Runtime) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let maildir = dir.path().join("remote-maildir");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).expect("maildir");
+    }
+    let first = ids("uv", 4);
+    for (i, id) in first.iter().enumerate() {
+        std::fs::write(
+            maildir
+                .join("new")
+                .join(format!("1700000000.M{i}P1.remote")),
+            message(id, 1500),
+        )
+        .expect("write");
+    }
+    let user = DovecotUser::new("carl@remote.test", "carl-pw", &maildir);
+    let mut local = local(rt, "");
+    local.stop();
+    {
+        let dovecot = Dovecot::start(std::slice::from_ref(&user));
+        dovecot.grant_all();
+        add(
+            &local,
+            &format!(
+                "imap://carl%40remote.test@127.0.0.1:{}/INBOX",
+                dovecot.imap_port
+            ),
+            &["--keep"],
+            "carl-pw",
+        );
+        let (code, stdout, stderr) = run(&local);
+        assert_eq!(code, 0, "{stdout} {stderr}");
+        expect_exactly(&local, &first);
+    }
+    // A new Dovecot without the old UID list: a new UIDVALIDITY (Dovecot takes the time).
+    std::thread::sleep(Duration::from_millis(1100));
+    let _ = std::fs::remove_file(maildir.join("dovecot-uidlist"));
+    let later = ids("uv-later", 1);
+    std::fs::write(
+        maildir.join("new").join("1700000100.M9P1.remote"),
+        message(&later[0], 1500),
+    )
+    .expect("write");
+    let dovecot = Dovecot::start(std::slice::from_ref(&user));
+    dovecot.grant_all();
+    let url = format!(
+        "imap://carl%40remote.test@127.0.0.1:{}/INBOX",
+        dovecot.imap_port
+    );
+    // The account's port changed with the new Dovecot: re-point it (same number, same state).
+    let account = local
+        .data_dir()
+        .join("users/example.test/bob/fetch/1.account");
+    let text = std::fs::read_to_string(&account).expect("account file");
+    let text = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("url = ") {
+                format!("url = {url}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&account, format!("{text}\n")).expect("rewrite account");
+    let (code, stdout, stderr) = run(&local);
+    assert_eq!(code, 0, "{stdout} {stderr}\n{}", dovecot.log_tail(20));
+    assert!(stdout.contains("1/1"), "only the new message: {stdout}");
+    let mut want = first;
+    want.extend(later);
+    expect_exactly(&local, &want);
+    let l = list(&local);
+    assert!(l.contains("UIDVALIDITY changed"), "{l}");
+}
 
 /// Real Dovecot as the remote: IMAP (keep) then POP3 (delete) of the same Maildir.
 fn dovecot_imap_and_pop3(rt: Runtime) {
