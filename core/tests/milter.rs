@@ -1122,3 +1122,31 @@ proptest! {
         let _ = drive(MESSAGE, &replies);
     }
 }
+
+#[test]
+fn a_long_header_line_fed_byte_by_byte() {
+    // Without resuming the search for the line end this would scan ~2 GB.
+    let value = "w".repeat(60_000);
+    let message = format!("X-Long: {value}\r\n\r\nbody\r\n");
+    let mut c = MilterClient::new(config());
+    c.begin(&ctx());
+    c.handle_input(&optneg(6, 0, NR_ALL)).unwrap();
+    let mut sent = Vec::new();
+    for byte in message.as_bytes() {
+        assert!(c.ready_for_body());
+        c.body(std::slice::from_ref(byte));
+        while c.poll_output(&mut sent) {}
+    }
+    c.end();
+    while c.poll_output(&mut sent) {}
+    c.handle_input(&reply(b'c')).unwrap();
+    assert_eq!(
+        c.verdict(),
+        Some(&Verdict::Accept {
+            edits: vec![],
+            spam: None,
+            quarantine: None
+        })
+    );
+    assert!(find(&sent, &header("X-Long", &value)).is_some());
+}

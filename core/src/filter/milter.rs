@@ -266,6 +266,8 @@ pub struct MilterClient {
     ended: bool,
     /// Inside a header line that was cut: drop bytes up to the next LF.
     discard_line: bool,
+    /// Bytes after `pos` already known to hold no LF (the header line being completed).
+    scanned: usize,
     field: Option<Field>,
     fields_seen: usize,
     skip_body: bool,
@@ -297,6 +299,7 @@ impl MilterClient {
             pos: 0,
             ended: false,
             discard_line: false,
+            scanned: 0,
             field: None,
             fields_seen: 0,
             skip_body: false,
@@ -517,12 +520,20 @@ impl MilterClient {
             }
             return true;
         }
-        let (line_len, complete) = match avail.iter().position(|&b| b == b'\n') {
-            Some(i) => (i + 1, true),
+        // Resume the search for the line's end where the last call stopped, so a long line fed
+        // in tiny pieces costs linear time, not quadratic.
+        let from = self.scanned.min(avail.len());
+        let (line_len, complete) = match avail[from..].iter().position(|&b| b == b'\n') {
+            Some(i) => (from + i + 1, true),
             None if self.ended => (avail.len(), true),
             None if avail.len() >= MAX_FIELD => (avail.len(), false),
-            None => return false,
+            None => {
+                self.scanned = avail.len();
+                return false;
+            }
         };
+        // Whatever happens below consumes this line or leaves it for a fresh look.
+        self.scanned = 0;
         let line = &avail[..line_len];
         let content = strip_eol(line);
         let continuation = matches!(line[0], b' ' | b'\t');
