@@ -35,6 +35,10 @@ struct Folder {
     messages: Vec<Msg>,
     subscribed: bool,
     special: Option<&'static str>,
+    /// Expunged UIDs and the MODSEQ of their removal.
+    vanished: Vec<(u32, u64)>,
+    /// Expunges at or below this MODSEQ are forgotten.
+    floor: u64,
 }
 
 impl Folder {
@@ -46,6 +50,8 @@ impl Folder {
             messages: Vec::new(),
             subscribed: true,
             special: None,
+            vanished: Vec::new(),
+            floor: 0,
         }
     }
     fn add(&mut self, bytes: &[u8], flags: &[&str], date: i64) -> u32 {
@@ -218,6 +224,18 @@ impl FakeStore {
                 Some(f) => ImapAnswer::Snapshot(f.snapshot()),
             },
             ImapRequest::Changed { .. } => ImapAnswer::Stamp(self.stamp),
+            ImapRequest::Vanished { folder, since } => {
+                let f = &self.folders[&folder];
+                ImapAnswer::Vanished {
+                    uids: f
+                        .vanished
+                        .iter()
+                        .filter(|v| v.1 > since)
+                        .map(|v| v.0)
+                        .collect(),
+                    complete: since >= f.floor,
+                }
+            }
             ImapRequest::Refresh { folder } => {
                 self.refreshes += 1;
                 if let Some(hook) = self.on_refresh {
@@ -285,6 +303,7 @@ impl FakeStore {
                     !del
                 });
                 f.modseq += 1;
+                f.vanished.extend(gone.iter().map(|&u| (u, f.modseq)));
                 ImapAnswer::Expunged(gone)
             }
             ImapRequest::Copy {
@@ -415,12 +434,12 @@ fn greeting_capability_login_logout() {
         &[],
         &mut store,
     );
-    assert!(t.starts_with("* OK [CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CONDSTORE SPECIAL-USE ESEARCH UTF8=ACCEPT STARTTLS AUTH=PLAIN APPENDLIMIT=4096] Petrel ready.\r\n"), "{t}");
+    assert!(t.starts_with("* OK [CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CONDSTORE QRESYNC SPECIAL-USE ESEARCH UTF8=ACCEPT STARTTLS AUTH=PLAIN APPENDLIMIT=4096] Petrel ready.\r\n"), "{t}");
     assert!(
         t.contains("\r\na2 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"),
         "{t}"
     );
-    assert!(t.contains("a3 OK [CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CONDSTORE SPECIAL-USE ESEARCH UTF8=ACCEPT APPENDLIMIT=4096] Logged in.\r\n"), "{t}");
+    assert!(t.contains("a3 OK [CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CONDSTORE QRESYNC SPECIAL-USE ESEARCH UTF8=ACCEPT APPENDLIMIT=4096] Logged in.\r\n"), "{t}");
     assert!(
         t.contains("* ID (\"name\" \"Petrel\")\r\na1b OK ID completed.\r\n"),
         "{t}"
@@ -1123,4 +1142,70 @@ fn idle_refreshes_only_when_the_stamp_changes() {
     assert_eq!(store.refreshes, 4);
     let changed = store.requests.iter().filter(|r| *r == "Changed").count();
     assert_eq!(changed, 6, "{:?}", store.requests);
+}
+
+/// QRESYNC (RFC 7162): ENABLE, VANISHED instead of EXPUNGE, SELECT (QRESYNC ...) with
+/// VANISHED (EARLIER) and the changed flags, UID FETCH (CHANGEDSINCE m VANISHED).
+#[test]
+fn qresync_vanished_select_and_fetch() {
+    let mut store = FakeStore::default();
+    let t = converse(
+        &[
+            LOGIN,
+            b"a1 ENABLE QRESYNC\r\na2 SELECT INBOX\r\na3 STORE 2 +FLAGS.SILENT (\\Deleted)\r\na4 EXPUNGE\r\n",
+            b"a5 SELECT INBOX (QRESYNC (1000 2 1:3))\r\n",
+            b"a6 UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)\r\n",
+            b"a7 SELECT INBOX (QRESYNC (999 2))\r\n",
+            b"a8 FETCH 1 (FLAGS) (CHANGEDSINCE 1 VANISHED)\r\n",
+        ]
+        .concat(),
+        &[],
+        &mut store,
+    );
+    assert!(t.contains("* ENABLED QRESYNC\r\na1 OK"), "{t}");
+    assert!(t.contains("* VANISHED 2\r\na4 OK"), "{t}");
+    assert!(!t.contains(" EXPUNGE\r\n"), "{t}");
+    assert!(
+        t.contains("* OK [CLOSED]") && t.contains("* VANISHED (EARLIER) 2\r\n* 2 FETCH (UID 3 FLAGS (\\Flagged $Work) MODSEQ (4))\r\na5 OK [READ-WRITE]"),
+        "{t}"
+    );
+    let a6 = &t[t.find("a5 OK").unwrap()..t.find("a6 OK").unwrap()];
+    assert!(a6.contains("* VANISHED (EARLIER) 2\r\n* 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ (2))\r\n* 2 FETCH (UID 3 "), "{a6}");
+    // Another UIDVALIDITY: no resync data.
+    let a7 = &t[t.find("a6 OK").unwrap()..t.find("a7 OK").unwrap()];
+    assert!(!a7.contains("VANISHED") && !a7.contains("FETCH"), "{a7}");
+    // VANISHED only with UID FETCH.
+    assert!(t.contains("a8 BAD"), "{t}");
+}
+
+#[test]
+fn qresync_needs_enable_and_forgotten_expunges_are_answered_conservatively() {
+    let mut store = FakeStore::default();
+    let t = converse(
+        &[LOGIN, b"a1 SELECT INBOX (QRESYNC (1000 2))\r\n"].concat(),
+        &[],
+        &mut store,
+    );
+    assert!(t.contains("a1 BAD"), "{t}");
+    // UIDs 4..9 came and went long ago; the store no longer knows which were expunged when.
+    let mut store = FakeStore::default();
+    let inbox = store.folders.get_mut("INBOX").unwrap();
+    inbox.next_uid = 10;
+    inbox.floor = 50;
+    let t = converse(
+        &[
+            LOGIN,
+            b"a1 ENABLE QRESYNC\r\na2 SELECT INBOX (QRESYNC (1000 3 2:6,8))\r\n",
+            b"a3 UID FETCH 1:* (UID) (CHANGEDSINCE 3 VANISHED)\r\n",
+        ]
+        .concat(),
+        &[],
+        &mut store,
+    );
+    assert!(t.contains("* VANISHED (EARLIER) 4:6,8\r\n"), "{t}");
+    let a3 = &t[t.find("a2 OK").unwrap()..];
+    assert!(
+        a3.contains("* VANISHED (EARLIER) 4:9\r\n* 3 FETCH (UID 3 MODSEQ (4))"),
+        "{a3}"
+    );
 }

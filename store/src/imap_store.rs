@@ -197,6 +197,13 @@ impl Store {
                     Some(dir) => answer(ImapAnswer::Snapshot(self.snapshot(&dir)?)),
                 }
             }
+            ImapRequest::Vanished { folder, since } => match self.existing(user, &folder)? {
+                None => nonexistent(),
+                Some(dir) => {
+                    let (uids, complete) = self.imap_index(&dir)?.vanished_since(since);
+                    answer(ImapAnswer::Vanished { uids, complete })
+                }
+            },
             ImapRequest::Changed { folder } => match self.existing(user, &folder)? {
                 None => nonexistent(),
                 Some(dir) => answer(ImapAnswer::Stamp(self.folder_stamp(&dir)?)),

@@ -10,7 +10,7 @@
 //!
 //! File format (`petrel-modseq`), one record a line:
 //! ```text
-//! v1 UIDVALIDITY HIGHESTMODSEQ
+//! v1 UIDVALIDITY HIGHESTMODSEQ [FLOOR]
 //! m UID MODSEQ FLAGS        (FLAGS: the Maildir letters, `-` for none)
 //! x UID MODSEQ              (an expunged UID and when it went)
 //! ```
@@ -58,6 +58,25 @@ pub struct FolderIndex {
     pub messages: Vec<IndexedMessage>,
     /// Expunged UIDs with the MODSEQ of their removal, oldest first (bounded).
     pub vanished: Vec<(u32, u64)>,
+    /// Expunges at or below this MODSEQ may be missing from `vanished` (forgotten to keep it
+    /// bounded, or lost with a rebuilt index): `vanished` is complete only for changes after it.
+    pub vanished_floor: u64,
+}
+
+impl FolderIndex {
+    /// The UIDs expunged after MODSEQ `since`, ascending, and whether that list is complete
+    /// (`since` is at or above [`FolderIndex::vanished_floor`]).
+    pub fn vanished_since(&self, since: u64) -> (Vec<u32>, bool) {
+        let mut uids: Vec<u32> = self
+            .vanished
+            .iter()
+            .filter(|&&(_, m)| m > since)
+            .map(|&(u, _)| u)
+            .collect();
+        uids.sort_unstable();
+        uids.dedup();
+        (uids, since >= self.vanished_floor)
+    }
 }
 
 /// The Maildir flag letters of a file name (after `:2,`), sorted.
@@ -98,6 +117,7 @@ pub fn imap_flags(letters: &str, keywords: &[String]) -> Vec<String> {
 struct Stored {
     uidvalidity: u32,
     highest: u64,
+    floor: u64,
     messages: HashMap<u32, (u64, String)>,
     vanished: Vec<(u32, u64)>,
 }
@@ -112,6 +132,11 @@ fn parse(text: &str) -> Option<Stored> {
         uidvalidity: head.next()?.parse().ok()?,
         highest: head.next()?.parse().ok()?,
         ..Stored::default()
+    };
+    // Written before QRESYNC kept a floor: nothing was ever forgotten unless it is full.
+    s.floor = match head.next() {
+        Some(f) => f.parse().ok()?,
+        None => 0,
     };
     for line in lines {
         let f: Vec<&str> = line.split(' ').collect();
@@ -129,7 +154,10 @@ fn parse(text: &str) -> Option<Stored> {
 }
 
 fn render(index: &FolderIndex) -> String {
-    let mut out = format!("v1 {} {}\n", index.uidvalidity, index.highest_modseq);
+    let mut out = format!(
+        "v1 {} {} {}\n",
+        index.uidvalidity, index.highest_modseq, index.vanished_floor
+    );
     for m in &index.messages {
         let flags = name_flags(&m.name);
         let flags = if flags.is_empty() { "-" } else { &flags };
@@ -160,13 +188,18 @@ pub fn sync(
     }
     .filter(|s| s.uidvalidity == view.uidvalidity);
     let rebuilt = stored.is_none();
-    let mut stored = stored.unwrap_or_else(|| Stored {
-        uidvalidity: view.uidvalidity,
+    let mut stored = stored.unwrap_or_else(|| {
         // Above anything handed out before the index was lost: microseconds of the clock.
-        highest: u64::try_from(now_secs)
+        let highest = u64::try_from(now_secs)
             .unwrap_or(0)
-            .saturating_mul(1_000_000),
-        ..Stored::default()
+            .saturating_mul(1_000_000);
+        Stored {
+            uidvalidity: view.uidvalidity,
+            highest,
+            // Whatever was expunged before is unknown now.
+            floor: highest,
+            ..Stored::default()
+        }
     });
     let keywords = read_keywords(fs, &dir.join(KEYWORDS_FILE))?;
     let mut changed = rebuilt;
@@ -200,7 +233,9 @@ pub fn sync(
     }
     if stored.vanished.len() > MAX_TOMBSTONES {
         let excess = stored.vanished.len() - MAX_TOMBSTONES;
-        stored.vanished.drain(..excess);
+        for (_, modseq) in stored.vanished.drain(..excess) {
+            stored.floor = stored.floor.max(modseq);
+        }
     }
     let index = FolderIndex {
         uidvalidity: view.uidvalidity,
@@ -208,6 +243,7 @@ pub fn sync(
         highest_modseq: stored.highest,
         messages,
         vanished: stored.vanished,
+        vanished_floor: stored.floor,
     };
     if changed {
         write_atomic(fs, &path, render(&index).as_bytes(), "index")?;

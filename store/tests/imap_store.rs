@@ -12,18 +12,23 @@ const USER: &str = "alice@example.test";
 const NOW: i64 = 1_800_000_000;
 
 #[derive(Debug)]
-struct Clock;
-impl WallClock for Clock {
+struct FixedClock(i64);
+impl WallClock for FixedClock {
     fn unix_seconds(&self) -> i64 {
-        NOW
+        self.0
     }
 }
 
 fn store(dir: &Path) -> Store {
+    store_at(dir, NOW)
+}
+
+/// A store whose clock says `now`.
+fn store_at(dir: &Path, now: i64) -> Store {
     let config = StoreConfig {
         data_dir: dir.to_path_buf(),
         hostname: "mx.example.test".into(),
-        clock: Arc::new(Clock),
+        clock: Arc::new(FixedClock(now)),
         pid: 42,
         seed: 7,
     };
@@ -657,4 +662,60 @@ fn folder_stamp_follows_changes_and_distrusts_fresh_mtimes() {
         ),
         "[NONEXISTENT]"
     ));
+}
+
+fn vanished(s: &Store, since: u64) -> (Vec<u32>, bool) {
+    match ask(
+        s,
+        ImapRequest::Vanished {
+            folder: "INBOX".into(),
+            since,
+        },
+    ) {
+        ImapAnswer::Vanished { uids, complete } => (uids, complete),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// QRESYNC: the UIDs expunged after a MODSEQ, from the index's tombstones; after the index is
+/// lost (rebuilt from the Maildir) earlier expunges are unknown, which the answer says.
+#[test]
+fn vanished_since_a_modseq_and_after_a_lost_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = store(tmp.path());
+    let a = append(&s, "INBOX", &["\\Deleted"], None, &[b"a\r\n"]);
+    let b = append(&s, "INBOX", &[], None, &[b"b\r\n"]);
+    let c = append(&s, "INBOX", &["\\Deleted"], None, &[b"c\r\n"]);
+    let before = select(&s, "INBOX").highest_modseq;
+    assert_eq!(vanished(&s, before), (vec![], true));
+    let expunge = ImapRequest::Expunge {
+        folder: "INBOX".into(),
+        uids: Some(vec![a]),
+    };
+    assert_eq!(ask(&s, expunge), ImapAnswer::Expunged(vec![a]));
+    let middle = select(&s, "INBOX").highest_modseq;
+    let expunge = ImapRequest::Expunge {
+        folder: "INBOX".into(),
+        uids: None,
+    };
+    assert_eq!(ask(&s, expunge), ImapAnswer::Expunged(vec![c]));
+    assert_eq!(vanished(&s, before), (vec![a, c], true));
+    assert_eq!(vanished(&s, middle), (vec![c], true));
+    let now = select(&s, "INBOX").highest_modseq;
+    assert_eq!(vanished(&s, now), (vec![], true));
+    // Below the MODSEQs of the folder's first index: nothing is known from before it.
+    assert_eq!(vanished(&s, 1), (vec![a, c], false));
+    // The index is lost and rebuilt a minute later: MODSEQs from the clock, above the old ones,
+    // and no memory of expunges.
+    drop(s);
+    std::fs::remove_file(root(tmp.path()).join("petrel-modseq")).unwrap();
+    let s = store_at(tmp.path(), NOW + 60);
+    let rebuilt = select(&s, "INBOX");
+    assert!(rebuilt.highest_modseq > now);
+    assert_eq!(
+        rebuilt.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
+        [b]
+    );
+    assert_eq!(vanished(&s, now), (vec![], false));
+    assert_eq!(vanished(&s, rebuilt.highest_modseq), (vec![], true));
 }

@@ -57,6 +57,15 @@ pub enum ImapRequest {
         /// The folder.
         folder: String,
     },
+    /// UIDs expunged from the folder after MODSEQ `since` (QRESYNC, RFC 7162: SELECT's
+    /// `VANISHED (EARLIER)` and `UID FETCH ... (CHANGEDSINCE since VANISHED)`). Answer:
+    /// [`ImapAnswer::Vanished`].
+    Vanished {
+        /// The folder.
+        folder: String,
+        /// The client's last known MODSEQ.
+        since: u64,
+    },
     /// Bytes of a message as stored (CRLF lines). Answer: [`ImapAnswer::Data`], empty at the end.
     Read {
         /// The folder.
@@ -210,6 +219,15 @@ pub enum ImapAnswer {
     Snapshot(FolderSnapshot),
     /// Read.
     Data(Vec<u8>),
+    /// Vanished: the UIDs expunged after `since`, ascending. `complete` is false when the
+    /// store no longer remembers every expunge after `since` (it keeps a bounded number): the
+    /// session must then treat every UID it cannot see as possibly expunged.
+    Vanished {
+        /// Expunged UIDs.
+        uids: Vec<u32>,
+        /// Whether `uids` is every UID expunged after `since`.
+        complete: bool,
+    },
     /// Changed: the folder's stamp (see [`ImapRequest::Changed`]; 0 means unknown).
     Stamp(u64),
     /// Store: (uid, new flags, modseq); UIDs failing UNCHANGEDSINCE are left out.

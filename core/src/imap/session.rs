@@ -9,7 +9,7 @@
 
 use super::command::{
     AppendStart, Command, CommandKind, DateTime, FetchItem, Flag, ListReturn, ListSelect, Mailbox,
-    SearchKey, SearchReturn, Section, SectionText, StatusItem, StoreMode,
+    QResync, SearchKey, SearchReturn, Section, SectionText, SelectParams, StatusItem, StoreMode,
 };
 use super::parser::{Limits, Parsed, Parser};
 use super::request::{FlagMode, FolderSnapshot, ImapAnswer, ImapRequest, MessageMeta};
@@ -184,6 +184,19 @@ enum Pending {
         tag: String,
         folder: String,
         readonly: bool,
+        /// SELECT (QRESYNC (...)): what the client knows.
+        qresync: Option<QResync>,
+    },
+    /// SELECT (QRESYNC ...): the UIDs expunged since the client's MODSEQ; then the tagged OK.
+    SelectVanished {
+        tag: String,
+        text: String,
+        qresync: QResync,
+    },
+    /// UID FETCH ... (CHANGEDSINCE m VANISHED): the UIDs expunged since `m`; then the FETCH.
+    FetchVanished {
+        tag: String,
+        fetch: CommandKind,
     },
     /// NOOP/CHECK (tagged) or an IDLE poll (untagged).
     Refresh(Option<(String, &'static str)>),
@@ -233,6 +246,8 @@ pub struct ImapSession {
     utf8: bool,
     rev2: bool,
     condstore: bool,
+    /// ENABLE QRESYNC (RFC 7162): VANISHED instead of EXPUNGE.
+    qresync: bool,
     errors: u32,
     auth_failures: u32,
     deadline: Instant,
@@ -262,6 +277,7 @@ impl ImapSession {
             utf8: false,
             rev2: false,
             condstore: false,
+            qresync: false,
             errors: 0,
             auth_failures: 0,
             idle_next: None,
@@ -328,6 +344,7 @@ impl ImapSession {
             "UIDPLUS",
             "MOVE",
             "CONDSTORE",
+            "QRESYNC",
             "SPECIAL-USE",
             "ESEARCH",
             "UTF8=ACCEPT",
@@ -487,6 +504,11 @@ impl ImapSession {
                 for cap in caps {
                     match cap.as_str() {
                         "CONDSTORE" => self.condstore = true,
+                        // RFC 7162 3.2.3: enabling QRESYNC implies CONDSTORE.
+                        "QRESYNC" => {
+                            self.qresync = true;
+                            self.condstore = true;
+                        }
                         "IMAP4REV2" => {
                             self.rev2 = true;
                             self.utf8 = true;
@@ -541,12 +563,8 @@ impl ImapSession {
                 ),
                 Err(e) => self.tagged(&tag, "NO", e),
             },
-            CommandKind::Select { mailbox, params } => {
-                self.select(tag, &mailbox, params.condstore, false)
-            }
-            CommandKind::Examine { mailbox, params } => {
-                self.select(tag, &mailbox, params.condstore, true)
-            }
+            CommandKind::Select { mailbox, params } => self.select(tag, &mailbox, params, false),
+            CommandKind::Examine { mailbox, params } => self.select(tag, &mailbox, params, true),
             CommandKind::Create { mailbox, .. } => {
                 let folder = self
                     .folder_name(&mailbox)
@@ -635,6 +653,30 @@ impl ImapSession {
                 self.imap(
                     ImapRequest::Expunge { folder, uids },
                     Pending::Expunge { tag, close: false },
+                );
+            }
+            CommandKind::Fetch {
+                uid,
+                set,
+                items,
+                changed_since: Some(since),
+                vanished: true,
+            } => {
+                // RFC 7162 3.2.6: VANISHED needs QRESYNC enabled (the parser checked UID FETCH
+                // and CHANGEDSINCE).
+                if !self.qresync {
+                    return self.bad(Some(&tag), "VANISHED needs ENABLE QRESYNC.");
+                }
+                let fetch = CommandKind::Fetch {
+                    uid,
+                    set,
+                    items,
+                    changed_since: Some(since),
+                    vanished: false,
+                };
+                self.imap(
+                    ImapRequest::Vanished { folder, since },
+                    Pending::FetchVanished { tag, fetch },
                 );
             }
             CommandKind::Fetch {
@@ -892,8 +934,12 @@ impl ImapSession {
 }
 
 impl ImapSession {
-    fn select(&mut self, tag: String, mailbox: &Mailbox, condstore: bool, readonly: bool) {
-        if condstore {
+    fn select(&mut self, tag: String, mailbox: &Mailbox, params: SelectParams, readonly: bool) {
+        // RFC 7162 3.2.5: QRESYNC parameters need ENABLE QRESYNC first.
+        if params.qresync.is_some() && !self.qresync {
+            return self.bad(Some(&tag), "QRESYNC is not enabled.");
+        }
+        if params.condstore {
             self.condstore = true;
         }
         if self.selected.take().is_some() {
@@ -909,6 +955,7 @@ impl ImapSession {
                     tag,
                     folder,
                     readonly,
+                    qresync: params.qresync,
                 },
             ),
             Err(e) => self.tagged(&tag, "NO", e),
@@ -1323,11 +1370,17 @@ impl ImapSession {
         };
         let mut lines = Vec::new();
         let fresh: HashMap<u32, &MessageMeta> = new.messages.iter().map(|m| (m.uid, m)).collect();
+        let mut gone = Vec::new();
         for i in (0..sel.snap.messages.len()).rev() {
             if !fresh.contains_key(&sel.snap.messages[i].uid) {
                 lines.push(format!("* {} EXPUNGE", i + 1));
-                sel.snap.messages.remove(i);
+                gone.push(sel.snap.messages.remove(i).uid);
             }
+        }
+        // RFC 7162 3.2.10: once QRESYNC is enabled, VANISHED replaces EXPUNGE.
+        if self.qresync && !gone.is_empty() {
+            gone.reverse();
+            lines = vec![format!("* VANISHED {}", ranges_text(&uids_to_ranges(gone)))];
         }
         for (i, m) in sel.snap.messages.iter_mut().enumerate() {
             if let Some(n) = fresh.get(&m.uid)
@@ -1364,6 +1417,73 @@ impl ImapSession {
         }
     }
 
+    /// SELECT (QRESYNC ...) after the snapshot: `* VANISHED (EARLIER)` for the client's known
+    /// UIDs expunged since its MODSEQ (`uids`, or when `complete` is false every known UID not
+    /// in the folder), then `* n FETCH (UID FLAGS MODSEQ)` for known messages changed since.
+    fn select_resync(&mut self, q: &QResync, uids: &[u32], complete: bool) {
+        self.vanished_earlier(uids, complete, q.known_uids.as_ref());
+        let Some(sel) = &self.selected else {
+            return;
+        };
+        let max = sel.max_uid();
+        let lines: Vec<String> = sel
+            .snap
+            .messages
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.modseq > q.mod_seq)
+            .filter(|(_, m)| q.known_uids.as_ref().is_none_or(|k| k.contains(m.uid, max)))
+            .map(|(i, m)| {
+                format!(
+                    "* {} FETCH (UID {} FLAGS {} MODSEQ ({}))",
+                    i + 1,
+                    m.uid,
+                    flag_list(&m.flags),
+                    m.modseq
+                )
+            })
+            .collect();
+        for l in lines {
+            self.line(&l);
+        }
+    }
+
+    /// `* VANISHED (EARLIER) set` for the expunged `uids` that are in `wanted` (a UID set; all
+    /// when `None`). When `complete` is false the store forgot some expunges, so every wanted
+    /// UID below UIDNEXT that is not in the folder is reported instead (RFC 7162 3.2.5.2 and
+    /// 3.2.6 allow a superset). Work is linear in the folder and the set's ranges, never in the
+    /// UID space.
+    fn vanished_earlier(&mut self, uids: &[u32], complete: bool, wanted: Option<&SequenceSet>) {
+        let Some(sel) = &self.selected else {
+            return;
+        };
+        let max = sel.snap.next_uid.saturating_sub(1).max(sel.max_uid());
+        let ranges: Vec<(u32, u32)> = if complete {
+            uids_to_ranges(
+                uids.iter()
+                    .copied()
+                    .filter(|&u| wanted.is_none_or(|w| w.contains(u, max))),
+            )
+        } else {
+            let mut gaps = Vec::new();
+            let mut next = 1u32;
+            let present = sel.snap.messages.iter().map(|m| m.uid);
+            for uid in present.chain(std::iter::once(max.saturating_add(1))) {
+                if uid > next {
+                    gaps.push((next, uid - 1));
+                }
+                next = uid.saturating_add(1);
+            }
+            match wanted {
+                None => gaps,
+                Some(w) => intersect_ranges(&gaps, &w.normalized(max)),
+            }
+        };
+        if !ranges.is_empty() {
+            self.line(&format!("* VANISHED (EARLIER) {}", ranges_text(&ranges)));
+        }
+    }
+
     /// IDLE: fetches a fresh snapshot that will be known to cover `stamp` (0: covers nothing).
     fn idle_refresh(&mut self, stamp: u64) {
         if let Some(folder) = self.selected.as_ref().map(|s| s.folder.clone()) {
@@ -1377,10 +1497,17 @@ impl ImapSession {
         };
         let mut idx: Vec<usize> = uids.iter().filter_map(|&u| sel.index_of(u)).collect();
         idx.sort_unstable();
+        idx.dedup();
         let mut lines = Vec::new();
+        let mut gone = Vec::new();
         for &i in idx.iter().rev() {
-            sel.snap.messages.remove(i);
+            gone.push(sel.snap.messages.remove(i).uid);
             lines.push(format!("* {} EXPUNGE", i + 1));
+        }
+        // RFC 7162 3.2.10: once QRESYNC is enabled, VANISHED replaces EXPUNGE.
+        if self.qresync && !gone.is_empty() {
+            gone.reverse();
+            lines = vec![format!("* VANISHED {}", ranges_text(&uids_to_ranges(gone)))];
         }
         if !quiet {
             for l in lines {
@@ -1474,6 +1601,7 @@ impl ImapSession {
                     tag,
                     folder,
                     readonly,
+                    qresync,
                 },
                 ImapAnswer::Snapshot(snap),
             ) => {
@@ -1519,7 +1647,42 @@ impl ImapSession {
                 } else {
                     ("READ-WRITE", "SELECT")
                 };
-                self.tagged(&tag, "OK", &format!("[{code}] {name} completed."));
+                let text = format!("[{code}] {name} completed.");
+                // RFC 7162 3.2.5: with a matching UIDVALIDITY, what changed since the client's
+                // MODSEQ; with another one, nothing (the client must resync from scratch).
+                let resync = qresync.filter(|q| {
+                    self.selected
+                        .as_ref()
+                        .is_some_and(|s| s.snap.uidvalidity == q.uid_validity)
+                });
+                match (resync, self.selected.as_ref().map(|s| s.folder.clone())) {
+                    (Some(q), Some(folder)) => self.imap(
+                        ImapRequest::Vanished {
+                            folder,
+                            since: q.mod_seq,
+                        },
+                        Pending::SelectVanished {
+                            tag,
+                            text,
+                            qresync: q,
+                        },
+                    ),
+                    _ => self.tagged(&tag, "OK", &text),
+                }
+            }
+            (
+                Pending::SelectVanished { tag, text, qresync },
+                ImapAnswer::Vanished { uids, complete },
+            ) => {
+                self.select_resync(&qresync, &uids, complete);
+                self.tagged(&tag, "OK", &text);
+            }
+            (Pending::FetchVanished { tag, fetch }, ImapAnswer::Vanished { uids, complete }) => {
+                if let CommandKind::Fetch { set, .. } = &fetch {
+                    let set = set.clone();
+                    self.vanished_earlier(&uids, complete, Some(&set));
+                }
+                self.selected_command(tag, fetch);
             }
             (Pending::Refresh(tag), ImapAnswer::Snapshot(snap)) => {
                 self.apply_snapshot(snap);
@@ -1724,6 +1887,13 @@ impl ImapSession {
             | Pending::Expunge { tag, .. }
             | Pending::Copy { tag, .. } => self.tagged(&tag, "NO", text),
             Pending::Refresh(Some((tag, _))) => self.tagged(&tag, "NO", text),
+            // The folder is selected; without the store's list every UID the client knew and
+            // cannot see now is reported (RFC 7162 allows a superset).
+            Pending::SelectVanished { tag, text, qresync } => {
+                self.select_resync(&qresync, &[], false);
+                self.tagged(&tag, "OK", &text);
+            }
+            Pending::FetchVanished { tag, .. } => self.tagged(&tag, "NO", text),
             Pending::Refresh(None) | Pending::IdleRefresh(_) | Pending::Ignore => {}
             // A store that cannot stamp folders: look at the whole folder instead.
             Pending::Changed => self.idle_refresh(0),
@@ -2184,4 +2354,50 @@ fn sanitize(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
+}
+
+/// Ascending UIDs as ranges of consecutive UIDs.
+fn uids_to_ranges(uids: impl IntoIterator<Item = u32>) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for u in uids {
+        match out.last_mut() {
+            Some(last) if last.1.checked_add(1) == Some(u) => last.1 = u,
+            Some(last) if last.1 >= u => {}
+            _ => out.push((u, u)),
+        }
+    }
+    out
+}
+
+/// The intersection of two sorted lists of disjoint ranges.
+fn intersect_ranges(a: &[(u32, u32)], b: &[std::ops::RangeInclusive<u32>]) -> Vec<(u32, u32)> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < a.len() && j < b.len() {
+        let (lo, hi) = (a[i].0.max(*b[j].start()), a[i].1.min(*b[j].end()));
+        if lo <= hi {
+            out.push((lo, hi));
+        }
+        if a[i].1 < *b[j].end() {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
+/// Ranges as an IMAP sequence set: `1:3,5`.
+fn ranges_text(ranges: &[(u32, u32)]) -> String {
+    ranges
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}:{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
