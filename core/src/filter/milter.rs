@@ -245,9 +245,14 @@ struct Field {
 /// The client side of the milter protocol for one message over one connection.
 ///
 /// Build it with [`MilterClient::new`], connect to the milter, then drive it as any
-/// [`ScannerClient`]. Memory is bounded: at most [`HIGH_WATER`] unconsumed message bytes plus
+/// [`ScannerClient`]. Memory is bounded: at most 64 KiB of unconsumed message plus
 /// the caller's last chunk, one header field of [`MAX_FIELD`] bytes, one reply packet of
 /// [`MAX_PACKET`] bytes and [`MAX_EDIT_BYTES`] of edits.
+///
+/// Once [`ScannerClient::verdict`] is `Some` (or an input call failed) the machine takes no more
+/// message bytes (`ready_for_body` is false) and wants no input; [`ScannerClient::poll_output`]
+/// may still hold the closing `SMFIC_ABORT`/`SMFIC_QUIT`, which is polite to send but not needed:
+/// closing the connection ends the milter's side as well.
 #[derive(Debug)]
 pub struct MilterClient {
     config: MilterConfig,
