@@ -668,6 +668,21 @@ fn rspamd_refuses_gtube_after_the_whole_message_streamed() {
 }
 
 #[test]
+fn setsymlist_macro_lists_in_the_negotiation_are_read_and_ignored() {
+    // Version, actions (ADDHDRS|SETSYMLIST), protocol, then (stage, "names") pairs: CONNECT and
+    // end of message, as OpenDMARC or OpenDKIM may send them.
+    let mut data = [6u32, 0x101, 0].map(u32::to_be_bytes).concat();
+    data.extend(0u32.to_be_bytes());
+    data.extend(b"j {daemon_name}\x00");
+    data.extend(5u32.to_be_bytes());
+    data.extend(b"i {auth_type}\x00");
+    let replies = [pkt(b'O', &data), continues(12), reply(b'c')].concat();
+    let run = drive(MESSAGE, &replies);
+    assert_eq!(run.outcome, accept(vec![], None));
+    assert_eq!(run.sent, [envelope(), message_part(), reply(b'Q')].concat());
+}
+
+#[test]
 fn shutdown_is_a_421() {
     let replies = [optneg(6, 0, 0), reply(b'4')].concat();
     assert_eq!(
