@@ -434,12 +434,12 @@ fn greeting_capability_login_logout() {
         &[],
         &mut store,
     );
-    assert!(t.starts_with("* OK [CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CONDSTORE QRESYNC SPECIAL-USE ESEARCH UTF8=ACCEPT STARTTLS AUTH=PLAIN APPENDLIMIT=4096] Petrel ready.\r\n"), "{t}");
+    assert!(t.starts_with("* OK [CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CONDSTORE QRESYNC MULTIAPPEND SPECIAL-USE ESEARCH UTF8=ACCEPT STARTTLS AUTH=PLAIN APPENDLIMIT=4096] Petrel ready.\r\n"), "{t}");
     assert!(
         t.contains("\r\na2 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"),
         "{t}"
     );
-    assert!(t.contains("a3 OK [CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CONDSTORE QRESYNC SPECIAL-USE ESEARCH UTF8=ACCEPT APPENDLIMIT=4096] Logged in.\r\n"), "{t}");
+    assert!(t.contains("a3 OK [CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CONDSTORE QRESYNC MULTIAPPEND SPECIAL-USE ESEARCH UTF8=ACCEPT APPENDLIMIT=4096] Logged in.\r\n"), "{t}");
     assert!(
         t.contains("* ID (\"name\" \"Petrel\")\r\na1b OK ID completed.\r\n"),
         "{t}"
@@ -1207,5 +1207,57 @@ fn qresync_needs_enable_and_forgotten_expunges_are_answered_conservatively() {
     assert!(
         a3.contains("* VANISHED (EARLIER) 4:9\r\n* 3 FETCH (UID 3 MODSEQ (4))"),
         "{a3}"
+    );
+}
+
+/// MULTIAPPEND (RFC 3502): several messages in one APPEND, synchronizing and not, each
+/// streamed in chunks; committed only once all have arrived, with every UID in APPENDUID. A
+/// refused message (too large) leaves none of the command's messages appended.
+#[test]
+fn multiappend_appends_all_or_nothing() {
+    let mut store = FakeStore::default();
+    let m1 = b"Subject: one\r\n\r\nThe first message, longer than a chunk.\r\n";
+    let m2 = b"Subject: two\r\n\r\nThe second.\r\n";
+    let script = [
+        LOGIN,
+        format!("a1 APPEND INBOX (\\Seen) {{{}}}\r\n", m1.len()).as_bytes(),
+        m1,
+        format!(" (\\Flagged) {{{}}}\r\n", m2.len()).as_bytes(),
+        m2,
+        format!(" {{{}+}}\r\n", m1.len()).as_bytes(),
+        m1,
+        b"\r\n",
+        format!("a2 APPEND INBOX {{{}+}}\r\n", m1.len()).as_bytes(),
+        m1,
+        b" {99999}\r\n",
+        format!("a3 APPEND INBOX {{{}+}}\r\n", m2.len()).as_bytes(),
+        m2,
+        format!(" {{{}+}}\r\n", m2.len()).as_bytes(),
+        m2,
+        b" {99999+}\r\n",
+        &[b'x'; 99_999],
+        b"\r\n",
+        b"a4 NOOP\r\n",
+    ]
+    .concat();
+    let t = converse(&script, &[], &mut store);
+    assert!(
+        t.contains("a1 OK [APPENDUID 1000 4:6] Append completed.\r\n"),
+        "{t}"
+    );
+    assert_eq!(t.matches("+ Ready for literal data").count(), 2, "{t}");
+    assert!(t.contains("a2 NO [TOOBIG]"), "{t}");
+    assert!(t.contains("a3 NO [TOOBIG]"), "{t}");
+    assert!(t.contains("a4 OK"), "{t}");
+    let inbox = &store.folders["INBOX"].messages;
+    assert_eq!(inbox.len(), 6, "a2 and a3 appended nothing");
+    assert_eq!(inbox[3].bytes, m1);
+    assert_eq!(inbox[3].meta.flags, ["\\Seen"]);
+    assert_eq!(inbox[4].bytes, m2);
+    assert_eq!(inbox[4].meta.flags, ["\\Flagged"]);
+    assert_eq!(inbox[5].bytes, m1);
+    assert!(
+        store.txs.is_empty(),
+        "every transaction committed or aborted"
     );
 }

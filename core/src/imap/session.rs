@@ -154,10 +154,20 @@ enum Job {
 #[derive(Debug)]
 struct Append {
     tag: String,
+    /// The store transaction of the message being received.
     tx: Option<TxId>,
     chunk: Vec<u8>,
     synchronizing: bool,
+    /// The whole command has been read (after its last message).
     ended: bool,
+    /// MULTIAPPEND (RFC 3502): transactions of earlier messages, all bytes sent, committed
+    /// only once every message has arrived, so that a refused message leaves none appended.
+    done: Vec<TxId>,
+    /// MULTIAPPEND: the next message's start, read while this one's last bytes were in flight.
+    next: Option<AppendStart>,
+    /// UIDs given by the commits so far, and the UIDVALIDITY.
+    committed: Vec<u32>,
+    uidvalidity: u32,
 }
 
 #[derive(Debug)]
@@ -230,6 +240,15 @@ enum Pending {
     Ignore,
 }
 
+/// The store request that begins receiving one APPEND message.
+fn append_begin_request(folder: String, a: &AppendStart) -> ImapRequest {
+    ImapRequest::AppendBegin {
+        folder,
+        flags: a.flags.iter().map(flag_name).collect(),
+        date: a.date.map(datetime_unix),
+    }
+}
+
 /// An IMAP server session (see the module docs and [`Session`]).
 pub struct ImapSession {
     config: Arc<ImapConfig>,
@@ -248,6 +267,8 @@ pub struct ImapSession {
     condstore: bool,
     /// ENABLE QRESYNC (RFC 7162): VANISHED instead of EXPUNGE.
     qresync: bool,
+    /// Store transactions to abort (MULTIAPPEND failures), sent one at a time by `step`.
+    aborts: Vec<TxId>,
     errors: u32,
     auth_failures: u32,
     deadline: Instant,
@@ -278,6 +299,7 @@ impl ImapSession {
             rev2: false,
             condstore: false,
             qresync: false,
+            aborts: Vec::new(),
             errors: 0,
             auth_failures: 0,
             idle_next: None,
@@ -345,6 +367,7 @@ impl ImapSession {
             "MOVE",
             "CONDSTORE",
             "QRESYNC",
+            "MULTIAPPEND",
             "SPECIAL-USE",
             "ESEARCH",
             "UTF8=ACCEPT",
@@ -1853,13 +1876,11 @@ impl ImapSession {
                 }
             },
             (Pending::AppendCommit, ImapAnswer::Appended { uidvalidity, uid }) => {
-                if let Some(a) = self.append.take() {
-                    self.tagged(
-                        &a.tag,
-                        "OK",
-                        &format!("[APPENDUID {uidvalidity} {uid}] Append completed."),
-                    );
+                if let Some(a) = &mut self.append {
+                    a.committed.push(uid);
+                    a.uidvalidity = uidvalidity;
                 }
+                self.append_flush(true);
             }
             (what, answer) => {
                 let text = match answer {
@@ -1909,16 +1930,30 @@ impl ImapSession {
             Pending::AppendBegin | Pending::AppendChunk | Pending::AppendCommit => {
                 if let Some(a) = self.append.take() {
                     if !a.ended {
-                        if a.synchronizing && a.tx.is_none() {
+                        // A MULTIAPPEND message already announced is skipped with the rest.
+                        let sync = a.next.as_ref().map_or(a.synchronizing, |n| n.synchronizing);
+                        if sync && (a.tx.is_none() || a.next.is_some()) {
                             self.parser.refuse_literal();
                         } else {
                             self.parser.abort_append();
                         }
                     }
-                    if let (Some(tx), false) = (a.tx, matches!(what, Pending::AppendCommit)) {
-                        self.request(Effect::Abort { tx }, Pending::Ignore);
+                    // Nothing of the command is kept: every open transaction is aborted.
+                    self.aborts.extend(a.done);
+                    if !matches!(what, Pending::AppendCommit) {
+                        self.aborts.extend(a.tx);
                     }
-                    self.tagged(&a.tag, "NO", text);
+                    let text = if a.committed.is_empty() {
+                        text.to_string()
+                    } else {
+                        // A commit failed after others succeeded (a failing disk): say so.
+                        format!(
+                            "{text} ({} of the messages were appended: UIDs {})",
+                            a.committed.len(),
+                            ranges_text(&uids_to_ranges(a.committed.iter().copied()))
+                        )
+                    };
+                    self.tagged(&a.tag, "NO", &text);
                 }
             }
         }
@@ -1931,18 +1966,15 @@ impl ImapSession {
             } else {
                 s.parser.abort_append();
             }
+            // MULTIAPPEND: the messages before this one are not appended either.
+            if let Some(prev) = s.append.take() {
+                s.aborts.extend(prev.done);
+                s.aborts.extend(prev.tx);
+            }
             s.tagged(&a.tag, "NO", text);
         };
         if self.user.is_none() {
             return refuse(self, "Command not allowed before login.");
-        }
-        if a.index > 0 {
-            if let Some(prev) = self.append.take()
-                && let Some(tx) = prev.tx
-            {
-                self.request(Effect::Abort { tx }, Pending::Ignore);
-            }
-            return refuse(self, "[CANNOT] MULTIAPPEND is not supported.");
         }
         if a.size > self.config.max_message_size {
             return refuse(self, "[TOOBIG] Message too large.");
@@ -1951,33 +1983,69 @@ impl ImapSession {
             Ok(f) => f,
             Err(e) => return refuse(self, e),
         };
+        if a.index > 0 {
+            // The previous message's last bytes go first (append_flush), then this one begins.
+            match &mut self.append {
+                Some(prev) if prev.tag == a.tag && prev.next.is_none() => {
+                    prev.next = Some(a);
+                    self.append_flush(true);
+                }
+                _ => refuse(self, "[SERVERBUG] APPEND out of order."),
+            }
+            return;
+        }
         self.append = Some(Append {
             tag: a.tag.clone(),
             tx: None,
             chunk: Vec::new(),
             synchronizing: a.synchronizing,
             ended: false,
+            done: Vec::new(),
+            next: None,
+            committed: Vec::new(),
+            uidvalidity: 0,
         });
-        self.imap(
-            ImapRequest::AppendBegin {
-                folder,
-                flags: a.flags.iter().map(flag_name).collect(),
-                date: a.date.map(datetime_unix),
-            },
-            Pending::AppendBegin,
-        );
+        self.imap(append_begin_request(folder, &a), Pending::AppendBegin);
     }
 
-    /// Sends the buffered APPEND bytes, or commits once the message is complete.
+    /// Moves the APPEND along: sends buffered bytes (all of them when `force`), then begins a
+    /// waiting MULTIAPPEND message, or, once the command has ended, commits the messages one
+    /// by one and answers with every UID.
     fn append_flush(&mut self, force: bool) {
         let Some(a) = &mut self.append else { return };
-        let Some(tx) = a.tx else { return };
-        if !a.chunk.is_empty() && (force || a.chunk.len() >= self.config.chunk_size) {
-            let bytes = std::mem::take(&mut a.chunk);
-            return self.request(Effect::AppendChunk { tx, bytes }, Pending::AppendChunk);
+        if let Some(tx) = a.tx {
+            if !a.chunk.is_empty() && (force || a.chunk.len() >= self.config.chunk_size) {
+                let bytes = std::mem::take(&mut a.chunk);
+                return self.request(Effect::AppendChunk { tx, bytes }, Pending::AppendChunk);
+            }
+            if !a.chunk.is_empty() || !(a.ended || a.next.is_some()) {
+                return;
+            }
+            // This message is complete.
+            a.done.push(tx);
+            a.tx = None;
         }
-        if a.ended && a.chunk.is_empty() {
-            self.imap(ImapRequest::AppendCommit { tx }, Pending::AppendCommit);
+        if let Some(next) = a.next.take() {
+            a.synchronizing = next.synchronizing;
+            return match self.folder_name(&next.mailbox) {
+                Ok(folder) => self.imap(append_begin_request(folder, &next), Pending::AppendBegin),
+                Err(e) => self.failed(Pending::AppendBegin, e),
+            };
+        }
+        if !a.ended {
+            return;
+        }
+        if !a.done.is_empty() {
+            let tx = a.done.remove(0);
+            return self.imap(ImapRequest::AppendCommit { tx }, Pending::AppendCommit);
+        }
+        if let Some(a) = self.append.take() {
+            let uids = ranges_text(&uids_to_ranges(a.committed.iter().copied()));
+            self.tagged(
+                &a.tag,
+                "OK",
+                &format!("[APPENDUID {} {uids}] Append completed.", a.uidvalidity),
+            );
         }
     }
 
@@ -2037,6 +2105,9 @@ impl ImapSession {
         if self.pending.is_some() || self.closed {
             return;
         }
+        if let Some(tx) = self.aborts.pop() {
+            return self.request(Effect::Abort { tx }, Pending::Ignore);
+        }
         if self.shutting_down
             && self.ending.is_none()
             && self.job.is_none()
@@ -2047,10 +2118,12 @@ impl ImapSession {
             self.end(CloseReason::Shutdown);
         }
         if let Some(reason) = self.ending {
-            if let Some(a) = self.append.take()
-                && let Some(tx) = a.tx
-            {
-                return self.request(Effect::Abort { tx }, Pending::Ignore);
+            if let Some(a) = self.append.take() {
+                self.aborts.extend(a.done);
+                self.aborts.extend(a.tx);
+                if let Some(tx) = self.aborts.pop() {
+                    return self.request(Effect::Abort { tx }, Pending::Ignore);
+                }
             }
             self.closed = true;
             self.outbox.push(Event::Closed { reason });
@@ -2159,7 +2232,11 @@ impl Session for ImapSession {
                 self.login_failed(tag, Some(now + self.config.auth_failure_delay))
             }
             (Pending::AppendChunk, Completion::Appended) => {
-                if self.append.as_ref().is_some_and(|a| a.ended) {
+                if self
+                    .append
+                    .as_ref()
+                    .is_some_and(|a| a.ended || a.next.is_some())
+                {
                     self.append_flush(true);
                 }
             }
