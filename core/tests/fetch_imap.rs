@@ -2,6 +2,9 @@
 //! deletion only after delivery, UIDVALIDITY changes, any split of the remote's responses giving
 //! the same result, and faults (garbage, a dropped connection).
 
+// Tests may read the clock to get a starting instant; the sessions never do.
+#![allow(clippy::disallowed_methods)]
+
 mod fetch_support;
 
 use fetch_support::{Outcome, account, body_of, config, run};

@@ -2,6 +2,9 @@
 //! journal entries against DELE, any split of the remote's replies giving the same result, and
 //! faults (garbage, a dropped connection, a failing store, no STLS where it is required).
 
+// Tests may read the clock to get a starting instant; the sessions never do.
+#![allow(clippy::disallowed_methods)]
+
 mod fetch_support;
 
 use fetch_support::{Outcome, account, body_of, config, run};

@@ -16,8 +16,8 @@ use petrel_store::fetch_accounts::{self, Account};
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Longest a blocked read waits before checking for a stop request.
@@ -289,8 +289,9 @@ impl FetchRunner {
 
     /// Runs until stopped; then waits for the accounts' threads to end their sessions.
     pub fn run(self) {
-        let running: Arc<Mutex<BTreeMap<(String, u32, String), std::thread::JoinHandle<()>>>> =
-            Arc::default();
+        // One thread per account (user, number, token: a re-added account is a new one).
+        let mut running: BTreeMap<(String, u32, String), std::thread::JoinHandle<()>> =
+            BTreeMap::new();
         let this = Arc::new(self);
         while !this.handle.stopping.load(Ordering::SeqCst) {
             let accounts =
@@ -299,7 +300,6 @@ impl FetchRunner {
                     Vec::new()
                 });
             {
-                let mut running = running.lock().unwrap_or_else(PoisonError::into_inner);
                 running.retain(|_, t| !t.is_finished());
                 for (user, account) in accounts {
                     let key = (user.0.clone(), account.id, account.token.clone());
@@ -320,8 +320,7 @@ impl FetchRunner {
             }
             this.sleep(this.rescan);
         }
-        let threads = std::mem::take(&mut *running.lock().unwrap_or_else(PoisonError::into_inner));
-        for (_, t) in threads {
+        for (_, t) in running {
             let _ = t.join();
         }
     }

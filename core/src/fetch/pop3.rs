@@ -277,7 +277,7 @@ impl Pop3Fetch {
                         (Some(n), Some(uidl)) if self.uidls.len() < 10_000_000 => {
                             self.uidls.push((n, uidl.to_string()))
                         }
-                        _ => return self.fail(format!("bad UIDL line: {text}"), false),
+                        _ => self.fail(format!("bad UIDL line: {text}"), false),
                     }
                 }
             }
@@ -300,7 +300,7 @@ impl Pop3Fetch {
                         (Some(n), Some(size)) if self.sizes.len() < 10_000_000 => {
                             self.sizes.push((n, size))
                         }
-                        _ => return self.fail(format!("bad LIST line: {text}"), false),
+                        _ => self.fail(format!("bad LIST line: {text}"), false),
                     }
                 }
             }
@@ -500,12 +500,10 @@ impl Pop3Fetch {
         match what {
             Req::Load => match completion {
                 Completion::Fetch(FetchAnswer::State(state)) => self.state = state,
-                other => {
-                    return self.fail(
-                        format!("cannot read the account's state: {}", describe(&other)),
-                        false,
-                    );
-                }
+                other => self.fail(
+                    format!("cannot read the account's state: {}", describe(&other)),
+                    false,
+                ),
             },
             Req::Retain | Req::Pending | Req::Delivered | Req::Progress => {
                 if !matches!(completion, Completion::Fetch(FetchAnswer::Done)) {
