@@ -102,7 +102,7 @@ struct Body {
     /// The trace fields, still to be shown to the scanners ahead of the message.
     scan_trace: Option<Vec<u8>>,
     /// The scanners decided: refuse with this code and text (status included in the text).
-    refused_by_scan: Option<(u16, String)>,
+    refused_by_scan: Option<Reply>,
     /// The scanners decided: accept the message and deliver it to nobody (milter DISCARD).
     discarded: bool,
     /// The scanners decided: deliver with these header changes, to Junk when true.
@@ -829,8 +829,8 @@ impl SmtpSession {
                             400..=599 => code,
                             _ => 451,
                         };
-                        body.refused_by_scan =
-                            Some((code, format!("{status} {}", reply_text(&text))));
+                        let status = scan_status(code, &status);
+                        body.refused_by_scan = Some(Reply(code, status, reply_text(&text)));
                         body.scan = None;
                         self.request(Effect::Abort { tx: id }, Pending::Abort);
                         return;
@@ -907,9 +907,9 @@ impl SmtpSession {
             self.final_replies(&tx, 250, "2.0.0", &text);
             return;
         }
-        if let Some((code, text)) = &b.refused_by_scan {
+        if let Some(Reply(code, status, text)) = &b.refused_by_scan {
             let text = text.clone();
-            self.final_replies(&tx, *code, "", &text);
+            self.final_replies(&tx, *code, status, &text);
             return;
         }
         if let Some(text) = &b.refused_by_policy {
@@ -1022,6 +1022,23 @@ impl SmtpSession {
             self.outbox.push(Event::Closed { reason });
         }
     }
+}
+
+/// A scanner's enhanced status code for a reply with `code`: the scanner's own when it is one
+/// of the security/policy codes of RFC 3463 (`X.7.Y`) or a mailbox/system code in the same
+/// class as `code`, otherwise `4.7.1`/`5.7.1`.
+fn scan_status(code: u16, status: &str) -> &'static str {
+    const KNOWN: [&str; 22] = [
+        "4.7.0", "4.7.1", "4.7.2", "4.7.5", "4.7.7", "4.7.26", "4.2.0", "4.3.0", "4.3.2", "4.4.5",
+        "4.6.0", "5.7.0", "5.7.1", "5.7.2", "5.7.5", "5.7.7", "5.7.26", "5.2.0", "5.3.0", "5.6.0",
+        "5.1.1", "5.2.2",
+    ];
+    let class = if code >= 500 { '5' } else { '4' };
+    KNOWN
+        .iter()
+        .find(|k| **k == status && k.starts_with(class))
+        .copied()
+        .unwrap_or(if class == '5' { "5.7.1" } else { "4.7.1" })
 }
 
 /// A filter's reason made safe for one reply line: printable ASCII, at most 200 characters.
