@@ -39,7 +39,13 @@ both_runtimes!(
     hung_milter_accept_delivers,
     milter_actions_honoured,
     two_milters_both_apply,
-    large_message_scanned_with_bounded_memory
+    large_message_scanned_with_bounded_memory,
+    clamd_refuses_eicar_over_bdat,
+    clamd_refuses_eicar_over_lmtp,
+    submission_scan_switches,
+    spam_max_size_skips_spam_check,
+    every_scanner_at_once,
+    bad_filter_config_exits_2
 );
 
 const ALICE: &str = "alice@example.test";
@@ -931,6 +937,209 @@ fn submission_scans_viruses_not_spam(rt: Runtime) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// other paths into the server: BDAT, LMTP, submission switches
+
+/// EICAR split across two BDAT chunks is refused at BDAT LAST, like DATA.
+fn clamd_refuses_eicar_over_bdat(rt: Runtime) {
+    let sc = Scanner::clamd();
+    let s = server_with_filter(rt, &[kv("clamd", &sc.addr())]);
+    let mut c = SmtpConn::ready(s.port(Listener::Smtp));
+    c.set_timeout(Duration::from_secs(60));
+    c.expect(&format!("MAIL FROM:<{REMOTE}>"), "250");
+    c.expect(&format!("RCPT TO:<{ALICE}>"), "250");
+    let msg = eicar_inline();
+    let cut = msg.len() - 40; // inside the EICAR string
+    let (first, second) = msg.split_at(cut);
+    c.send(format!("BDAT {}\r\n", first.len()).as_bytes());
+    c.send(first);
+    c.expect_reply("250");
+    c.send(format!("BDAT {} LAST\r\n", second.len()).as_bytes());
+    c.send(second);
+    let r = c.reply();
+    expect_virus_refusal(&s, &sc, &r, &c);
+    expect_nothing_delivered(&s, &[&sc], ALICE);
+    // A clean message over BDAT is delivered.
+    let clean = sample_message("bdat-clean");
+    c.expect(&format!("MAIL FROM:<{REMOTE}>"), "250");
+    c.expect(&format!("RCPT TO:<{ALICE}>"), "250");
+    c.send(format!("BDAT {} LAST\r\n", clean.len()).as_bytes());
+    c.send(&clean);
+    c.expect_reply("250");
+    let inbox = expect_messages(&s, ALICE, 1);
+    expect_intact(&s, &[&sc], &inbox[0], &clean);
+}
+
+/// LMTP is scanned by default (`scan_lmtp`): a virus gets one 554 per recipient.
+fn clamd_refuses_eicar_over_lmtp(rt: Runtime) {
+    let sc = Scanner::clamd();
+    let s = server_with_filter(rt, &[kv("clamd", &sc.addr())]);
+    let mut c = SmtpConn::greeted(s.port(Listener::Lmtp));
+    c.set_timeout(Duration::from_secs(60));
+    c.expect("LHLO mta.example", "250");
+    c.expect(&format!("MAIL FROM:<{REMOTE}>"), "250");
+    c.expect(&format!("RCPT TO:<{ALICE}>"), "250");
+    c.expect(&format!("RCPT TO:<{BOB}>"), "250");
+    c.expect("DATA", "354");
+    c.send(&petrel_tests::data_payload(&eicar_attachment()));
+    for _ in 0..2 {
+        let r = c.reply();
+        expect_virus_refusal(&s, &sc, &r, &c);
+    }
+    expect_nothing_delivered(&s, &[&sc], ALICE);
+    expect_nothing_delivered(&s, &[&sc], BOB);
+}
+
+/// `scan_submission_virus = false` and `scan_submission_spam = true` turn the defaults round.
+fn submission_scan_switches(rt: Runtime) {
+    let clamd = Scanner::clamd();
+    let spamd = Scanner::spamd();
+    let s = server_with_filter(
+        rt,
+        &[
+            kv("clamd", &clamd.addr()),
+            kv("spamd", &spamd.addr()),
+            "timeout = 60".into(),
+            "scan_submission_virus = false".into(),
+            "scan_submission_spam = true".into(),
+        ],
+    );
+    let both = [&clamd, &spamd];
+    let spam = temp_file(&s, "spam.eml", &gtube_message("gtube-switch"));
+    let reply = submit(&s, BOB, &spam);
+    if !reply.starts_with("554") {
+        fail_with(
+            &s,
+            &both,
+            format!("GTUBE on submission with scan_submission_spam: {reply}"),
+        );
+    }
+    let virus = temp_file(&s, "virus.eml", &eicar_attachment());
+    let reply = submit(&s, BOB, &virus);
+    if !reply.starts_with("250") {
+        fail_with(
+            &s,
+            &both,
+            format!("EICAR on submission with scan_submission_virus = false: {reply}"),
+        );
+    }
+    let inbox = folder(&s, BOB, "INBOX");
+    if inbox.len() != 1 || !contains(&inbox[0], b"report.com") {
+        fail_with(
+            &s,
+            &both,
+            format!(
+                "Bob should have the unscanned attachment ({} messages)",
+                inbox.len()
+            ),
+        );
+    }
+}
+
+/// Messages above `spam_max_size` are not checked for spam (spamd and rspamd need the whole
+/// message first), but they are still checked for viruses.
+fn spam_max_size_skips_spam_check(rt: Runtime) {
+    let clamd = Scanner::clamd();
+    let spamd = Scanner::spamd();
+    let s = server_with_filter(
+        rt,
+        &[
+            kv("clamd", &clamd.addr()),
+            kv("spamd", &spamd.addr()),
+            "timeout = 60".into(),
+            "spam_max_size = 4096".into(),
+        ],
+    );
+    let mut filler = String::new();
+    while filler.len() < 8192 {
+        filler.push_str("Padding to take the message past spam_max_size.\r\n");
+    }
+    let big_spam = message("gtube-big", &format!("{filler}{}\r\n", gtube()));
+    let (r, _, _) = send25(&s, &[ALICE], &big_spam);
+    if !r.matches("250") {
+        fail_with(
+            &s,
+            &[&clamd, &spamd],
+            format!(
+                "GTUBE above spam_max_size should be delivered unchecked: {}",
+                r.text()
+            ),
+        );
+    }
+    let small_spam = gtube_message("gtube-small");
+    let (r, _, _) = send25(&s, &[ALICE], &small_spam);
+    if !r.matches("554") {
+        fail_with(
+            &s,
+            &[&clamd, &spamd],
+            format!("GTUBE below spam_max_size: {}", r.text()),
+        );
+    }
+    let mut big_virus = message("eicar-big", &filler);
+    big_virus.extend_from_slice(&eicar());
+    big_virus.extend_from_slice(b"\r\n");
+    let (r, _, c) = send25(&s, &[ALICE], &big_virus);
+    expect_virus_refusal(&s, &clamd, &r, &c);
+    let inbox = folder(&s, ALICE, "INBOX");
+    if inbox.len() != 1 || !contains(&inbox[0], b"gtube-big") {
+        fail_with(
+            &s,
+            &[&clamd, &spamd],
+            "only the big GTUBE message should be delivered",
+        );
+    }
+}
+
+/// clamd, OpenDKIM, spamd and rspamd on one server: an ordinary message passes all four and
+/// carries their marks; a message with a virus and GTUBE is refused for the virus.
+fn every_scanner_at_once(rt: Runtime) {
+    let clamd = Scanner::clamd();
+    let dkim = Scanner::opendkim("remote.example", "sel3");
+    let spamd = Scanner::spamd();
+    let rspamd = Scanner::rspamd();
+    let all = [&clamd, &dkim, &spamd, &rspamd];
+    let s = server_with_filter(
+        rt,
+        &[
+            kv("clamd", &clamd.addr()),
+            format!("milters = [\"{}\"]", dkim.addr()),
+            kv("spamd", &spamd.addr()),
+            kv("rspamd", &rspamd.addr()),
+            "timeout = 60".into(),
+        ],
+    );
+    let ham = sample_message("all-scanners");
+    let (r, _, c) = send25(&s, &[ALICE], &ham);
+    if !r.matches("250") {
+        fail_with(
+            &s,
+            &all,
+            format!("ordinary message: {:?}\n{}", r.text(), c.transcript()),
+        );
+    }
+    let inbox = expect_messages(&s, ALICE, 1);
+    if !has_field(&inbox[0], "DKIM-Signature") || x_spam_fields(&inbox[0]).is_empty() {
+        fail_with(
+            &s,
+            &all,
+            format!(
+                "expected OpenDKIM's and the spam scanners' headers:\n{}",
+                header_block(&inbox[0])
+            ),
+        );
+    }
+    let key = dkim.dkim_key().expect("key");
+    if let Err(e) = dkim_verify(&inbox[0], &key.txt) {
+        fail_with(&s, &all, e);
+    }
+    let mut both = gtube_message("virus-and-spam");
+    both.extend_from_slice(&eicar());
+    both.extend_from_slice(b"\r\n");
+    let (r, _, c) = send25(&s, &[BOB], &both);
+    expect_virus_refusal(&s, &clamd, &r, &c);
+    expect_nothing_delivered(&s, &all, BOB);
+}
+
+// ---------------------------------------------------------------------------------------------
 // failure policy
 
 /// Asserts a 451 4.7.1 that came within `timeout` (plus scheduling slack).
@@ -1013,9 +1222,14 @@ fn spamd_stopped_tempfails_and_accept_delivers(rt: Runtime) {
 }
 
 fn hung_scanner_tempfails_within_timeout(rt: Runtime) {
-    for key in ["clamd", "spamd", "rspamd"] {
+    for key in ["clamd", "spamd", "rspamd", "milters"] {
         let fake = FakeScanner::start(Misbehaviour::Silent);
-        let s = server_with_filter(rt, &[kv(key, &fake.addr()), "timeout = 3".into()]);
+        let line = if key == "milters" {
+            format!("milters = [\"{}\"]", fake.addr())
+        } else {
+            kv(key, &fake.addr())
+        };
+        let s = server_with_filter(rt, &[line, "timeout = 3".into()]);
         let (r, took, c) = send25(&s, &[ALICE], &sample_message("hung"));
         // The policy applies within the timeout (3 s), not the SMTP client's patience.
         expect_tempfail(&s, &r, took, Duration::from_secs(15), &c);
@@ -1192,4 +1406,61 @@ fn large_message_scanned_with_bounded_memory(rt: Runtime) {
             format!("peak memory grew by {grown_mib:.1} MiB over two 50 MB messages"),
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// configuration
+
+/// A bad `[filter]` value stops `petrel serve` with exit code 2 and one line naming the key.
+fn bad_filter_config_exits_2(rt: Runtime) {
+    let cases: [(&str, &str); 7] = [
+        ("on_failure = \"maybe\"", "on_failure"),
+        ("clamd = \"no-port-here\"", "clamd"),
+        ("spamd = \"unix:relative/path\"", "spamd"),
+        ("milters = [\"127.0.0.1:0\"]", "milters"),
+        ("timeout = 0", "timeout"),
+        ("spam_reject_score = \"high\"", "spam_reject_score"),
+        ("clamav = \"127.0.0.1:3310\"", "clamav"),
+    ];
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut failures = Vec::new();
+    for (line, key) in cases {
+        let path = dir.path().join("petrel.toml");
+        let text = format!(
+            "hostname = \"mail.test.example\"\n\
+             data_dir = \"{}\"\n\
+             domains = [\"example.test\"]\n\
+             \n\
+             [listen]\n\
+             smtp = \"127.0.0.1:{}\"\n\
+             \n\
+             [filter]\n\
+             {line}\n",
+            dir.path().join("data").display(),
+            petrel_tests::free_port()
+        );
+        std::fs::write(&path, &text).expect("write config");
+        let mut cmd = Command::new(petrel_tests::petrel_bin());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .args(["--runtime", rt.as_str()]);
+        let done = run_with_timeout(cmd, Duration::from_secs(10));
+        let lines: Vec<&str> = done
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        let ok = done.status.and_then(|st| st.code()) == Some(2)
+            && lines.len() == 1
+            && lines[0].contains(key)
+            && !done.stderr.contains("panicked");
+        if !ok {
+            failures.push(format!(
+                "`{line}`: expected exit 2 and one stderr line naming `{key}`\n{}",
+                done.describe()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
