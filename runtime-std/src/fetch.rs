@@ -157,6 +157,7 @@ fn run_session(
     let mut pump = Pump::new(session);
     let mut finished: Option<(u64, Option<String>)> = None;
     let mut told_stop = false;
+    let mut tls_error: Option<String> = None;
     let data_dir = store.data_dir().to_path_buf();
     loop {
         match pump.next_action() {
@@ -195,8 +196,7 @@ fn run_session(
                     }
                     Err(e) => {
                         tracing::info!(host = %url.host, error = %e, "TLS handshake failed");
-                        let text = format!("TLS with {target} failed: {e}");
-                        finished.get_or_insert((0, Some(text.clone())));
+                        tls_error = Some(format!("TLS with {target} failed: {e}"));
                         pump.eof(Instant::now());
                     }
                 }
@@ -245,8 +245,18 @@ fn run_session(
             Action::Close(_) => break,
         }
     }
+    if let Some(e) = tls_error {
+        // The session saw only a closed connection; the account's status gets the real reason.
+        if let Err(w) = fetch_accounts::replace_error(&data_dir, user, account.id, unix_now(), &e) {
+            tracing::warn!(error = %w, "cannot record the fetch status");
+        }
+        return Ok((0, Some(e)));
+    }
     Ok(finished.unwrap_or((0, Some("the session ended without a result".into()))))
 }
+
+/// An account's thread and its stop flag.
+type AccountThread = (std::thread::JoinHandle<()>, Arc<AtomicBool>);
 
 /// Stops a running [`FetchRunner`].
 #[derive(Debug, Clone, Default)]
@@ -290,8 +300,8 @@ impl FetchRunner {
     /// Runs until stopped; then waits for the accounts' threads to end their sessions.
     pub fn run(self) {
         // One thread per account (user, number, token: a re-added account is a new one).
-        let mut running: BTreeMap<(String, u32, String), std::thread::JoinHandle<()>> =
-            BTreeMap::new();
+        // Each thread has its own stop flag, set when its account is deleted or at shutdown.
+        let mut running: BTreeMap<(String, u32, String), AccountThread> = BTreeMap::new();
         let this = Arc::new(self);
         while !this.handle.stopping.load(Ordering::SeqCst) {
             let accounts =
@@ -299,43 +309,59 @@ impl FetchRunner {
                     tracing::warn!(error = %e, "cannot list fetch accounts");
                     Vec::new()
                 });
-            {
-                running.retain(|_, t| !t.is_finished());
-                for (user, account) in accounts {
-                    let key = (user.0.clone(), account.id, account.token.clone());
-                    if running.contains_key(&key) {
-                        continue;
-                    }
-                    let runner = this.clone();
-                    let spawned = std::thread::Builder::new()
-                        .name(format!("fetch-{}", account.id))
-                        .spawn(move || runner.keep_in_sync(user, account));
-                    match spawned {
-                        Ok(t) => {
-                            running.insert(key, t);
-                        }
-                        Err(e) => tracing::error!(error = %e, "cannot start a fetch thread"),
-                    }
+            running.retain(|_, t| !t.0.is_finished());
+            let current: std::collections::BTreeSet<(String, u32, String)> = accounts
+                .iter()
+                .map(|(u, a)| (u.0.clone(), a.id, a.token.clone()))
+                .collect();
+            for (key, (_, stop)) in &running {
+                if !current.contains(key) {
+                    // Deleted: end its session (politely, between messages).
+                    stop.store(true, Ordering::SeqCst);
                 }
             }
-            this.sleep(this.rescan);
+            for (user, account) in accounts {
+                let key = (user.0.clone(), account.id, account.token.clone());
+                if running.contains_key(&key) {
+                    continue;
+                }
+                let runner = this.clone();
+                let stop = Arc::new(AtomicBool::new(false));
+                let flag = stop.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("fetch-{}", account.id))
+                    .spawn(move || runner.keep_in_sync(user, account, &flag));
+                match spawned {
+                    Ok(t) => {
+                        running.insert(key, (t, stop));
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot start a fetch thread"),
+                }
+            }
+            this.sleep(this.rescan, &this.handle.stopping);
         }
-        for (_, t) in running {
+        for (_, stop) in running.values() {
+            stop.store(true, Ordering::SeqCst);
+        }
+        for (_, (t, _)) in running {
             let _ = t.join();
         }
     }
 
-    /// Sleeps up to `d`, returning early when stopped.
-    fn sleep(&self, d: Duration) {
+    /// Sleeps up to `d`, returning early when stopped (the runner, or `stop`).
+    fn sleep(&self, d: Duration, stop: &AtomicBool) {
         let until = Instant::now() + d;
-        while !self.handle.stopping.load(Ordering::SeqCst) && Instant::now() < until {
+        while !self.handle.stopping.load(Ordering::SeqCst)
+            && !stop.load(Ordering::SeqCst)
+            && Instant::now() < until
+        {
             std::thread::sleep(STOP_POLL.min(until.saturating_duration_since(Instant::now())));
         }
     }
 
     /// One account's life: session after session until the account is deleted or the runner
     /// stops.
-    fn keep_in_sync(&self, user: UserId, account: Account) {
+    fn keep_in_sync(&self, user: UserId, account: Account, stop: &AtomicBool) {
         let data_dir = self.store.data_dir().to_path_buf();
         let mut failures: u32 = 0;
         let still_there = |a: &Account| {
@@ -343,17 +369,20 @@ impl FetchRunner {
                 .map(|list| list.iter().any(|b| b.id == a.id && b.token == a.token))
                 .unwrap_or(true)
         };
-        while !self.handle.stopping.load(Ordering::SeqCst) && still_there(&account) {
+        while !self.handle.stopping.load(Ordering::SeqCst)
+            && !stop.load(Ordering::SeqCst)
+            && still_there(&account)
+        {
             let lock = match fetch_accounts::try_lock(&data_dir, &user, account.id) {
                 Ok(Some(l)) => l,
                 Ok(None) => {
                     // `petrel fetch run` has it; try again shortly.
-                    self.sleep(Duration::from_secs(2));
+                    self.sleep(Duration::from_secs(2), stop);
                     continue;
                 }
                 Err(e) => {
                     tracing::warn!(user = %user.0, account = account.id, error = %e, "cannot lock the fetch account");
-                    self.sleep(self.settings.interval);
+                    self.sleep(self.settings.interval, stop);
                     continue;
                 }
             };
@@ -363,7 +392,7 @@ impl FetchRunner {
                 &account,
                 &self.settings,
                 &mut |_, _| {},
-                &self.handle.stopping,
+                stop,
             );
             drop(lock);
             let wait = match result {
@@ -381,7 +410,7 @@ impl FetchRunner {
                     wait
                 }
             };
-            self.sleep(wait);
+            self.sleep(wait, stop);
         }
     }
 }

@@ -375,6 +375,20 @@ pub fn record_failure(
     write_status(data_dir, user, id, &s)
 }
 
+/// Replaces the text of the last error (the failure is already counted): for a cause the
+/// session could not see, such as a failed STARTTLS handshake.
+pub fn replace_error(
+    data_dir: &Path,
+    user: &UserId,
+    id: u32,
+    now: i64,
+    error: &str,
+) -> io::Result<()> {
+    let mut s = status(data_dir, user, id)?;
+    s.last_error = Some((now, error.to_string()));
+    write_status(data_dir, user, id, &s)
+}
+
 /// The journal, parsed.
 #[derive(Debug, Default)]
 struct Journal {

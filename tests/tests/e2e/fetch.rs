@@ -24,6 +24,7 @@ both_runtimes!(
     wrong_password_is_shown_and_nothing_is_lost,
     kill9_during_large_fetch_then_rerun_gives_each_message_once,
     kill9_of_the_daemon_during_a_large_fetch_then_restart,
+    wrong_or_missing_pin_refuses_the_remote,
 );
 
 /// The remote: a Petrel with POP3 and IMAP; ALICE's mailbox there is the remote account.
@@ -494,6 +495,74 @@ fn kill9_during_large_fetch_then_rerun_gives_each_message_once(rt: Runtime) {
             "{protocol}: all deleted on the remote"
         );
     }
+}
+
+/// A self-signed remote with the wrong pin (STLS), or with no pin and no CA that knows it
+/// (IMAPS): nothing is sent, the reason is shown.
+fn wrong_or_missing_pin_refuses_the_remote(rt: Runtime) {
+    let remote = remote(rt);
+    let mut local = local(rt, "");
+    local.stop();
+    put(&remote, &ids("pin", 1), 300);
+    add(
+        &local,
+        &pop3_url(&remote),
+        &["--pin-sha256", &"ab".repeat(32)],
+        ALICE.password,
+    );
+    let (code, _, stderr) = run(&local);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("TLS") && stderr.contains("not the pinned"),
+        "{stderr}"
+    );
+    let l = list(&local);
+    assert!(l.contains("not the pinned"), "{l}");
+    assert!(
+        local
+            .petrel(&["fetch", "del", BOB.address, "1"], b"")
+            .status
+            .success()
+    );
+    let url = format!(
+        "imaps://alice%40example.test@127.0.0.1:{}",
+        remote.port(Listener::Imaps)
+    );
+    add(&local, &url, &[], ALICE.password);
+    let (code, _, stderr) = run(&local);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("TLS with 127.0.0.1"), "{stderr}");
+    assert!(local_ids(&local).is_empty());
+    assert_eq!(remote_count(&remote), 1);
+    // A bad fingerprint or URL is a usage error: exit 2, one line.
+    let out = local.petrel(
+        &[
+            "fetch",
+            "add",
+            BOB.address,
+            &url,
+            "--pin-sha256",
+            "xyz",
+            "--password-stdin",
+        ],
+        b"pw\n",
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = local.petrel(
+        &[
+            "fetch",
+            "add",
+            BOB.address,
+            "ftp://x@h:1",
+            "--password-stdin",
+        ],
+        b"pw\n",
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim().lines().count(),
+        1
+    );
 }
 
 fn kill9_of_the_daemon_during_a_large_fetch_then_restart(rt: Runtime) {
