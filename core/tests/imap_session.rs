@@ -434,12 +434,12 @@ fn greeting_capability_login_logout() {
         &[],
         &mut store,
     );
-    assert!(t.starts_with("* OK [CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CONDSTORE QRESYNC MULTIAPPEND SPECIAL-USE ESEARCH UTF8=ACCEPT STARTTLS AUTH=PLAIN APPENDLIMIT=4096] Petrel ready.\r\n"), "{t}");
+    assert!(t.starts_with("* OK [CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CONDSTORE QRESYNC MULTIAPPEND LIST-STATUS SPECIAL-USE ESEARCH UTF8=ACCEPT STARTTLS AUTH=PLAIN APPENDLIMIT=4096] Petrel ready.\r\n"), "{t}");
     assert!(
         t.contains("\r\na2 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"),
         "{t}"
     );
-    assert!(t.contains("a3 OK [CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CONDSTORE QRESYNC MULTIAPPEND SPECIAL-USE ESEARCH UTF8=ACCEPT APPENDLIMIT=4096] Logged in.\r\n"), "{t}");
+    assert!(t.contains("a3 OK [CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CONDSTORE QRESYNC MULTIAPPEND LIST-STATUS SPECIAL-USE ESEARCH UTF8=ACCEPT APPENDLIMIT=4096] Logged in.\r\n"), "{t}");
     assert!(
         t.contains("* ID (\"name\" \"Petrel\")\r\na1b OK ID completed.\r\n"),
         "{t}"
@@ -1260,4 +1260,39 @@ fn multiappend_appends_all_or_nothing() {
         store.txs.is_empty(),
         "every transaction committed or aborted"
     );
+}
+
+/// LIST-STATUS (RFC 5819): a STATUS line after the LIST lines of every selectable folder.
+#[test]
+fn list_status_returns_status_of_listed_folders() {
+    let mut store = FakeStore::default();
+    let t = converse(
+        &[
+            LOGIN,
+            b"a1 LIST \"\" \"*\" RETURN (STATUS (MESSAGES UNSEEN UIDNEXT))\r\n",
+            b"a2 LIST (SUBSCRIBED) \"\" (\"INBOX\" \"Sent\") RETURN (STATUS (MESSAGES))\r\n",
+            b"a3 LIST \"\" \"*\"\r\n",
+        ]
+        .concat(),
+        &[],
+        &mut store,
+    );
+    let a1 = &t[..t.find("a1 OK").expect(&t)];
+    assert!(
+        a1.contains("* STATUS \"INBOX\" (MESSAGES 3 UNSEEN 2 UIDNEXT 4)\r\n"),
+        "{t}"
+    );
+    assert!(
+        a1.contains("* STATUS \"Sent\" (MESSAGES 0 UNSEEN 0 UIDNEXT 1)\r\n"),
+        "{t}"
+    );
+    assert!(
+        a1.find("* LIST () \"/\" \"INBOX\"").unwrap() < a1.find("* STATUS \"INBOX\"").unwrap(),
+        "{t}"
+    );
+    assert_eq!(a1.matches("* STATUS ").count(), 3, "{t}");
+    let a2 = &t[t.find("a1 OK").unwrap()..t.find("a2 OK").expect(&t)];
+    assert_eq!(a2.matches("* STATUS ").count(), 2, "{a2}");
+    let a3 = &t[t.find("a2 OK").unwrap()..t.find("a3 OK").expect(&t)];
+    assert!(!a3.contains("STATUS"), "{a3}");
 }

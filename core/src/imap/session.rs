@@ -12,7 +12,9 @@ use super::command::{
     QResync, SearchKey, SearchReturn, Section, SectionText, SelectParams, StatusItem, StoreMode,
 };
 use super::parser::{Limits, Parsed, Parser};
-use super::request::{FlagMode, FolderSnapshot, ImapAnswer, ImapRequest, MessageMeta};
+use super::request::{
+    FlagMode, FolderSnapshot, FolderStatus, ImapAnswer, ImapRequest, MessageMeta,
+};
 use super::response::{self, days_from_civil, flag_list, internal_date, sequence_set};
 use super::search::{self, Candidate};
 use super::sequence::SequenceSet;
@@ -208,6 +210,11 @@ enum Pending {
         tag: String,
         fetch: CommandKind,
     },
+    /// LIST-STATUS: the STATUS of one listed folder.
+    ListStatus {
+        tag: String,
+        name: String,
+    },
     /// NOOP/CHECK (tagged) or an IDLE poll (untagged).
     Refresh(Option<(String, &'static str)>),
     /// IDLE: has the folder changed since the last stamp?
@@ -269,6 +276,9 @@ pub struct ImapSession {
     qresync: bool,
     /// Store transactions to abort (MULTIAPPEND failures), sent one at a time by `step`.
     aborts: Vec<TxId>,
+    /// LIST ... RETURN (STATUS (items)) (RFC 5819): the items, and the listed selectable
+    /// folders whose STATUS is still to be sent (in reverse order).
+    list_status: Option<(Vec<StatusItem>, Vec<String>)>,
     errors: u32,
     auth_failures: u32,
     deadline: Instant,
@@ -300,6 +310,7 @@ impl ImapSession {
             condstore: false,
             qresync: false,
             aborts: Vec::new(),
+            list_status: None,
             errors: 0,
             auth_failures: 0,
             idle_next: None,
@@ -368,6 +379,7 @@ impl ImapSession {
             "CONDSTORE",
             "QRESYNC",
             "MULTIAPPEND",
+            "LIST-STATUS",
             "SPECIAL-USE",
             "ESEARCH",
             "UTF8=ACCEPT",
@@ -568,6 +580,10 @@ impl ImapSession {
                 }
                 let lsub = select.contains(&ListSelect::Subscribed);
                 let show_subscribed = lsub || returns.contains(&ListReturn::Subscribed);
+                self.list_status = returns.iter().find_map(|r| match r {
+                    ListReturn::Status(items) => Some((items.clone(), Vec::new())),
+                    _ => None,
+                });
                 self.list(tag, &reference, patterns, lsub, show_subscribed, false);
             }
             CommandKind::Lsub { reference, pattern } => {
@@ -917,6 +933,48 @@ impl ImapSession {
                 show_subscribed,
             },
         );
+    }
+
+    /// `* STATUS name (items)` from a store answer.
+    fn status_line(&mut self, name: &str, items: &[StatusItem], st: &FolderStatus) {
+        let mut vals = Vec::new();
+        for item in items {
+            match item {
+                StatusItem::Messages => vals.push(format!("MESSAGES {}", st.messages)),
+                StatusItem::Recent => vals.push("RECENT 0".into()),
+                StatusItem::UidNext => vals.push(format!("UIDNEXT {}", st.uidnext)),
+                StatusItem::UidValidity => vals.push(format!("UIDVALIDITY {}", st.uidvalidity)),
+                StatusItem::Unseen => vals.push(format!("UNSEEN {}", st.unseen)),
+                StatusItem::Size => vals.push(format!("SIZE {}", st.size)),
+                StatusItem::HighestModSeq => {
+                    vals.push(format!("HIGHESTMODSEQ {}", st.highest_modseq))
+                }
+                StatusItem::AppendLimit => {
+                    vals.push(format!("APPENDLIMIT {}", self.config.max_message_size))
+                }
+                StatusItem::Deleted => {}
+            }
+        }
+        let mut l = b"* STATUS ".to_vec();
+        l.extend_from_slice(&self.name_string(name));
+        l.extend_from_slice(format!(" ({})\r\n", vals.join(" ")).as_bytes());
+        self.outbox.out.extend_from_slice(&l);
+    }
+
+    /// LIST-STATUS: asks for the next listed folder's STATUS, or ends the LIST.
+    fn list_status_next(&mut self, tag: String) {
+        match self.list_status.as_mut().and_then(|(_, q)| q.pop()) {
+            Some(name) => self.imap(
+                ImapRequest::Status {
+                    folder: name.clone(),
+                },
+                Pending::ListStatus { tag, name },
+            ),
+            None => {
+                self.list_status = None;
+                self.tagged(&tag, "OK", "List completed.");
+            }
+        }
     }
 
     fn login(&mut self, tag: String, username: String, password: Vec<u8>) {
@@ -1566,6 +1624,16 @@ impl ImapSession {
                     l.extend_from_slice(&self.name_string(&f.name));
                     l.extend_from_slice(b"\r\n");
                     self.outbox.out.extend_from_slice(&l);
+                    let selectable = !f.attributes.iter().any(|a| {
+                        a.eq_ignore_ascii_case("\\Noselect")
+                            || a.eq_ignore_ascii_case("\\NonExistent")
+                    });
+                    if let Some((_, queue)) = &mut self.list_status
+                        && selectable
+                        && !queue.contains(&f.name)
+                    {
+                        queue.insert(0, f.name.clone());
+                    }
                 }
                 match patterns.pop() {
                     Some(pattern) => self.imap(
@@ -1581,6 +1649,7 @@ impl ImapSession {
                             show_subscribed,
                         },
                     ),
+                    None if self.list_status.is_some() => self.list_status_next(tag),
                     None => self.tagged(
                         &tag,
                         "OK",
@@ -1592,31 +1661,15 @@ impl ImapSession {
                     ),
                 }
             }
-            (Pending::Status { tag, name, items }, ImapAnswer::Status(st)) => {
-                let mut vals = Vec::new();
-                for item in items {
-                    match item {
-                        StatusItem::Messages => vals.push(format!("MESSAGES {}", st.messages)),
-                        StatusItem::Recent => vals.push("RECENT 0".into()),
-                        StatusItem::UidNext => vals.push(format!("UIDNEXT {}", st.uidnext)),
-                        StatusItem::UidValidity => {
-                            vals.push(format!("UIDVALIDITY {}", st.uidvalidity))
-                        }
-                        StatusItem::Unseen => vals.push(format!("UNSEEN {}", st.unseen)),
-                        StatusItem::Size => vals.push(format!("SIZE {}", st.size)),
-                        StatusItem::HighestModSeq => {
-                            vals.push(format!("HIGHESTMODSEQ {}", st.highest_modseq))
-                        }
-                        StatusItem::AppendLimit => {
-                            vals.push(format!("APPENDLIMIT {}", self.config.max_message_size))
-                        }
-                        StatusItem::Deleted => {}
-                    }
+            (Pending::ListStatus { tag, name }, ImapAnswer::Status(st)) => {
+                if let Some((items, _)) = &self.list_status {
+                    let items = items.clone();
+                    self.status_line(&name, &items, &st);
                 }
-                let mut l = b"* STATUS ".to_vec();
-                l.extend_from_slice(&self.name_string(&name));
-                l.extend_from_slice(format!(" ({})\r\n", vals.join(" ")).as_bytes());
-                self.outbox.out.extend_from_slice(&l);
+                self.list_status_next(tag);
+            }
+            (Pending::Status { tag, name, items }, ImapAnswer::Status(st)) => {
+                self.status_line(&name, &items, &st);
                 self.tagged(&tag, "OK", "Status completed.");
             }
             (
@@ -1894,6 +1947,9 @@ impl ImapSession {
 
     /// A request failed (or was refused by the store): answer the command with NO.
     fn failed(&mut self, what: Pending, text: &str) {
+        if matches!(what, Pending::List { .. }) {
+            self.list_status = None;
+        }
         match what {
             Pending::Auth(tag) => self.tagged(
                 &tag,
@@ -1908,6 +1964,8 @@ impl ImapSession {
             | Pending::Expunge { tag, .. }
             | Pending::Copy { tag, .. } => self.tagged(&tag, "NO", text),
             Pending::Refresh(Some((tag, _))) => self.tagged(&tag, "NO", text),
+            // RFC 5819: a folder whose status cannot be had is left out; the rest go on.
+            Pending::ListStatus { tag, .. } => self.list_status_next(tag),
             // The folder is selected; without the store's list every UID the client knew and
             // cannot see now is reported (RFC 7162 allows a superset).
             Pending::SelectVanished { tag, text, qresync } => {
