@@ -89,6 +89,15 @@ fn kv(key: &str, value: &str) -> String {
     format!("{key} = \"{value}\"")
 }
 
+/// The config line naming one scanner: `key = "addr"`, or `milters = ["addr"]`.
+fn target(key: &str, addr: &str) -> String {
+    if key == "milters" {
+        format!("milters = [\"{addr}\"]")
+    } else {
+        kv(key, addr)
+    }
+}
+
 /// A message from `sender@remote.example` to Alice with `body` (CRLF lines).
 fn message(subject: &str, body: &str) -> Vec<u8> {
     format!(
@@ -546,13 +555,20 @@ fn spam_to_junk(rt: Runtime, key: &str, sc: &Scanner) {
                 ),
             );
         }
+        // The scanner's verdict travels with the message, as SpamAssassin writes it.
         let fields = x_spam_fields(&junk[0]);
-        if fields.is_empty() {
+        let flagged = fields
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case("X-Spam-Flag: YES"));
+        let status = fields
+            .iter()
+            .any(|f| f.to_ascii_lowercase().starts_with("x-spam-status: yes"));
+        if !flagged || !status {
             fail_with(
                 &s,
                 &[sc],
                 format!(
-                    "{user}: the Junk copy has no X-Spam-* header:\n{}",
+                    "{user}: the Junk copy lacks `X-Spam-Flag: YES` and `X-Spam-Status: Yes, ...`:\n{}",
                     header_block(&junk[0])
                 ),
             );
@@ -582,6 +598,12 @@ fn spam_to_junk(rt: Runtime, key: &str, sc: &Scanner) {
         );
     }
     expect_intact(&s, &[sc], &inbox[0], &ham);
+    if x_spam_fields(&inbox[0])
+        .iter()
+        .any(|f| f.eq_ignore_ascii_case("X-Spam-Flag: YES"))
+    {
+        fail_with(&s, &[sc], "the ordinary message is flagged as spam");
+    }
 }
 
 fn spamd_refuses_gtube_by_default(rt: Runtime) {
@@ -1224,12 +1246,7 @@ fn spamd_stopped_tempfails_and_accept_delivers(rt: Runtime) {
 fn hung_scanner_tempfails_within_timeout(rt: Runtime) {
     for key in ["clamd", "spamd", "rspamd", "milters"] {
         let fake = FakeScanner::start(Misbehaviour::Silent);
-        let line = if key == "milters" {
-            format!("milters = [\"{}\"]", fake.addr())
-        } else {
-            kv(key, &fake.addr())
-        };
-        let s = server_with_filter(rt, &[line, "timeout = 3".into()]);
+        let s = server_with_filter(rt, &[target(key, &fake.addr()), "timeout = 3".into()]);
         let (r, took, c) = send25(&s, &[ALICE], &sample_message("hung"));
         // The policy applies within the timeout (3 s), not the SMTP client's patience.
         expect_tempfail(&s, &r, took, Duration::from_secs(15), &c);
@@ -1248,7 +1265,7 @@ fn hung_scanner_tempfails_within_timeout(rt: Runtime) {
 }
 
 fn garbage_answers_tempfail(rt: Runtime) {
-    let cases: [(&str, &[u8]); 4] = [
+    let cases: [(&str, &[u8]); 6] = [
         ("clamd", b"stream: what is this\0"),
         ("clamd", b"\x00\xff\xfe garbage\r\n"),
         (
@@ -1259,10 +1276,13 @@ fn garbage_answers_tempfail(rt: Runtime) {
             "rspamd",
             b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{not json",
         ),
+        // A milter packet with an unknown command, and one claiming to be 4 GB long.
+        ("milters", b"\x00\x00\x00\x05Zjunk"),
+        ("milters", b"\xff\xff\xff\xffO"),
     ];
     for (key, answer) in cases {
         let fake = FakeScanner::start(Misbehaviour::Garbage(answer.to_vec()));
-        let s = server_with_filter(rt, &[kv(key, &fake.addr()), "timeout = 5".into()]);
+        let s = server_with_filter(rt, &[target(key, &fake.addr()), "timeout = 5".into()]);
         let (r, took, c) = send25(&s, &[ALICE], &sample_message("garbage"));
         if !r.matches("451 4.7.1") || took > Duration::from_secs(20) {
             fail_with(
