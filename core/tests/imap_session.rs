@@ -434,12 +434,12 @@ fn greeting_capability_login_logout() {
         &[],
         &mut store,
     );
-    assert!(t.starts_with("* OK [CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CONDSTORE QRESYNC MULTIAPPEND LIST-STATUS SPECIAL-USE ESEARCH UTF8=ACCEPT STARTTLS AUTH=PLAIN APPENDLIMIT=4096] Petrel ready.\r\n"), "{t}");
+    assert!(t.starts_with("* OK [CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CONDSTORE QRESYNC MULTIAPPEND LIST-STATUS SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES SPECIAL-USE ESEARCH UTF8=ACCEPT STARTTLS AUTH=PLAIN APPENDLIMIT=4096] Petrel ready.\r\n"), "{t}");
     assert!(
         t.contains("\r\na2 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"),
         "{t}"
     );
-    assert!(t.contains("a3 OK [CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CONDSTORE QRESYNC MULTIAPPEND LIST-STATUS SPECIAL-USE ESEARCH UTF8=ACCEPT APPENDLIMIT=4096] Logged in.\r\n"), "{t}");
+    assert!(t.contains("a3 OK [CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CONDSTORE QRESYNC MULTIAPPEND LIST-STATUS SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES SPECIAL-USE ESEARCH UTF8=ACCEPT APPENDLIMIT=4096] Logged in.\r\n"), "{t}");
     assert!(
         t.contains("* ID (\"name\" \"Petrel\")\r\na1b OK ID completed.\r\n"),
         "{t}"
@@ -1295,4 +1295,82 @@ fn list_status_returns_status_of_listed_folders() {
     assert_eq!(a2.matches("* STATUS ").count(), 2, "{a2}");
     let a3 = &t[t.find("a2 OK").unwrap()..t.find("a3 OK").expect(&t)];
     assert!(!a3.contains("STATUS"), "{a3}");
+}
+
+/// SORT and THREAD (RFC 5256) over the default INBOX plus a discussion with References,
+/// In-Reply-To, a reply whose parent is missing and subject-only replies.
+#[test]
+fn sort_and_thread() {
+    let mut store = FakeStore::default();
+    let inbox = store.folders.get_mut("INBOX").unwrap();
+    let msg = |id: &str, refs: &str, subject: &str, date: &str| {
+        format!(
+            "Message-ID: <{id}@x>\r\n{refs}Subject: {subject}\r\nDate: {date}\r\nFrom: {id}@example.test\r\n\r\nbody\r\n"
+        )
+    };
+    for m in [
+        msg("a", "", "Plan", "Wed, 1 Jan 2020 10:00:00 +0000"),
+        msg(
+            "b",
+            "In-Reply-To: <a@x>\r\n",
+            "Re: Plan",
+            "Wed, 1 Jan 2020 11:00:00 +0000",
+        ),
+        msg(
+            "c",
+            "References: <a@x> <b@x>\r\n",
+            "Re: Plan",
+            "Wed, 1 Jan 2020 12:00:00 +0000",
+        ),
+        msg(
+            "d",
+            "References: <a@x>\r\n",
+            "RE: Plan",
+            "Wed, 1 Jan 2020 13:00:00 +0000",
+        ),
+        msg(
+            "e",
+            "References: <missing@x>\r\n",
+            "Re: [list] Plan",
+            "Thu, 2 Jan 2020 10:00:00 +0000",
+        ),
+        msg("f", "", "Other", "Wed, 1 Jan 2020 08:00:00 +0000"),
+        msg("g", "", "Re: Other (fwd)", "Fri, 3 Jan 2020 10:00:00 +0000"),
+    ] {
+        inbox.add(m.as_bytes(), &[], 1_600_000_000);
+    }
+    let t = converse(
+        &[
+            LOGIN,
+            b"a1 SELECT INBOX\r\n",
+            b"a2 SORT (SUBJECT) UTF-8 ALL\r\n",
+            b"a3 SORT (REVERSE FROM) UTF-8 1:3\r\n",
+            b"a4 UID SORT (DATE) US-ASCII ALL\r\n",
+            b"a5 THREAD REFERENCES UTF-8 ALL\r\n",
+            b"a6 THREAD ORDEREDSUBJECT UTF-8 ALL\r\n",
+            b"a7 SORT (ARRIVAL) UTF-8 SUBJECT plan\r\n",
+            b"a8 SORT (SUBJECT) KOI8-R ALL\r\n",
+            b"a9 THREAD REFERENCES UTF-8 NOT ALL\r\n",
+        ]
+        .concat(),
+        &[],
+        &mut store,
+    );
+    assert!(
+        t.contains("* SORT 3 1 2 9 10 4 5 6 7 8\r\na2 OK Sort completed."),
+        "{t}"
+    );
+    assert!(t.contains("* SORT 3 2 1\r\na3 OK"), "{t}");
+    assert!(t.contains("* SORT 3 1 2 9 4 5 6 7 8 10\r\na4 OK"), "{t}");
+    assert!(
+        t.contains("* THREAD (3)(1)(2)(9 10)(4 (5 6)(7)(8))\r\na5 OK Thread completed."),
+        "{t}"
+    );
+    assert!(
+        t.contains("* THREAD (3)(1)(2)(9 10)(4 (5)(6)(7)(8))\r\na6 OK"),
+        "{t}"
+    );
+    assert!(t.contains("* SORT 4 5 6 7 8\r\na7 OK"), "{t}");
+    assert!(t.contains("a8 NO [BADCHARSET"), "{t}");
+    assert!(t.contains("* THREAD\r\na9 OK"), "{t}");
 }

@@ -14,5 +14,6 @@ pub mod request;
 pub mod response;
 pub mod search;
 pub mod sequence;
+pub mod sort;
 pub mod session;
 pub mod structure;

@@ -9,7 +9,8 @@
 
 use super::command::{
     AppendStart, Command, CommandKind, DateTime, FetchItem, Flag, ListReturn, ListSelect, Mailbox,
-    QResync, SearchKey, SearchReturn, Section, SectionText, SelectParams, StatusItem, StoreMode,
+    QResync, SearchKey, SearchReturn, Section, SectionText, SelectParams, SortCriterion,
+    StatusItem, StoreMode, ThreadAlgorithm,
 };
 use super::parser::{Limits, Parsed, Parser};
 use super::request::{
@@ -18,6 +19,7 @@ use super::request::{
 use super::response::{self, days_from_civil, flag_list, internal_date, sequence_set};
 use super::search::{self, Candidate};
 use super::sequence::SequenceSet;
+use super::sort::{self, SortInfo};
 use super::structure::{self, SectionSpec};
 use crate::effect::{AuthOutcome, Completion, Effect, Secret, TxId, UserId};
 use crate::mutf7;
@@ -145,6 +147,25 @@ struct SearchJob {
     pos: usize,
     buf: Vec<u8>,
     hits: Vec<u32>,
+    /// SORT or THREAD (RFC 5256) of the hits, with their keys.
+    order: Option<Order>,
+    infos: Vec<SortInfo>,
+}
+
+/// What SORT and THREAD do with the messages their search found.
+#[derive(Debug)]
+enum Order {
+    Sort(Vec<SortCriterion>),
+    Thread(ThreadAlgorithm),
+}
+
+impl Order {
+    fn needs_header(&self) -> bool {
+        match self {
+            Order::Sort(criteria) => sort::needs_header(criteria),
+            Order::Thread(_) => true,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -380,6 +401,10 @@ impl ImapSession {
             "QRESYNC",
             "MULTIAPPEND",
             "LIST-STATUS",
+            "SORT",
+            "SORT=DISPLAY",
+            "THREAD=ORDEREDSUBJECT",
+            "THREAD=REFERENCES",
             "SPECIAL-USE",
             "ESEARCH",
             "UTF8=ACCEPT",
@@ -849,22 +874,76 @@ impl ImapSession {
                 if uses_modseq(&criteria) {
                     self.condstore = true;
                 }
-                let sel = self.selected.as_ref().expect("checked above");
-                let uids = sel.snap.messages.iter().map(|m| m.uid).collect();
-                self.job = Some(Job::Search(SearchJob {
-                    tag,
-                    uid,
-                    returns,
-                    key: criteria,
-                    uids,
-                    pos: 0,
-                    buf: Vec::new(),
-                    hits: Vec::new(),
-                }));
-                self.run_job();
+                self.start_search(tag, uid, returns, criteria, None);
+            }
+            CommandKind::Sort {
+                uid,
+                criteria,
+                charset,
+                search,
+            } => {
+                if !charset.eq_ignore_ascii_case("UTF-8")
+                    && !charset.eq_ignore_ascii_case("US-ASCII")
+                {
+                    return self.tagged(
+                        &tag,
+                        "NO",
+                        "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset.",
+                    );
+                }
+                self.start_search(tag, uid, None, search, Some(Order::Sort(criteria)));
+            }
+            CommandKind::Thread {
+                uid,
+                algorithm,
+                charset,
+                search,
+            } => {
+                if !charset.eq_ignore_ascii_case("UTF-8")
+                    && !charset.eq_ignore_ascii_case("US-ASCII")
+                {
+                    return self.tagged(
+                        &tag,
+                        "NO",
+                        "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset.",
+                    );
+                }
+                self.start_search(tag, uid, None, search, Some(Order::Thread(algorithm)));
             }
             _ => self.bad(Some(&tag), "Command not supported."),
         }
+    }
+
+    /// Starts the job of SEARCH, SORT and THREAD: every message of the folder is matched
+    /// against `key` (reading it only when the key, or the order, needs its bytes).
+    fn start_search(
+        &mut self,
+        tag: String,
+        uid: bool,
+        returns: Option<Vec<SearchReturn>>,
+        key: SearchKey,
+        order: Option<Order>,
+    ) {
+        if uses_modseq(&key) {
+            self.condstore = true;
+        }
+        let Some(sel) = self.selected.as_ref() else {
+            return self.bad(Some(&tag), "No mailbox selected.");
+        };
+        let uids = sel.snap.messages.iter().map(|m| m.uid).collect();
+        self.job = Some(Job::Search(SearchJob {
+            tag,
+            uid,
+            returns,
+            key,
+            uids,
+            pos: 0,
+            buf: Vec::new(),
+            hits: Vec::new(),
+            order,
+            infos: Vec::new(),
+        }));
+        self.run_job();
     }
 
     /// The UIDs a sequence set names, in ascending order. Message numbers beyond the folder are
@@ -1102,7 +1181,12 @@ impl ImapSession {
             };
             let (uids, pos, needs) = match job {
                 Job::Fetch(j) => (&j.uids, j.pos, j.items.iter().any(needs_body)),
-                Job::Search(j) => (&j.uids, j.pos, search::needs_message(&j.key)),
+                Job::Search(j) => (
+                    &j.uids,
+                    j.pos,
+                    search::needs_message(&j.key)
+                        || j.order.as_ref().is_some_and(Order::needs_header),
+                ),
             };
             let Some(&uid) = uids.get(pos) else {
                 return self.finish_job();
@@ -1249,7 +1333,16 @@ impl ImapSession {
                         raw: Some(&raw),
                     };
                     if search::matches(&j.key, &c) {
-                        j.hits.push(if j.uid { uid } else { i as u32 + 1 });
+                        let id = if j.uid { uid } else { i as u32 + 1 };
+                        j.hits.push(id);
+                        if j.order.is_some() {
+                            j.infos.push(sort::sort_info(
+                                id,
+                                i as u32 + 1,
+                                &sel.snap.messages[i],
+                                &raw,
+                            ));
+                        }
                     }
                 }
                 j.pos += 1;
@@ -1369,6 +1462,25 @@ impl ImapSession {
                 Some(text) => self.tagged(&j.tag, "NO", text),
                 None => self.tagged(&j.tag, "OK", "Fetch completed."),
             },
+            Job::Search(mut j) if j.order.is_some() => {
+                let (line, done) = match j.order.take() {
+                    Some(Order::Sort(criteria)) => {
+                        sort::sort(&mut j.infos, &criteria);
+                        let mut line = String::from("* SORT");
+                        for i in &j.infos {
+                            line.push_str(&format!(" {}", i.id));
+                        }
+                        (line, "Sort completed.")
+                    }
+                    Some(Order::Thread(algorithm)) => (
+                        format!("* THREAD {}", sort::thread(&j.infos, algorithm)),
+                        "Thread completed.",
+                    ),
+                    None => unreachable!("checked by the match guard"),
+                };
+                self.line(line.trim_end());
+                self.tagged(&j.tag, "OK", done);
+            }
             Job::Search(j) => {
                 let tag = j.tag.clone();
                 let modseq = if uses_modseq(&j.key) {
