@@ -777,6 +777,11 @@ impl SmtpSession {
         let Some(id) = tx.body.tx else { return };
         let body = &mut tx.body;
         let healthy = !(body.too_big || body.failed || body.long_line || body.looping);
+        // A message the client will never finish needs no verdict; the runtime closes the
+        // scanner connections when the session ends.
+        if self.ending.is_some() && !body.ended {
+            body.scan = None;
+        }
         // The scanners go first: their pending steps, then the message bytes they may take.
         if let Some(scan) = &mut body.scan {
             if !healthy {
