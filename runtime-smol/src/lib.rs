@@ -398,7 +398,25 @@ async fn serve(
                 }
             }
             Action::Read { deadline } => {
-                let read = async { Woke::Read(conn.read(pump.read_buffer()).await) };
+                let read = async {
+                    // A plain connection is read without waiting; when nothing is there the pump
+                    // drops its buffers before the wait, so idle connections hold none.
+                    if let Conn::Plain(s) = &conn {
+                        loop {
+                            match io::Read::read(&mut s.get_ref(), pump.read_buffer()) {
+                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                    pump.release_buffers();
+                                    if let Err(e) = s.readable().await {
+                                        return Woke::Read(Err(e));
+                                    }
+                                }
+                                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                                r => return Woke::Read(r),
+                            }
+                        }
+                    }
+                    Woke::Read(conn.read(pump.read_buffer()).await)
+                };
                 let timer = async {
                     match deadline {
                         Some(d) => {
