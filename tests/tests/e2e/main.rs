@@ -43,6 +43,7 @@ mod dovecot;
 mod ehlo;
 mod fetch;
 mod filter;
+mod filter_faults;
 mod imap;
 mod inbound;
 mod limits;
