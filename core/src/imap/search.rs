@@ -81,9 +81,10 @@ pub fn matches(key: &SearchKey, c: &Candidate<'_>) -> bool {
         SearchKey::Before(d) => day() < date_days(d),
         SearchKey::On(d) => day() == date_days(d),
         SearchKey::Since(d) => day() >= date_days(d),
-        SearchKey::SentBefore(d) => sent_day(raw).is_some_and(|x| x < date_days(d)),
-        SearchKey::SentOn(d) => sent_day(raw).is_some_and(|x| x == date_days(d)),
-        SearchKey::SentSince(d) => sent_day(raw).is_some_and(|x| x >= date_days(d)),
+        // A missing or unreadable Date: counts as 1 January 1970, as Dovecot has it.
+        SearchKey::SentBefore(d) => sent_day(raw).unwrap_or(0) < date_days(d),
+        SearchKey::SentOn(d) => sent_day(raw).unwrap_or(0) == date_days(d),
+        SearchKey::SentSince(d) => sent_day(raw).unwrap_or(0) >= date_days(d),
         SearchKey::Larger(n) => c.meta.size > *n,
         SearchKey::Smaller(n) => c.meta.size < *n,
         SearchKey::ModSeq { mod_seq, .. } => c.meta.modseq >= *mod_seq,

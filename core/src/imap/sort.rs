@@ -124,7 +124,7 @@ pub fn base_subject(subject: &str) -> (String, bool) {
         loop {
             let before = s.len();
             s = s.trim_end().to_string();
-            if s.len() >= 5 && s[s.len() - 5..].eq_ignore_ascii_case("(fwd)") {
+            if s.len() >= 5 && s.as_bytes()[s.len() - 5..].eq_ignore_ascii_case(b"(fwd)") {
                 s.truncate(s.len() - 5);
                 reply = true;
             }
@@ -149,7 +149,7 @@ pub fn base_subject(subject: &str) -> (String, bool) {
             }
         }
         // (6) "[fwd: ... ]".
-        if s.len() >= 6 && s[..5].eq_ignore_ascii_case("[fwd:") && s.ends_with(']') {
+        if s.len() >= 6 && s.as_bytes()[..5].eq_ignore_ascii_case(b"[fwd:") && s.ends_with(']') {
             s = s[5..s.len() - 1].to_string();
             reply = true;
             continue;
@@ -623,15 +623,17 @@ fn first_address(value: Option<&str>) -> (String, String) {
         parts.push(cur);
         parts
     };
-    let mut first = split_outside_quotes(&text, ',')
+    let first = split_outside_quotes(&text, ',')
         .into_iter()
         .find(|p| !p.trim().is_empty())
         .unwrap_or_default();
-    // A group: "name: member, member;".
+    // A group ("name: member, member;") comes first as its name, as in the ENVELOPE's
+    // start-of-group marker (mailbox = the name, host NIL); Dovecot sorts it so too.
     if let Some(colon) = first.find(':')
         && !first[..colon].contains(['<', '@'])
     {
-        first = first[colon + 1..].trim_end_matches([';', ' ']).to_string();
+        let name = first[..colon].trim().trim_matches('"').to_ascii_uppercase();
+        return (name.clone(), name);
     }
     let (name, spec) = match (first.find('<'), first.rfind('>')) {
         (Some(a), Some(b)) if a < b => (
@@ -780,6 +782,11 @@ mod tests {
             ("  spaced\t\tout  ", "SPACED OUT", false),
             ("Fw: x", "X", true),
             ("Reply to this", "REPLY TO THIS", false),
+            ("Re: Café", "CAFé", true),
+            ("ñandú (fwd)", "ñANDú", true),
+            ("日本語のテスト", "日本語のテスト", false),
+            ("[日本] 語", "語", false),
+            ("é", "é", false),
         ] {
             assert_eq!(base_subject(input), (base.to_string(), reply), "{input}");
         }
@@ -797,7 +804,7 @@ mod tests {
         );
         assert_eq!(
             first_address(Some("undisclosed: a@b, c@d;")),
-            ("A".into(), "A@B".into())
+            ("UNDISCLOSED".into(), "UNDISCLOSED".into())
         );
         assert_eq!(first_address(None), (String::new(), String::new()));
         assert_eq!(
