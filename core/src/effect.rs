@@ -236,8 +236,15 @@ pub enum ScanOp {
         /// Longest to wait.
         timeout: std::time::Duration,
     },
-    /// Close the connection (unknown connections are fine). Answer: [`Completion::Done`].
-    Close,
+    /// Close the connection (unknown connections are fine), and log what came of the scan.
+    /// Answer: [`Completion::Done`].
+    Close {
+        /// The scanner and its verdict or failure, one line for the log, such as
+        /// `clamd 127.0.0.1:3310: Virus found: Eicar-Test-Signature`.
+        outcome: String,
+        /// True when the scanner failed (the failure policy applied): logged as a warning.
+        failed: bool,
+    },
 }
 
 /// A message in a POP3 maildrop.

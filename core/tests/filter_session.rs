@@ -73,6 +73,8 @@ struct World {
     conns: BTreeMap<ScanConn, FakeConn>,
     /// Every connection ever opened: (target, bytes it was sent).
     scanned: Vec<(String, Vec<u8>)>,
+    /// What the session logged for each scanner at close: (line, failed).
+    outcomes: Vec<(String, bool)>,
 }
 
 impl World {
@@ -162,7 +164,9 @@ impl World {
                     other => panic!("no fake scanner {other}"),
                 }
             }
-            ScanOp::Close => {
+            ScanOp::Close { outcome, failed } => {
+                assert!(!outcome.is_empty());
+                self.outcomes.push((outcome, failed));
                 if let Some(c) = self.conns.remove(&conn) {
                     self.scanned.push((c.target, c.sent));
                 }
@@ -242,6 +246,13 @@ fn virus_is_refused_with_its_name_and_nothing_delivered() {
     );
     assert!(w.delivered.is_empty());
     assert_eq!(w.aborted, 1);
+    assert_eq!(
+        w.outcomes,
+        [(
+            "clamd clamd: reject 554 5.7.1 Virus found: Eicar-Test-Signature".to_string(),
+            false
+        )]
+    );
 }
 
 #[test]
@@ -308,6 +319,21 @@ fn scanner_failures_follow_on_failure() {
             "{target}: {out}"
         );
         assert!(w.delivered.is_empty(), "{target}");
+        if target != "down" {
+            // Connect failures are logged by the runtime; the rest by the session at close.
+            assert!(
+                matches!(&w.outcomes[..], [(line, true)] if line.starts_with(&format!("clamd {target}: "))),
+                "{target}: {:?}",
+                w.outcomes
+            );
+        }
+        if target == "garbage" {
+            assert!(
+                w.outcomes[0].0.contains("unexpected reply"),
+                "{:?}",
+                w.outcomes
+            );
+        }
         let mut f = filter(target, None);
         f.on_failure = OnFailure::Accept;
         let (out, w) = converse(Role::Inbound, f, &smtp("Hi"), &[]);

@@ -137,7 +137,12 @@ impl ScanConns {
                     }
                 }
             }
-            ScanOp::Close => {
+            ScanOp::Close { outcome, failed } => {
+                if failed {
+                    tracing::warn!(%session, "content scanner failed: {outcome}");
+                } else {
+                    tracing::info!(%session, "content scan: {outcome}");
+                }
                 if let Some(stream) = self.conns.remove(&conn) {
                     stream.shutdown();
                 }

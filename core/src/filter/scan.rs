@@ -188,11 +188,55 @@ impl Slot {
         }
     }
 
+    /// The step that closes the connection, with what came of the scan for the log.
+    fn close_op(&self) -> ScanOp {
+        let (what, failed) = match (&self.state, self.client.verdict()) {
+            (State::Failed(why), _) => (why.clone(), true),
+            (_, Some(v)) => (describe(v), false),
+            (_, None) => ("no verdict".to_string(), true),
+        };
+        ScanOp::Close {
+            outcome: format!("{} {}: {what}", self.kind, self.target),
+            failed,
+        }
+    }
+
     /// Moves to `Judged` once the client has its verdict.
     fn check_verdict(&mut self) {
         if self.state == State::Open && self.client.verdict().is_some() {
             self.state = State::Judged;
         }
+    }
+}
+
+/// A verdict in a few words, for the log.
+fn describe(v: &Verdict) -> String {
+    match v {
+        Verdict::Accept {
+            edits,
+            spam,
+            quarantine,
+        } => {
+            let mut s = String::from("accept");
+            if let Some(spam) = spam {
+                s.push_str(&format!(
+                    ", score {:.1}/{:.1}{}",
+                    spam.score,
+                    spam.threshold,
+                    if spam.is_spam { " spam" } else { "" }
+                ));
+            }
+            if let Some(q) = quarantine {
+                s.push_str(&format!(", quarantine ({q})"));
+            }
+            if !edits.is_empty() {
+                s.push_str(&format!(", {} header change(s)", edits.len()));
+            }
+            s
+        }
+        Verdict::Reject { code, status, text } => format!("reject {code} {status} {text}"),
+        Verdict::TempFail { code, status, text } => format!("tempfail {code} {status} {text}"),
+        Verdict::Discard => "discard".to_string(),
     }
 }
 
@@ -302,13 +346,13 @@ impl Scan {
                     } else if self.ended && !slot.client.wants_input() {
                         // Ended, nothing to say, nothing expected, and still no verdict.
                         slot.fail(format!("{} gave no verdict", slot.kind));
-                        Some((Step::Close, ScanOp::Close))
+                        Some((Step::Close, slot.close_op()))
                     } else {
                         None
                     }
                 }
                 State::Judged | State::Failed(_) if !slot.closed => {
-                    Some((Step::Close, ScanOp::Close))
+                    Some((Step::Close, slot.close_op()))
                 }
                 _ => None,
             };
