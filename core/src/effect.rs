@@ -240,7 +240,7 @@ pub enum ScanOp {
     /// Answer: [`Completion::Done`].
     Close {
         /// The scanner and its verdict or failure, one line for the log, such as
-        /// `clamd 127.0.0.1:3310: Virus found: Eicar-Test-Signature`.
+        /// `clamd 127.0.0.1:3310: reject 554 5.7.1 Virus found: Eicar-Test-Signature`.
         outcome: String,
         /// True when the scanner failed (the failure policy applied): logged as a warning.
         failed: bool,
