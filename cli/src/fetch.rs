@@ -124,6 +124,9 @@ pub fn run(config: &Config, command: FetchCommand) -> Result<(), Failure> {
                     (None, Some(t)) => line.push_str(&format!("; ok {}", rfc5322_date(t))),
                     (None, None) => line.push_str("; not fetched yet"),
                 }
+                for n in &s.notes {
+                    line.push_str(&format!("; note: {n}"));
+                }
                 if let Some((old, new, t)) = s.uidvalidity_change {
                     line.push_str(&format!(
                         "; UIDVALIDITY changed {old} -> {new} ({})",
@@ -245,6 +248,7 @@ pub fn settings(
     session.command_timeout = config.command_timeout;
     session.max_message_size = config.max_message_size;
     session.idle = (daemon && config.fetch.idle).then(|| Duration::from_secs(29 * 60));
+    session.filter = config.filter.clone().map(Arc::new);
     let ca: Option<PathBuf> = config.fetch.ca.clone().or_else(|| {
         let p = PathBuf::from(SYSTEM_CA);
         p.exists().then_some(p)

@@ -36,7 +36,11 @@ fn session(keep: bool) -> Box<ImapFetch> {
 fn script(big: bool) -> (Vec<u8>, Vec<Vec<u8>>) {
     let a = message("seven", if big { 4000 } else { 3 });
     let b = message("nine", 2);
-    let mut s = b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR UIDPLUS IDLE] hi\r\n\
+    // A long capability list (over 200 characters), as real servers send.
+    let mut s = b"* OK [CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ ID ENABLE NAMESPACE UNSELECT MOVE \
+        CONDSTORE QRESYNC MULTIAPPEND LIST-STATUS SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT \
+        THREAD=REFERENCES SPECIAL-USE ESEARCH UTF8=ACCEPT APPENDLIMIT=52428800 \
+        AUTH=PLAIN SASL-IR UIDPLUS IDLE] hi\r\n\
         f1 OK [CAPABILITY IMAP4rev1 UIDPLUS IDLE] in\r\n\
         * FLAGS (\\Seen)\r\n* 2 EXISTS\r\n* OK [UIDVALIDITY 42] v\r\nf2 OK [READ-WRITE] sel\r\n"
         .to_vec();

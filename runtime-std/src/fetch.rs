@@ -157,6 +157,9 @@ fn run_session(
     let mut pump = Pump::new(session);
     let mut finished: Option<(u64, Option<String>)> = None;
     let mut told_stop = false;
+    // Content scanners' connections (`[filter]`), closed when the session ends.
+    let mut scanners = crate::filter::ScanConns::default();
+    let session_name = format!("fetch-{}-{}", user.0, account.id);
     let mut tls_error: Option<String> = None;
     let data_dir = store.data_dir().to_path_buf();
     loop {
@@ -177,13 +180,14 @@ fn run_session(
                     } => {
                         match &request {
                             FetchRequest::Progress { done, total } => progress(*done, *total),
-                            FetchRequest::Finished { fetched, error } => {
+                            FetchRequest::Finished { fetched, error, .. } => {
                                 finished = Some((*fetched, error.clone()));
                             }
                             _ => {}
                         }
                         fetch_accounts::execute(&data_dir, &user, account, request, unix_now())
                     }
+                    Effect::Scan { conn, op } => scanners.execute(&session_name, conn, op),
                     other => store.execute(other),
                 };
                 pump.complete(Instant::now(), req, completion);

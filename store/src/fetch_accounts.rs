@@ -75,6 +75,8 @@ pub struct Status {
     pub fetched: u64,
     /// The last UIDVALIDITY change: old, new, when.
     pub uidvalidity_change: Option<(u32, u32, i64)>,
+    /// What the last pass noted (messages left on the remote, and why).
+    pub notes: Vec<String>,
 }
 
 /// The user's fetch folder.
@@ -319,6 +321,7 @@ pub fn status(data_dir: &Path, user: &UserId, id: u32) -> io::Result<Status> {
                 }
             }
             "failures" => s.failures = v.parse().unwrap_or(0),
+            "note" => s.notes.push(v.to_string()),
             "fetched" => s.fetched = v.parse().unwrap_or(0),
             "uidvalidity_change" => {
                 let p: Vec<&str> = v.split(' ').collect();
@@ -352,6 +355,10 @@ fn write_status(data_dir: &Path, user: &UserId, id: u32, s: &Status) -> io::Resu
     text.push_str(&format!("failures {}\nfetched {}\n", s.failures, s.fetched));
     if let Some((a, b, t)) = s.uidvalidity_change {
         text.push_str(&format!("uidvalidity_change {a} {b} {t}\n"));
+    }
+    for n in &s.notes {
+        let n: String = n.chars().filter(|c| !c.is_control()).collect();
+        text.push_str(&format!("note {n}\n"));
     }
     replace(
         &fetch_dir(data_dir, user)?.join(format!("{id}.status")),
@@ -397,6 +404,7 @@ struct Journal {
     highest: BTreeMap<u32, u32>,
     uidls: BTreeSet<String>,
     digests: BTreeSet<String>,
+    left_on_remote: BTreeSet<String>,
     /// Pending keys without their delivery, with the time of the entry.
     pending: BTreeMap<String, i64>,
     lines: usize,
@@ -416,6 +424,9 @@ impl Journal {
                 let _size = p.next();
                 if let Some(d) = p.next().filter(|d| *d != "-") {
                     self.digests.insert(d.to_string());
+                }
+                if p.next() == Some("K") {
+                    self.left_on_remote.insert(key.to_string());
                 }
                 self.add_key(key);
             }
@@ -451,6 +462,7 @@ impl Journal {
             highest_uid,
             uidls: self.uidls.clone(),
             digests: self.digests.clone(),
+            left_on_remote: self.left_on_remote.clone(),
         }
     }
 
@@ -469,6 +481,9 @@ impl Journal {
         // Digests ride on dummy keys so they survive compaction.
         for d in &self.digests {
             out.push_str(&format!("D digest 0 {d}\n"));
+        }
+        for k in &self.left_on_remote {
+            out.push_str(&format!("D {k} 0 - K\n"));
         }
         for (k, t) in &self.pending {
             out.push_str(&format!("P {k} {t}\n"));
@@ -625,7 +640,12 @@ fn execute_inner(
                     }
                 }
             }
-            let live = 1 + j.highest.len() + j.uidls.len() + j.digests.len() + j.pending.len();
+            let live = 1
+                + j.highest.len()
+                + j.uidls.len()
+                + j.digests.len()
+                + j.left_on_remote.len()
+                + j.pending.len();
             if j.lines > 4 * live + 64 {
                 replace(&log, j.compact().as_bytes())?;
             }
@@ -635,8 +655,14 @@ fn execute_inner(
             append(&log, &format!("P {key} {now}"))?;
             done
         }
-        FetchRequest::Delivered { key, size, digest } => {
-            append(&log, &format!("D {key} {size} {digest}"))?;
+        FetchRequest::Delivered {
+            key,
+            size,
+            digest,
+            left_on_remote,
+        } => {
+            let flag = if left_on_remote { " K" } else { "" };
+            append(&log, &format!("D {key} {size} {digest}{flag}"))?;
             done
         }
         FetchRequest::UidValidity { old, new } => {
@@ -668,9 +694,14 @@ fn execute_inner(
             done
         }
         FetchRequest::Progress { .. } => done,
-        FetchRequest::Finished { fetched, error } => {
+        FetchRequest::Finished {
+            fetched,
+            error,
+            notes,
+        } => {
             let mut s = status(data_dir, user, id)?;
             s.last_run = Some(now);
+            s.notes = notes;
             s.fetched += fetched;
             match error {
                 None => {
@@ -744,6 +775,7 @@ mod tests {
             key: "pop3:a".into(),
             size: 10,
             digest: "00ff".into(),
+            left_on_remote: false,
         });
         // "b" is pending; its marker is in the Maildir: recovered as delivered.
         let new = d.path().join("mail/example.com/alice/new");
@@ -791,12 +823,14 @@ mod tests {
                 key: format!("imap:7:{u}"),
                 size: 1,
                 digest: format!("d{u}"),
+                left_on_remote: u == 3,
             });
         }
         let Completion::Fetch(FetchAnswer::State(s)) = ex(FetchRequest::Load) else {
             panic!()
         };
         assert_eq!((s.uidvalidity, s.highest_uid), (Some(7), 5));
+        assert!(s.left_on_remote.contains("imap:7:3"));
         let _ = ex(FetchRequest::UidValidity {
             old: Some(7),
             new: 9,

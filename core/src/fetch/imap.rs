@@ -17,7 +17,7 @@
 
 use super::{
     Delivery, DeliveryStep, FetchAccount, FetchAnswer, FetchConfig, FetchRequest, FetchState,
-    LineRead, Lines, Security, clean, describe, header_fields, imap_key, message_digest,
+    LineRead, Lines, Security, Verdict, clean, describe, header_fields, imap_key, message_digest,
     sasl_plain,
 };
 use crate::effect::{Completion, Effect};
@@ -225,16 +225,13 @@ impl ImapFetch {
     }
 
     fn report_end(&mut self) {
-        let error = self
-            .error
-            .clone()
-            .or_else(|| (!self.notes.is_empty()).then(|| self.notes.join("; ")));
         self.out.request(Effect::Fetch {
             user: self.account.user.clone(),
             account: self.account.id,
             request: FetchRequest::Finished {
                 fetched: self.unreported,
-                error,
+                error: self.error.clone(),
+                notes: self.notes.clone(),
             },
         });
         self.unreported = 0;
@@ -316,7 +313,7 @@ impl ImapFetch {
             return self.after_caps(now);
         }
         if upper.starts_with(b"CAPABILITY ") {
-            self.caps = clean(&rest[11..])
+            self.caps = String::from_utf8_lossy(&rest[11..])
                 .split_ascii_whitespace()
                 .map(str::to_string)
                 .collect();
@@ -380,7 +377,8 @@ impl ImapFetch {
 
     /// `[CAPABILITY ...]` in a response text.
     fn read_caps_code(&mut self, rest: &[u8]) {
-        let text = clean(rest);
+        // Not `clean`: capability lists are longer than an error message may be.
+        let text = String::from_utf8_lossy(rest).into_owned();
         let upper = text.to_ascii_uppercase();
         if let Some(i) = upper.find("[CAPABILITY ")
             && let Some(j) = upper[i..].find(']')
@@ -583,7 +581,11 @@ impl ImapFetch {
         for (uid, size, digest) in listing {
             let too_big = size > self.config.max_message_size;
             if uid <= self.highest {
-                if !self.account.keep && !too_big {
+                let left = self
+                    .state
+                    .left_on_remote
+                    .contains(&imap_key(self.uidvalidity, uid));
+                if !self.account.keep && !too_big && !left {
                     self.delete.push(uid);
                 }
                 continue;
@@ -618,7 +620,13 @@ impl ImapFetch {
         if let Some((uid, size, digest)) = self.matched.pop_front() {
             self.highest = self.highest.max(uid);
             let key = imap_key(self.uidvalidity, uid);
-            return self.request(Req::Matched, FetchRequest::Delivered { key, size, digest });
+            let request = FetchRequest::Delivered {
+                key,
+                size,
+                digest,
+                left_on_remote: false,
+            };
+            return self.request(Req::Matched, request);
         }
         let total = self.total;
         self.request(Req::Progress, FetchRequest::Progress { done: 0, total });
@@ -652,10 +660,17 @@ impl ImapFetch {
     }
 
     fn pass_done(&mut self) {
-        let error = (!self.notes.is_empty()).then(|| self.notes.join("; "));
         let fetched = self.unreported;
         self.unreported = 0;
-        self.request(Req::PassDone, FetchRequest::Finished { fetched, error });
+        let notes = self.notes.clone();
+        self.request(
+            Req::PassDone,
+            FetchRequest::Finished {
+                fetched,
+                error: None,
+                notes,
+            },
+        );
     }
 
     fn after_pass(&mut self, now: Instant) {
@@ -666,12 +681,12 @@ impl ImapFetch {
         self.send(now, "LOGOUT", Cmd::Logout);
     }
 
-    fn flush(&mut self) {
+    fn flush(&mut self, now: Instant) {
         let Some((_, d)) = self.current.as_mut() else {
             return;
         };
         let via = if self.tls { "IMAPS" } else { "IMAP" };
-        if let Some((step, effect)) = d.next_effect(&self.account, &self.config, via) {
+        if let Some((step, effect)) = d.next_effect(now, &self.account, &self.config, via) {
             let id = self.out.request(effect);
             self.pending = Some((id, Req::Step(step)));
         }
@@ -682,14 +697,15 @@ impl ImapFetch {
             let Some((_, d)) = self.current.as_mut() else {
                 return;
             };
-            if let Err(e) = d.answer(step, completion) {
-                return self.fail(e, false);
+            match d.answer(now, step, completion) {
+                Err(e) => return self.fail(e, false),
+                Ok(true) => {
+                    let request = d.delivered();
+                    return self.request(Req::Delivered, request);
+                }
+                Ok(false) => {}
             }
-            if step == DeliveryStep::Commit {
-                let request = d.delivered();
-                return self.request(Req::Delivered, request);
-            }
-            self.flush();
+            self.flush(now);
             if self.pending.is_none() {
                 self.deadline = Some(now + self.config.command_timeout);
             }
@@ -717,14 +733,24 @@ impl ImapFetch {
                 self.send(now, &format!("UID FETCH {uid} BODY.PEEK[]"), Cmd::Body);
             }
             Req::Delivered => {
-                if let Some((uid, _)) = self.current.take() {
+                if let Some((uid, d)) = self.current.take() {
                     self.highest = self.highest.max(uid);
-                    if !self.account.keep {
-                        self.delete.push(uid);
+                    match d.verdict {
+                        // Refused by a content scanner: left on the server, not fetched again.
+                        Some(Verdict::Refused(why)) => self.notes.push(format!(
+                            "message UID {uid} refused by a content scanner, left on the server: {why}"
+                        )),
+                        verdict => {
+                            if verdict.is_none() {
+                                self.unreported += 1;
+                            }
+                            if !self.account.keep {
+                                self.delete.push(uid);
+                            }
+                        }
                     }
                 }
                 self.done_in_pass += 1;
-                self.unreported += 1;
                 let (done, total) = (self.done_in_pass, self.total);
                 self.request(Req::Progress, FetchRequest::Progress { done, total });
             }
@@ -811,7 +837,7 @@ impl ImapFetch {
             if n == 0 {
                 self.literal_bytes(&[]);
                 if sink == Sink::Body {
-                    self.flush();
+                    self.flush(now);
                 }
             }
             return;
@@ -901,7 +927,7 @@ impl Session for ImapFetch {
                 used += n;
                 self.deadline = Some(now + self.config.command_timeout);
                 if self.literal.is_none() || self.current.as_ref().is_some_and(|(_, d)| d.full()) {
-                    self.flush();
+                    self.flush(now);
                 }
                 if n == 0 && self.pending.is_none() {
                     break;

@@ -122,6 +122,11 @@ pub struct FetchConfig {
     /// connected in IDLE, renewed every `period` (29 minutes at most, RFC 2177), and fetches
     /// what arrives. `None`: one pass, then LOGOUT (`petrel fetch run`, or POP3).
     pub idle: Option<Duration>,
+    /// Content scanners (`[filter]`), applied as to inbound SMTP mail. A message a scanner
+    /// refuses permanently (a virus) is not stored and is left on the remote, never fetched
+    /// again, and named in the pass's notes; a temporary refusal (a scanner down under
+    /// `on_failure = "tempfail"`) ends the pass, to be retried.
+    pub filter: Option<Arc<crate::filter::scan::FilterConfig>>,
 }
 
 impl FetchConfig {
@@ -133,6 +138,7 @@ impl FetchConfig {
             command_timeout: Duration::from_secs(300),
             max_message_size: 50 * 1024 * 1024,
             idle: None,
+            filter: None,
         }
     }
 }
@@ -157,6 +163,8 @@ pub enum FetchRequest {
         size: u64,
         /// [`message_digest`] of its header, to recognise it after a UIDVALIDITY change.
         digest: String,
+        /// A content scanner refused it: it is not stored, and must stay on the remote.
+        left_on_remote: bool,
     },
     /// The IMAP folder's UIDVALIDITY is now `new` (it was `old`, if known).
     UidValidity {
@@ -183,6 +191,9 @@ pub enum FetchRequest {
         fetched: u64,
         /// `None` on success; one line for `petrel fetch list` otherwise.
         error: Option<String>,
+        /// What the user should know although the pass succeeded (messages too large, or
+        /// refused by a content scanner, and left on the remote).
+        notes: Vec<String>,
     },
 }
 
@@ -197,6 +208,8 @@ pub struct FetchState {
     pub uidls: BTreeSet<String>,
     /// [`message_digest`]s of every message fetched from this account.
     pub digests: BTreeSet<String>,
+    /// Keys of messages a content scanner refused: never deleted on the remote.
+    pub left_on_remote: BTreeSet<String>,
 }
 
 /// The answer to an [`Effect::Fetch`].
@@ -286,8 +299,21 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DeliveryStep {
     Begin,
+    Scan,
     Append,
     Commit,
+    Abort,
+}
+
+/// How a message that was not simply stored ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// A content scanner refused it for good: not stored, left on the remote.
+    Refused(String),
+    /// A scanner refused it for now: the pass stops and is retried.
+    TempRefused(String),
+    /// A scanner (a milter) asked to drop it.
+    Discarded,
 }
 
 /// One message on its way from the remote into the store: the bytes since the last chunk, and
@@ -307,6 +333,10 @@ pub(crate) struct Delivery {
     sender: Option<ReversePath>,
     message_id: String,
     date: String,
+    scan: Option<crate::filter::scan::Scan>,
+    scan_ended: bool,
+    /// Set when the message was not stored (see [`Verdict`]).
+    pub verdict: Option<Verdict>,
 }
 
 impl Delivery {
@@ -322,6 +352,9 @@ impl Delivery {
             sender: None,
             message_id: String::new(),
             date: String::new(),
+            scan: None,
+            scan_ended: false,
+            verdict: None,
         }
     }
 
@@ -354,6 +387,7 @@ impl Delivery {
     /// `None` when the session must read more from the remote.
     pub fn next_effect(
         &mut self,
+        now: std::time::Instant,
         account: &FetchAccount,
         config: &FetchConfig,
         via: &str,
@@ -374,26 +408,85 @@ impl Delivery {
                 self.skipping_return_path = true;
                 self.drop_return_path();
             }
-            return Some((DeliveryStep::Begin, self.begin(account, config, via)));
+            let begin = self.begin(account, config, via);
+            if let (Some(filter), Effect::BeginMessage { envelope, .. }) = (&config.filter, &begin)
+            {
+                let ctx = crate::filter::ScanContext {
+                    hostname: config.hostname.clone(),
+                    queue_id: envelope.id.clone(),
+                    client_ip: account.host.clone(),
+                    client_port: 0,
+                    client_name: Some(account.host.clone()),
+                    helo: account.host.clone(),
+                    sender: envelope.sender.to_string(),
+                    recipients: vec![account.user.0.clone()],
+                    authenticated: None,
+                    tls: account.security == Security::Implicit,
+                };
+                self.scan = crate::filter::scan::Scan::new(filter, crate::smtp::Role::Inbound, ctx);
+            }
+            return Some((DeliveryStep::Begin, begin));
         }
         let tx = self.tx?;
+        if let Some(scan) = self.scan.as_mut()
+            && let Some((conn, op)) = scan.next_op(now)
+        {
+            return Some((DeliveryStep::Scan, Effect::Scan { conn, op }));
+        }
         if !self.chunk.is_empty() && (self.full() || self.ended) {
+            if let Some(scan) = self.scan.as_mut() {
+                if !scan.ready_for_body() {
+                    return None;
+                }
+                scan.body(&self.chunk);
+            }
             let bytes = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK));
             return Some((DeliveryStep::Append, Effect::AppendChunk { tx, bytes }));
         }
-        if self.ended {
-            return Some((
-                DeliveryStep::Commit,
-                Effect::Commit {
-                    tx,
-                    prepend: Vec::new(),
-                    refusals: Refusals::AllOrNotice,
-                    junk: false,
-                    edits: Vec::new(),
-                },
-            ));
+        if !self.ended {
+            return None;
         }
-        None
+        let (edits, junk) = match self.scan.as_mut() {
+            None => (Vec::new(), false),
+            Some(scan) => {
+                if !self.scan_ended {
+                    self.scan_ended = true;
+                    scan.end();
+                    if let Some((conn, op)) = scan.next_op(now) {
+                        return Some((DeliveryStep::Scan, Effect::Scan { conn, op }));
+                    }
+                }
+                if !scan.is_done() {
+                    return None;
+                }
+                match scan.outcome() {
+                    crate::filter::scan::Outcome::Deliver { edits, junk } => (edits, junk),
+                    crate::filter::scan::Outcome::Refuse { code, status, text } => {
+                        let why = format!("{code} {status} {text}");
+                        self.verdict = Some(if code >= 500 {
+                            Verdict::Refused(why)
+                        } else {
+                            Verdict::TempRefused(why)
+                        });
+                        return Some((DeliveryStep::Abort, Effect::Abort { tx }));
+                    }
+                    crate::filter::scan::Outcome::Discard => {
+                        self.verdict = Some(Verdict::Discarded);
+                        return Some((DeliveryStep::Abort, Effect::Abort { tx }));
+                    }
+                }
+            }
+        };
+        Some((
+            DeliveryStep::Commit,
+            Effect::Commit {
+                tx,
+                prepend: Vec::new(),
+                refusals: Refusals::AllOrNotice,
+                junk,
+                edits,
+            },
+        ))
     }
 
     /// Removes a leading `Return-Path:` field (with continuation lines) from the chunk.
@@ -447,17 +540,39 @@ impl Delivery {
         }
     }
 
-    /// Takes the store's answer to the request of `step`; Err with a reason on failure.
-    pub fn answer(&mut self, step: DeliveryStep, completion: Completion) -> Result<(), String> {
+    /// Takes the answer to the request of `step`: `Ok(true)` once the message is finished
+    /// (durable here, or not to be stored, see [`Delivery::verdict`]), `Ok(false)` to go on,
+    /// `Err` with a reason on failure.
+    pub fn answer(
+        &mut self,
+        now: std::time::Instant,
+        step: DeliveryStep,
+        completion: Completion,
+    ) -> Result<bool, String> {
         match (step, completion) {
             (DeliveryStep::Begin, Completion::Began(tx)) => {
                 self.tx = Some(tx);
-                Ok(())
+                Ok(false)
             }
-            (DeliveryStep::Append, Completion::Appended) => Ok(()),
+            (DeliveryStep::Scan, c) => {
+                if let Some(scan) = self.scan.as_mut() {
+                    scan.handle_completion(now, c);
+                }
+                Ok(false)
+            }
+            (DeliveryStep::Append, Completion::Appended) => Ok(false),
             (DeliveryStep::Commit, Completion::Durable(_)) => {
                 self.tx = None;
-                Ok(())
+                Ok(true)
+            }
+            (DeliveryStep::Abort, _) => {
+                self.tx = None;
+                match &self.verdict {
+                    Some(Verdict::TempRefused(why)) => Err(format!(
+                        "a content scanner refused a message for now: {why}"
+                    )),
+                    _ => Ok(true),
+                }
             }
             (DeliveryStep::Commit, other) => {
                 // The store cleaned up after a failed commit.
@@ -479,6 +594,7 @@ impl Delivery {
             key: self.key.clone(),
             size: self.size,
             digest: message_digest(&self.message_id, &self.date, self.size),
+            left_on_remote: matches!(self.verdict, Some(Verdict::Refused(_))),
         }
     }
 }

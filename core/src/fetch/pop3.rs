@@ -8,7 +8,7 @@
 
 use super::{
     Delivery, DeliveryStep, FetchAccount, FetchAnswer, FetchConfig, FetchRequest, FetchState,
-    LineRead, Lines, Security, clean, describe, pop3_key, sasl_plain,
+    LineRead, Lines, Security, Verdict, clean, describe, pop3_key, sasl_plain,
 };
 use crate::effect::{Completion, Effect};
 use crate::outbox::Outbox;
@@ -98,6 +98,8 @@ pub struct Pop3Fetch {
     todo: VecDeque<(u32, String, u64)>,
     deletes: VecDeque<u32>,
     total: u64,
+    /// Messages finished this pass (stored, or refused by a scanner).
+    done: u64,
     fetched: u64,
     current: Option<(u32, Delivery)>,
     dots: Dots,
@@ -128,6 +130,7 @@ impl Pop3Fetch {
             todo: VecDeque::new(),
             deletes: VecDeque::new(),
             total: 0,
+            done: 0,
             fetched: 0,
             current: None,
             dots: Dots::LineStart,
@@ -178,16 +181,13 @@ impl Pop3Fetch {
     }
 
     fn report(&mut self) {
-        let error = self
-            .error
-            .clone()
-            .or_else(|| (!self.notes.is_empty()).then(|| self.notes.join("; ")));
         self.out.request(Effect::Fetch {
             user: self.account.user.clone(),
             account: self.account.id,
             request: FetchRequest::Finished {
                 fetched: self.fetched,
-                error,
+                error: self.error.clone(),
+                notes: self.notes.clone(),
             },
         });
         self.ending += 1;
@@ -227,7 +227,8 @@ impl Pop3Fetch {
                 if line == b"." {
                     self.after_capa(now);
                 } else {
-                    self.caps.push(text.to_ascii_uppercase());
+                    self.caps
+                        .push(String::from_utf8_lossy(line).to_ascii_uppercase());
                 }
             }
             Wait::Stls => {
@@ -389,7 +390,7 @@ impl Pop3Fetch {
         for (n, uidl) in std::mem::take(&mut self.uidls) {
             keys.push(pop3_key(&uidl));
             if self.state.uidls.contains(&uidl) {
-                if !self.account.keep {
+                if !self.account.keep && !self.state.left_on_remote.contains(&pop3_key(&uidl)) {
                     self.deletes.push_back(n);
                 }
                 continue;
@@ -425,12 +426,12 @@ impl Pop3Fetch {
     }
 
     /// Hands the next store request of the current message out, if one is due.
-    fn flush(&mut self) {
+    fn flush(&mut self, now: Instant) {
         let Some((_, d)) = self.current.as_mut() else {
             return;
         };
         let via = if self.tls { "POP3S" } else { "POP3" };
-        if let Some((step, effect)) = d.next_effect(&self.account, &self.config, via) {
+        if let Some((step, effect)) = d.next_effect(now, &self.account, &self.config, via) {
             let id = self.out.request(effect);
             self.pending = Some((id, Req::Step(step)));
         }
@@ -526,14 +527,26 @@ impl Pop3Fetch {
                         self.send(now, &format!("RETR {n}"), Wait::Retr);
                     }
                     _ => {
-                        // Delivered: durable here, so the remote may forget it now.
-                        self.fetched += 1;
-                        if let Some((n, _)) = self.current.take()
-                            && !self.account.keep
-                        {
-                            self.deletes.push_back(n);
+                        // Delivered: durable here, so the remote may forget it now. One a
+                        // content scanner refused stays there (and is not fetched again).
+                        self.done += 1;
+                        if let Some((n, d)) = self.current.take() {
+                            match d.verdict {
+                                Some(Verdict::Refused(why)) => self.notes.push(format!(
+                                    "message {} refused by a content scanner, left on the server: {why}",
+                                    d.key
+                                )),
+                                verdict => {
+                                    if verdict.is_none() {
+                                        self.fetched += 1;
+                                    }
+                                    if !self.account.keep {
+                                        self.deletes.push_back(n);
+                                    }
+                                }
+                            }
                         }
-                        let (done, total) = (self.fetched, self.total);
+                        let (done, total) = (self.done, self.total);
                         self.request(Req::Progress, FetchRequest::Progress { done, total });
                     }
                 }
@@ -542,14 +555,15 @@ impl Pop3Fetch {
                 let Some((_, d)) = self.current.as_mut() else {
                     return;
                 };
-                if let Err(e) = d.answer(step, completion) {
-                    return self.fail(e, false);
+                match d.answer(now, step, completion) {
+                    Err(e) => return self.fail(e, false),
+                    Ok(true) => {
+                        let request = d.delivered();
+                        return self.request(Req::Delivered, request);
+                    }
+                    Ok(false) => {}
                 }
-                if step == DeliveryStep::Commit {
-                    let request = d.delivered();
-                    return self.request(Req::Delivered, request);
-                }
-                self.flush();
+                self.flush(now);
                 if self.pending.is_none() && !self.current.as_ref().is_some_and(|(_, d)| d.ended) {
                     self.deadline = Some(now + self.config.command_timeout);
                 }
@@ -571,7 +585,7 @@ impl Session for Pop3Fetch {
                 let n = self.body(&input[used..]);
                 used += n;
                 self.deadline = Some(now + self.config.command_timeout);
-                self.flush();
+                self.flush(now);
                 if n == 0 && self.pending.is_none() {
                     break;
                 }

@@ -117,7 +117,7 @@ pub fn run(
                                 FetchRequest::Load => {
                                     Completion::Fetch(FetchAnswer::State(state.clone()))
                                 }
-                                FetchRequest::Finished { fetched, error } => {
+                                FetchRequest::Finished { fetched, error, .. } => {
                                     out.finished = Some((fetched, error));
                                     Completion::Fetch(FetchAnswer::Done)
                                 }
@@ -226,7 +226,7 @@ fn describe(r: &FetchRequest) -> String {
         FetchRequest::UidValidity { old, new } => format!("UidValidity {old:?} {new}"),
         FetchRequest::Retain { keys } => format!("Retain {}", keys.join(",")),
         FetchRequest::Progress { done, total } => format!("Progress {done}/{total}"),
-        FetchRequest::Finished { fetched, error } => format!("Finished {fetched} {error:?}"),
+        FetchRequest::Finished { fetched, error, .. } => format!("Finished {fetched} {error:?}"),
     }
 }
 

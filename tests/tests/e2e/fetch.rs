@@ -606,6 +606,48 @@ fn kill9_of_the_daemon_during_a_large_fetch_then_restart(rt: Runtime) {
     expect_exactly(&local, &want);
 }
 
+both_runtimes!(content_scanner_refusal_leaves_the_message_on_the_remote);
+
+/// With `[filter] clamd`, a fetched virus is not stored, stays on the remote (even without
+/// `--keep`), is named in `fetch list` and is not fetched again; clean mail arrives and is
+/// deleted on the remote as usual.
+fn content_scanner_refusal_leaves_the_message_on_the_remote(rt: Runtime) {
+    let clamd = petrel_tests::scanners::Scanner::clamd();
+    let remote = remote(rt);
+    let mut local = local(rt, "");
+    local.stop();
+    let config = std::fs::read_to_string(local.config_path()).expect("config");
+    std::fs::write(
+        local.config_path(),
+        format!("{config}\n[filter]\nclamd = \"{}\"\n", clamd.addr()),
+    )
+    .expect("config");
+    let clean = ids("clean", 2);
+    put(&remote, &clean, 500);
+    let mut virus = message("virus-0000", 200);
+    virus.extend_from_slice(&petrel_tests::scanners::eicar());
+    virus.extend_from_slice(b"\r\n");
+    let out = remote.petrel(&["deliver", "--to", ALICE.address], &virus);
+    assert!(out.status.success());
+    add(
+        &local,
+        &pop3_url(&remote),
+        &["--pin-sha256", &pin(&remote)],
+        ALICE.password,
+    );
+    let (code, stdout, stderr) = run(&local);
+    assert_eq!(code, 0, "{stdout} {stderr}");
+    expect_exactly(&local, &clean);
+    assert_eq!(remote_count(&remote), 1, "the virus stays on the remote");
+    let l = list(&local);
+    assert!(l.contains("refused by a content scanner"), "{l}");
+    let (code, stdout, _) = run(&local);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("nothing new"), "{stdout}");
+    assert_eq!(remote_count(&remote), 1);
+    expect_exactly(&local, &clean);
+}
+
 both_runtimes!(
     dovecot_imap_and_pop3,
     dovecot_uidvalidity_change_refetches_nothing
