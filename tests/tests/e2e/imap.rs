@@ -9,7 +9,8 @@ use crate::expect_messages;
 both_runtimes!(
     imaplib_session_over_starttls,
     imaplib_session_over_implicit_tls,
-    idle_sees_smtp_delivery_and_other_session_within_a_second
+    idle_sees_smtp_delivery_and_other_session_within_a_second,
+    bad_input_is_answered_and_the_server_carries_on
 );
 
 fn imap_server(rt: Runtime) -> Server {
@@ -152,4 +153,101 @@ fn idle_sees_smtp_delivery_and_other_session_within_a_second(rt: Runtime) {
         );
     }
     eprintln!("IDLE latencies ({}): {times:?}", rt.as_str());
+}
+
+/// The bad-input list of issue 4: literal bombs, 10,000-element sequence sets, deeply nested
+/// SEARCH, 200 KB lines, mailbox names with `..`, `/`, `.`, NUL and invalid modified UTF-7,
+/// commands in the wrong state, and an APPEND cut off by a hang-up. Each gets a tagged BAD or
+/// NO (or a bounded OK), the session carries on, nothing is created outside the Maildir and the
+/// cut-off APPEND leaves no message and no temp file.
+fn bad_input_is_answered_and_the_server_carries_on(rt: Runtime) {
+    let s = imap_server(rt);
+    let out = python(
+        "imap_badinput.py",
+        sargs![
+            "--port",
+            s.port(Listener::Imaps),
+            "--cafile",
+            s.cafile().display(),
+            "--user",
+            ALICE.address,
+            "--password",
+            ALICE.password,
+        ],
+    );
+    let get = |k: &str| {
+        out.lines()
+            .find(|l| l.split(' ').next() == Some(k))
+            .unwrap_or_else(|| panic!("no {k} in:\n{out}\n{}", s.log_tail(20)))
+            .to_string()
+    };
+    let status = |k: &str| get(k).split(' ').nth(1).unwrap_or("").to_string();
+    eprintln!("{out}");
+    assert!(!out.contains("CLOSED"), "{out}");
+    assert_eq!(status("fetch-unselected"), "BAD", "{out}");
+    assert_eq!(status("append-bomb"), "NO", "{out}");
+    assert!(get("append-bomb").contains("TOOBIG"), "{out}");
+    assert_eq!(status("search-literal-bomb"), "BAD", "{out}");
+    // Message numbers beyond the folder are an error; 10,000 UIDs are fine.
+    assert_eq!(status("seqset-10000"), "BAD", "{out}");
+    assert_eq!(status("uidset-10000"), "OK", "{out}");
+    assert_eq!(status("uidsearch-10000"), "OK", "{out}");
+    for k in [
+        "search-nested",
+        "search-not-chain",
+        "search-or-chain",
+        "huge-line",
+    ] {
+        assert_eq!(status(k), "BAD", "{k}: {out}");
+    }
+    for k in [
+        "create-dotdot",
+        "create-deep-dotdot",
+        "create-slash-lead",
+        "create-dot",
+        "create-dotdir",
+        "create-dotseg",
+        "create-utf7-open",
+        "create-utf7-bad",
+        "create-nul",
+        "rename-inbox-dotdot",
+        "select-dotdot",
+    ] {
+        assert!(
+            ["NO", "BAD"].contains(&status(k).as_str()),
+            "{k} must be refused: {out}"
+        );
+    }
+    for k in [
+        "list",
+        "noop-after",
+        "login-again",
+        "status-after",
+        "logout",
+    ] {
+        assert_eq!(status(k), "OK", "{k}: {out}");
+    }
+    // Nothing appeared next to the Maildir, and no message or temp file from the cut APPEND.
+    let maildir = s.maildir(ALICE.address);
+    let siblings: Vec<String> = std::fs::read_dir(maildir.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        siblings
+            .iter()
+            .all(|n| ["alice", "bob", "carol"].contains(&n.as_str())),
+        "{siblings:?}"
+    );
+    assert!(!s.data_dir().parent().unwrap().join("escape").exists());
+    assert_eq!(
+        s.message_files(ALICE.address).len(),
+        2,
+        "the cut-off APPEND stored nothing"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let tmp: Vec<_> = std::fs::read_dir(s.data_dir().join("tmp"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(tmp.is_empty(), "left in DATA_DIR/tmp: {tmp:?}");
 }
