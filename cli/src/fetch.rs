@@ -357,8 +357,8 @@ impl rustls::client::danger::ServerCertVerifier for Pinned {
     }
 }
 
-/// Starts the fetch runner on its own thread (both runtimes: each account's session is a
-/// blocking loop on its own thread, see `petrel_runtime_std::fetch`).
+/// Starts the blocking runtime's fetch runner on its own thread (a thread per account, see
+/// `petrel_runtime_std::fetch`).
 pub fn start(
     config: &Config,
     store: Arc<petrel_store::Store>,
@@ -378,4 +378,38 @@ pub fn start(
         .spawn(move || runner.run())
         .map_err(|e| Failure::Other(format!("cannot start the fetch runner: {e}")))?;
     Ok((handle, thread))
+}
+
+/// Starts the async daemon's fetch runner as a task on `server`'s executor (a task per
+/// account, see `petrel_runtime_smol::fetch`). Stop it with the returned handle when the
+/// server is asked to shut down; the server then waits for it within the grace period.
+pub fn start_smol(
+    config: &Config,
+    store: Arc<petrel_store::Store>,
+    clock: Arc<dyn WallClock>,
+    server: &mut petrel_runtime_smol::Server,
+) -> Result<petrel_runtime_smol::fetch::FetchHandle, Failure> {
+    // The same settings for both runtimes, destructured in full so a field added to one and
+    // not the other fails to build.
+    let FetchSettings {
+        session,
+        tls,
+        connect_timeout,
+        interval,
+        retry,
+        max_backoff,
+    } = settings(config, clock, true)?;
+    let smol_settings = petrel_runtime_smol::fetch::FetchSettings {
+        session,
+        tls,
+        connect_timeout,
+        interval,
+        retry,
+        max_backoff,
+    };
+    let runner =
+        petrel_runtime_smol::fetch::FetchRunner::new(store, smol_settings, server.executor());
+    let handle = runner.handle();
+    server.spawn_background(runner.run());
+    Ok(handle)
 }

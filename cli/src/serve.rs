@@ -176,18 +176,21 @@ pub fn run(config: Config, runtime: RuntimeKind) -> Result<(), Failure> {
     let handle = signals.handle();
     let outbound = crate::outbound::settings(&config)?;
     let runner_seed = seed ^ 0x5eed;
-    // Remote accounts (`petrel fetch`): one blocking thread per account on either runtime.
-    let (fetcher, fetcher_thread) = crate::fetch::start(&config, store.clone(), clock.clone())?;
+    // Remote accounts (`petrel fetch`): tasks on the smol executor, or a thread per account.
+    let fetch_store = store.clone();
     let result = match runtime {
         RuntimeKind::Smol => {
             let mut server =
                 petrel_runtime_smol::Server::new(listeners, store.clone(), Some(tls), limits, seed);
             server.set_resolver(config.relay.resolvers.clone(), Default::default());
             let runner = crate::outbound::start_smol(store, outbound, runner_seed, &mut server);
+            let fetcher =
+                crate::fetch::start_smol(&config, fetch_store, clock.clone(), &mut server)?;
             let stop = server.shutdown_handle();
             on_signal(signals, move || {
                 stop.shutdown();
                 runner.stop();
+                fetcher.stop();
             });
             // The runner's attempts in flight get the grace period beside the sessions; what is
             // still running after it ends with the executor (its mail stays queued).
@@ -198,6 +201,8 @@ pub fn run(config: Config, runtime: RuntimeKind) -> Result<(), Failure> {
         RuntimeKind::Blocking => {
             let (runner, runner_thread) =
                 crate::outbound::start(store.clone(), outbound, runner_seed)?;
+            let (fetcher, fetcher_thread) =
+                crate::fetch::start(&config, fetch_store, clock.clone())?;
             let server = petrel_runtime_std::Server::new(listeners, store, Some(tls), limits, seed);
             server.set_resolver(config.relay.resolvers.clone(), Default::default());
             let stop = server.shutdown_handle();
@@ -205,15 +210,15 @@ pub fn run(config: Config, runtime: RuntimeKind) -> Result<(), Failure> {
             let result = server.run();
             handle.close();
             runner.stop();
+            fetcher.stop();
             wait_for_runner(runner_thread, config.shutdown_grace);
+            let deadline = std::time::Instant::now() + config.shutdown_grace;
+            while !fetcher_thread.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
             result
         }
     };
-    fetcher.stop();
-    let deadline = std::time::Instant::now() + config.shutdown_grace;
-    while !fetcher_thread.is_finished() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
     tracing::info!("stopped");
     result.map_err(|e| Failure::Other(format!("server failed: {e}")))
 }

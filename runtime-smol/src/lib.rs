@@ -6,6 +6,7 @@
 //! a [`Pump`], runs the store's requests, and turns deadlines into timers.
 
 pub mod dns;
+pub mod fetch;
 pub mod filter;
 pub mod outbound;
 

@@ -608,8 +608,8 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// An outbound connection, plain or TLS.
-enum ClientConn {
+/// An outbound connection, plain or TLS (also used by the fetch runner, [`crate::fetch`]).
+pub(crate) enum ClientConn {
     Plain(Async<TcpStream>),
     Tls(Box<TlsStream<Async<TcpStream>>>),
     /// After a failed handshake: reads see the end, writes fail.
@@ -617,7 +617,7 @@ enum ClientConn {
 }
 
 impl ClientConn {
-    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    pub(crate) async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             ClientConn::Plain(s) => s.read(buf).await,
             ClientConn::Tls(s) => s.read(buf).await,
@@ -625,7 +625,7 @@ impl ClientConn {
         }
     }
 
-    async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+    pub(crate) async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         match self {
             ClientConn::Plain(s) => s.write_all(buf).await,
             ClientConn::Tls(s) => {
@@ -636,7 +636,7 @@ impl ClientConn {
         }
     }
 
-    async fn into_tls(
+    pub(crate) async fn into_tls(
         self,
         config: &Arc<rustls::ClientConfig>,
         host: &str,

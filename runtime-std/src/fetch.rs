@@ -419,12 +419,7 @@ impl FetchRunner {
     }
 }
 
-/// The wait before the next try after `failures` failures in a row: `first`, doubling, at most
-/// `max`.
-pub fn backoff(first: Duration, max: Duration, failures: u32) -> Duration {
-    let factor = 1u32 << failures.saturating_sub(1).min(16);
-    first.saturating_mul(factor).min(max)
-}
+pub use petrel_core::fetch::backoff;
 
 #[cfg(test)]
 mod tests {

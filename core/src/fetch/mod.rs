@@ -221,6 +221,13 @@ pub enum FetchAnswer {
     Done,
 }
 
+/// The wait before the next try of an account after `failures` failed passes in a row:
+/// `first`, doubling with each failure, at most `max`. Both runtimes' runners use it.
+pub fn backoff(first: Duration, max: Duration, failures: u32) -> Duration {
+    let factor = 1u32 << failures.saturating_sub(1).min(16);
+    first.saturating_mul(factor).min(max)
+}
+
 /// The key of a POP3 message in the account's journal.
 pub fn pop3_key(uidl: &str) -> String {
     format!("pop3:{uidl}")

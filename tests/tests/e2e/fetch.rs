@@ -399,6 +399,16 @@ fn daemon_fetches_mail_that_arrives_later_imap(rt: Runtime) {
     let mut want = first;
     want.extend(later);
     expect_exactly(&local, &want);
+    // SIGTERM ends the IDLE session politely and the server exits 0 within the grace period.
+    let mut local = local;
+    let started = Instant::now();
+    let status = local.stop();
+    assert!(status.is_some_and(|s| s.success()), "exit: {status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 fn wrong_password_is_shown_and_nothing_is_lost(rt: Runtime) {
