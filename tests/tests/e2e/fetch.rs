@@ -276,6 +276,79 @@ fn pop3_keep_leaves_mail_and_fetches_only_new(rt: Runtime) {
     expect_exactly(&local, &want);
     assert_eq!(remote_count(&remote), 5);
     assert!(list(&local).contains(" keep"), "{}", list(&local));
+    // The crash window between the durable commit and the journal's record of it: the last
+    // message's `D` line is lost, its `P` line stays. The next run finds the message's marker
+    // in the Maildir and does not fetch it again.
+    let log = local.data_dir().join("users/example.test/bob/fetch/1.log");
+    let text = std::fs::read_to_string(&log).expect("journal");
+    let last_d = text
+        .lines()
+        .rfind(|l| l.starts_with("D pop3:"))
+        .expect("a D line")
+        .to_string();
+    let cut: String = text
+        .lines()
+        .filter(|l| *l != last_d)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&log, cut).expect("rewrite journal");
+    let out = local.petrel(&["fetch", "run", BOB.address], b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("had completed; not fetching it again"),
+        "{stderr}"
+    );
+    expect_exactly(&local, &want);
+    // And a pending entry whose message never became durable is fetched again.
+    let files = local.message_files(BOB.address);
+    let victim = files
+        .iter()
+        .find(|f| String::from_utf8_lossy(&std::fs::read(f).unwrap()).contains("p3keep-more-0001"))
+        .expect("the file")
+        .clone();
+    std::fs::remove_file(&victim).expect("remove");
+    let text = std::fs::read_to_string(&log).expect("journal");
+    // Its key is the one no stored message's marker names; forget its delivery.
+    let keys: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("D pop3:"))
+        .map(|l| l.split(' ').nth(1).unwrap().to_string())
+        .collect();
+    let stored_keys: Vec<String> = local
+        .message_files(BOB.address)
+        .iter()
+        .filter_map(|f| {
+            let t = String::from_utf8_lossy(&std::fs::read(f).ok()?).into_owned();
+            let line = t
+                .lines()
+                .find(|l| l.starts_with("X-Petrel-Fetch: "))?
+                .to_string();
+            Some(line.split(' ').nth(2)?.to_string())
+        })
+        .collect();
+    let lost = keys
+        .iter()
+        .find(|k| !stored_keys.contains(k))
+        .expect("the removed message's key")
+        .clone();
+    let cut: String = text
+        .lines()
+        .filter(|l| !l.starts_with(&format!("D {lost} ")))
+        .map(|l| format!("{l}\n"))
+        .chain([format!("P {lost} 1\n")])
+        .collect();
+    std::fs::write(&log, cut).expect("rewrite journal");
+    let out = local.petrel(&["fetch", "run", BOB.address], b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("had not completed; fetching it again"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("1/1"), "{stdout}");
+    expect_exactly(&local, &want);
 }
 
 fn imap_run_imports_and_deletes(rt: Runtime) {
