@@ -689,7 +689,71 @@ fn kill9_of_the_daemon_during_a_large_fetch_then_restart(rt: Runtime) {
     expect_exactly(&local, &want);
 }
 
-both_runtimes!(content_scanner_refusal_leaves_the_message_on_the_remote);
+both_runtimes!(
+    content_scanner_refusal_leaves_the_message_on_the_remote,
+    sieve_runs_on_fetched_mail
+);
+
+/// The user's Sieve script sorts fetched mail (it runs as for SMTP mail), and the crash
+/// recovery finds a message the script filed into a folder.
+fn sieve_runs_on_fetched_mail(rt: Runtime) {
+    let remote = remote(rt);
+    let mut local = local(rt, "");
+    local.stop();
+    let dir = local.data_dir().join("users/example.test/bob/sieve");
+    std::fs::create_dir_all(&dir).expect("sieve dir");
+    std::fs::write(
+        dir.join("main.sieve"),
+        "require \"fileinto\";\nif header :contains \"subject\" \"sieve-0001\" { fileinto \"Fetched\"; }\n",
+    )
+    .expect("script");
+    std::fs::write(dir.join(".active"), "main\n").expect("active");
+    let want = ids("sieve", 3);
+    put(&remote, &want, 300);
+    add(
+        &local,
+        &pop3_url(&remote),
+        &["--keep", "--pin-sha256", &pin(&remote)],
+        ALICE.password,
+    );
+    assert_eq!(run(&local).0, 0);
+    let inbox = local_ids(&local);
+    let filed = message_ids_in(&local.maildir(BOB.address).join(".Fetched"));
+    assert_eq!(inbox.len(), 2, "{inbox:?}");
+    assert_eq!(
+        filed.keys().cloned().collect::<Vec<_>>(),
+        vec!["<sieve-0001@fetch.test>".to_string()]
+    );
+    // Lose the record of the filed message's delivery: its marker is found in the folder.
+    let log = local.data_dir().join("users/example.test/bob/fetch/1.log");
+    let text = std::fs::read_to_string(&log).expect("journal");
+    let filed_file = std::fs::read_dir(local.maildir(BOB.address).join(".Fetched/new"))
+        .expect("folder")
+        .flatten()
+        .next()
+        .expect("a file")
+        .path();
+    let stored = String::from_utf8_lossy(&std::fs::read(filed_file).unwrap()).into_owned();
+    let key = stored
+        .lines()
+        .find(|l| l.starts_with("X-Petrel-Fetch: "))
+        .and_then(|l| l.split(' ').nth(2))
+        .expect("marker")
+        .to_string();
+    let cut: String = text
+        .lines()
+        .filter(|l| !l.starts_with(&format!("D {key} ")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&log, cut).expect("journal");
+    assert_eq!(run(&local).0, 0);
+    assert_eq!(local_ids(&local).len(), 2);
+    assert_eq!(
+        message_ids_in(&local.maildir(BOB.address).join(".Fetched")).len(),
+        1,
+        "not fetched twice"
+    );
+}
 
 /// With `[filter] clamd`, a fetched virus is not stored, stays on the remote (even without
 /// `--keep`), is named in `fetch list` and is not fetched again; clean mail arrives and is
