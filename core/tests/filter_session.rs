@@ -133,6 +133,10 @@ impl World {
                     .conns
                     .get_mut(&conn)
                     .expect("send on an open connection");
+                if c.target == "sizelimit" && c.sent.len() > 100 {
+                    // clamd over StreamMaxLength: it answers, then closes; writes fail.
+                    return fail("Broken pipe (os error 32)");
+                }
                 c.sent.extend_from_slice(&bytes);
                 Completion::Done
             }
@@ -155,6 +159,9 @@ impl World {
                     "hang" => fail("timed out"),
                     "garbage" => Completion::Data(b"220 hello there\r\n".to_vec()),
                     "close" => Completion::Data(Vec::new()),
+                    "sizelimit" => {
+                        Completion::Data(b"INSTREAM size limit exceeded. ERROR\0".to_vec())
+                    }
                     "clamd" if has(EICAR) => {
                         Completion::Data(b"stream: Eicar-Test-Signature FOUND\0".to_vec())
                     }
@@ -432,4 +439,52 @@ proptest! {
         prop_assert_eq!(w2.delivered.len(), usize::from(!virus));
         prop_assert_eq!(got.contains("554 5.7.1 Virus found"), virus);
     }
+}
+
+#[test]
+fn clamd_size_limit_is_read_after_the_failed_write_and_logged() {
+    let body = "a fairly long line of text to go past the fake limit\r\n".repeat(10);
+    let (out, w) = converse(Role::Inbound, filter("sizelimit", None), &smtp(&body), &[]);
+    assert!(out.contains("451 4.7.1"), "{out}");
+    assert!(
+        matches!(&w.outcomes[..], [(line, true)] if line.contains("INSTREAM size limit exceeded")),
+        "{:?}",
+        w.outcomes
+    );
+}
+
+#[test]
+fn a_step_answered_after_the_timeout_fails_the_scanner() {
+    use petrel_core::filter::ScanContext;
+    use petrel_core::filter::scan::{Outcome, Scan};
+    let t0 = Instant::now();
+    let mut scan = Scan::new(
+        &filter("clamd", None),
+        Role::Inbound,
+        ScanContext::default(),
+    )
+    .unwrap();
+    let (_, op) = scan.next_op(t0).unwrap();
+    assert!(matches!(op, ScanOp::Connect { .. }));
+    scan.handle_completion(t0, Completion::Done);
+    scan.body(b"Subject: x\r\n\r\nbody\r\n");
+    scan.end();
+    // The write, then the wait for the answer, which comes back long after the timeout.
+    let (_, op) = scan.next_op(t0).unwrap();
+    assert!(matches!(op, ScanOp::Send { .. }));
+    scan.handle_completion(t0, Completion::Done);
+    let (_, op) = scan.next_op(t0).unwrap();
+    assert!(matches!(op, ScanOp::Receive { timeout, .. } if timeout == Duration::from_secs(7)));
+    scan.handle_completion(
+        t0 + Duration::from_secs(60),
+        Completion::Data(b"stream: OK\0".to_vec()),
+    );
+    let (_, op) = scan.next_op(t0).unwrap();
+    assert!(
+        matches!(&op, ScanOp::Close { outcome, failed: true } if outcome.contains("timed out")),
+        "{op:?}"
+    );
+    scan.handle_completion(t0, Completion::Done);
+    assert!(scan.is_done());
+    assert!(matches!(scan.outcome(), Outcome::Refuse { code: 451, .. }));
 }
