@@ -507,3 +507,34 @@ proptest! {
         prop_assert_eq!(c.verdict(), reference.verdict());
     }
 }
+
+#[test]
+fn forged_verdict_fields_are_removed_before_the_scanners_are_added() {
+    let mut msg = b"X-Spam-Flag: NO\r\nx-spam-status: No,\r\n\tscore=-100\r\n".to_vec();
+    msg.extend_from_slice(&message());
+    let delete = |name: &str| HeaderEdit::Change {
+        name: name.into(),
+        index: 1,
+        value: String::new(),
+    };
+    let mut c = SpamdClient::new(512 * 1024, None);
+    run(&mut c, &msg, &[20]);
+    answer(&mut c, SPAMD_GTUBE, &[], true).unwrap();
+    let Some(Verdict::Accept { edits, .. }) = c.verdict() else {
+        panic!("{:?}", c.verdict())
+    };
+    assert_eq!(edits[..2], [delete("X-Spam-Flag"), delete("x-spam-status")]);
+    assert!(
+        edits[2..]
+            .iter()
+            .all(|e| matches!(e, HeaderEdit::Add { .. }))
+    );
+    let mut c = RspamdClient::new(512 * 1024, "h:1");
+    run(&mut c, &msg, &[]);
+    answer(&mut c, RSPAMD_GTUBE, &[], false).unwrap();
+    let Some(Verdict::Accept { edits, .. }) = c.verdict() else {
+        panic!("{:?}", c.verdict())
+    };
+    assert!(edits.contains(&delete("X-Spam-Flag")), "{edits:?}");
+    assert!(edits.contains(&delete("X-Spam-Status")), "{edits:?}");
+}

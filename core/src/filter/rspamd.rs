@@ -192,7 +192,17 @@ impl RspamdClient {
         }
         if !spam_header {
             // rspamd adds no X-Spam fields unless its milter_headers module is set up; the
-            // mailbox owner still gets the judgement, as SpamAssassin words it.
+            // mailbox owner still gets the judgement, as SpamAssassin words it, and the
+            // message's own (possibly forged) X-Spam-Flag/X-Spam-Status go.
+            for name in ["X-Spam-Flag", "X-Spam-Status"] {
+                for _ in 0..count_fields(&self.message, name) {
+                    edits.push(HeaderEdit::Change {
+                        name: name.into(),
+                        index: 1,
+                        value: String::new(),
+                    });
+                }
+            }
             let symbols = json
                 .get("symbols")
                 .map(|s| match s {

@@ -23,6 +23,8 @@ pub struct SpamdClient {
     reply: Vec<u8>,
     sent: bool,
     verdict: Option<Verdict>,
+    /// Deletions of the message's own `X-Spam-*` fields, applied before spamd's are added.
+    forged: Vec<HeaderEdit>,
 }
 
 impl SpamdClient {
@@ -38,6 +40,7 @@ impl SpamdClient {
             reply: Vec::new(),
             sent: false,
             verdict: None,
+            forged: Vec::new(),
         }
     }
 
@@ -96,7 +99,8 @@ impl SpamdClient {
             Some(n) => &body[..n],
             None => body,
         };
-        let edits = spam_fields(body);
+        let mut edits = std::mem::take(&mut self.forged);
+        edits.extend(spam_fields(body));
         self.verdict = Some(Verdict::Accept {
             edits,
             spam: Some(score),
@@ -157,6 +161,36 @@ fn spam_fields(header: &[u8]) -> Vec<HeaderEdit> {
         .collect()
 }
 
+/// Deletions of every field of `message`'s header whose name starts with `prefix` (ASCII,
+/// any case): the message's own verdict fields, which must not sit beside the scanner's (a
+/// sender could forge `X-Spam-Flag: NO`). Each deletes the first remaining occurrence.
+pub fn remove_fields(message: &[u8], prefix: &str) -> Vec<HeaderEdit> {
+    let mut edits = Vec::new();
+    for line in message.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            continue;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let name = line[..colon].trim_ascii();
+        if name.len() >= prefix.len()
+            && name[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+        {
+            edits.push(HeaderEdit::Change {
+                name: String::from_utf8_lossy(name).into_owned(),
+                index: 1,
+                value: String::new(),
+            });
+        }
+    }
+    edits
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
@@ -196,6 +230,7 @@ impl ScannerClient for SpamdClient {
         }
         head.push_str("\r\n");
         self.out.extend_from_slice(head.as_bytes());
+        self.forged = remove_fields(&self.message, "X-Spam-");
         self.out.append(&mut self.message);
         self.message = Vec::new();
     }
