@@ -2,11 +2,12 @@
 //! kept in `dovecot-uidlist` and assigned to files that other programs (our own delivery, a
 //! Dovecot LDA, Courier) dropped into `new/` or `cur/`.
 
-use crate::fs::{FileSystem, write_atomic};
+use crate::fs::FileSystem;
 use crate::maildir;
 use crate::uidlist::{self, UidEntry, UidList};
 use std::collections::HashMap;
 use std::io;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -155,25 +156,11 @@ fn crlf_size(fs: &dyn FileSystem, path: &Path) -> io::Result<u64> {
     Ok((bytes.len() + bare_lf) as u64)
 }
 
-/// Brings the folder's UID list up to date with its files and returns the folder's messages.
-/// New files get UIDs in name order (names start with the delivery time); vanished files lose
-/// theirs. A missing or unreadable list is rebuilt with a new UIDVALIDITY (`now_secs`).
-pub fn sync(
-    fs: &dyn FileSystem,
-    locks: &FolderLocks,
-    dir: &Path,
-    now_secs: i64,
-) -> io::Result<FolderView> {
-    let lock = locks.get(dir);
-    let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
-    maildir::ensure(fs, dir)?;
-    // A list this process has not seen made durable (a failed write, another process, a crash
-    // during a write) is made durable before any UID from it is handed out.
-    if !locks.is_durable(dir) {
-        fs.sync_dir(dir)?;
-        locks.set_durable(dir, true);
-    }
-    let mut present: HashMap<String, (&'static str, String)> = HashMap::new();
+/// The files of a folder (`new/` and `cur/`), by base name.
+type Present = HashMap<String, (&'static str, String)>;
+
+fn scan(fs: &dyn FileSystem, dir: &Path) -> io::Result<Present> {
+    let mut present = HashMap::new();
     for subdir in ["new", "cur"] {
         for name in fs.read_dir(&dir.join(subdir))? {
             if name.starts_with('.') {
@@ -182,12 +169,27 @@ pub fn sync(
             present.insert(uidlist::base_name(&name).to_string(), (subdir, name));
         }
     }
-    let list_path = dir.join(uidlist::FILE_NAME);
-    let stored = match fs.read(&list_path) {
-        Ok(bytes) => UidList::parse(&String::from_utf8_lossy(&bytes)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e),
-    };
+    Ok(present)
+}
+
+fn read_list(fs: &dyn FileSystem, path: &Path) -> io::Result<Option<UidList>> {
+    match fs.read(path) {
+        Ok(bytes) => Ok(UidList::parse(&String::from_utf8_lossy(&bytes))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A list brought up to date with the files: the list, its messages (UID, subdir, name),
+/// whether it changed and whether UIDs were forgotten.
+struct Merged {
+    list: UidList,
+    messages: Vec<(u32, &'static str, String)>,
+    changed: bool,
+    forgotten: bool,
+}
+
+fn merge(stored: Option<UidList>, mut present: Present, now_secs: i64) -> Merged {
     let mut changed = stored.is_none();
     let mut list = stored.unwrap_or_else(|| {
         let validity = u32::try_from(now_secs).unwrap_or(1).max(1);
@@ -228,20 +230,135 @@ pub fn sync(
         changed = true;
     }
     list.entries = kept;
-    if forgotten {
-        // Forget a UID only once its file's removal is durable: a removal a crash undoes would
-        // bring the file back under a new UID with the same UIDVALIDITY.
-        for subdir in ["new", "cur"] {
-            fs.sync_dir(&dir.join(subdir))?;
+    Merged {
+        list,
+        messages,
+        changed,
+        forgotten,
+    }
+}
+
+/// Dovecot's lock of `dovecot-uidlist` (`dovecot-uidlist.lock`, created exclusively; the new
+/// list is written into it and renamed over the list), so that Petrel and a Dovecot running on
+/// the same Maildir never hand out the same UID twice. A lock not modified for
+/// [`UIDLIST_LOCK_STALE_SECS`] is taken over, as Dovecot does.
+struct UidListLock<'a> {
+    fs: &'a dyn FileSystem,
+    path: PathBuf,
+    file: Option<Box<dyn crate::fs::WriteFile>>,
+}
+
+/// Age (seconds) after which another program's `dovecot-uidlist.lock` is stale (Dovecot's
+/// `MAILDIR_UIDLIST_LOCK_STALE_TIMEOUT`).
+pub const UIDLIST_LOCK_STALE_SECS: i64 = 120;
+/// How long a sync waits for another program's lock before failing (temporarily).
+const UIDLIST_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl<'a> UidListLock<'a> {
+    fn acquire(fs: &'a dyn FileSystem, dir: &Path, now_secs: i64) -> io::Result<Self> {
+        let path = dir.join(format!("{}.lock", uidlist::FILE_NAME));
+        let step = std::time::Duration::from_millis(10);
+        let tries = UIDLIST_LOCK_WAIT.as_millis() / step.as_millis();
+        for attempt in 0.. {
+            match fs.create_new(&path) {
+                Ok(file) => {
+                    return Ok(UidListLock {
+                        fs,
+                        path,
+                        file: Some(file),
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            let stale = match fs.stamp(&path)? {
+                None => continue,
+                Some(st) => {
+                    st.modified_ns.div_euclid(1_000_000_000) + i128::from(UIDLIST_LOCK_STALE_SECS)
+                        < i128::from(now_secs)
+                }
+            };
+            if stale {
+                tracing::warn!(lock = %path.display(), "taking over a stale dovecot-uidlist lock");
+                match fs.remove_file(&path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => continue,
+                }
+            }
+            if attempt >= tries {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{} is held by another program", path.display()),
+                ));
+            }
+            std::thread::sleep(step);
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Writes `text` as the new list: into the lock file, synced, renamed over the list, and
+    /// the directory synced. The lock is released by the rename.
+    fn replace(mut self, dir: &Path, text: &str) -> io::Result<()> {
+        let mut file = self.file.take().expect("a held lock has its file");
+        file.write_all(text.as_bytes())?;
+        file.sync()?;
+        drop(file);
+        self.fs.rename(&self.path, &dir.join(uidlist::FILE_NAME))?;
+        self.path = PathBuf::new();
+        self.fs.sync_dir(dir)
+    }
+}
+
+impl Drop for UidListLock<'_> {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            self.file = None;
+            let _ = self.fs.remove_file(&self.path);
         }
     }
-    if changed {
-        locks.set_durable(dir, false);
-        write_atomic(fs, &list_path, list.to_text().as_bytes(), "petrel")?;
+}
+
+/// Brings the folder's UID list up to date with its files and returns the folder's messages.
+/// New files get UIDs in name order (names start with the delivery time); vanished files lose
+/// theirs. A missing or unreadable list is rebuilt with a new UIDVALIDITY (`now_secs`). The
+/// list is only written under Dovecot's lock ([`UidListLock`]), after reading it and the
+/// folder again, so Dovecot (or another Petrel) may work on the same folder at the same time.
+pub fn sync(
+    fs: &dyn FileSystem,
+    locks: &FolderLocks,
+    dir: &Path,
+    now_secs: i64,
+) -> io::Result<FolderView> {
+    let lock = locks.get(dir);
+    let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+    maildir::ensure(fs, dir)?;
+    // A list this process has not seen made durable (a failed write, another process, a crash
+    // during a write) is made durable before any UID from it is handed out.
+    if !locks.is_durable(dir) {
+        fs.sync_dir(dir)?;
         locks.set_durable(dir, true);
     }
-    let mut infos = Vec::with_capacity(messages.len());
-    for (uid, subdir, name) in messages {
+    let list_path = dir.join(uidlist::FILE_NAME);
+    let mut merged = merge(read_list(fs, &list_path)?, scan(fs, dir)?, now_secs);
+    if merged.changed {
+        let dotlock = UidListLock::acquire(fs, dir, now_secs)?;
+        // Another program may have changed the folder or the list meanwhile.
+        merged = merge(read_list(fs, &list_path)?, scan(fs, dir)?, now_secs);
+        if merged.changed {
+            if merged.forgotten {
+                // Forget a UID only once its file's removal is durable: a removal a crash
+                // undoes would bring the file back under a new UID with the same UIDVALIDITY.
+                for subdir in ["new", "cur"] {
+                    fs.sync_dir(&dir.join(subdir))?;
+                }
+            }
+            locks.set_durable(dir, false);
+            dotlock.replace(dir, &merged.list.to_text())?;
+            locks.set_durable(dir, true);
+        }
+    }
+    let mut infos = Vec::with_capacity(merged.messages.len());
+    for (uid, subdir, name) in merged.messages {
         let size = match size_from_name(&name) {
             Some(s) => s,
             None => locks.crlf_size(fs, dir, subdir, &name)?,
@@ -254,8 +371,8 @@ pub fn sync(
         });
     }
     Ok(FolderView {
-        uidvalidity: list.uidvalidity,
-        next_uid: list.next_uid,
+        uidvalidity: merged.list.uidvalidity,
+        next_uid: merged.list.next_uid,
         messages: infos,
     })
 }
@@ -280,6 +397,58 @@ pub fn find(fs: &dyn FileSystem, dir: &Path, base: &str) -> io::Result<Option<Pa
 mod tests {
     use super::*;
     use crate::fs::RealFs;
+
+    /// Dovecot's `dovecot-uidlist.lock`: a fresh one is waited for (the list is then read
+    /// again, so UIDs Dovecot gave meanwhile are kept), a stale one is taken over, and none is
+    /// left behind.
+    #[test]
+    fn uidlist_lock_is_shared_with_dovecot() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("box");
+        let (fs, locks) = (RealFs, FolderLocks::default());
+        sync(&fs, &locks, &dir, 1000).unwrap();
+        let lock = dir.join("dovecot-uidlist.lock");
+        // "Dovecot" holds the lock, gives UID 1 to its own new file, and releases it by renaming
+        // its new list over the old one.
+        std::fs::write(dir.join("cur/1.dovecot:2,S"), "a\r\n").unwrap();
+        std::fs::write(&lock, "").unwrap();
+        std::fs::write(dir.join("new/2.other"), "b\r\n").unwrap();
+        let holder = {
+            let (lock, dir) = (lock.clone(), dir.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                std::fs::write(&lock, "3 V1000 N2 G0\n1 :1.dovecot:2,S\n").unwrap();
+                std::fs::rename(&lock, dir.join("dovecot-uidlist")).unwrap();
+            })
+        };
+        let view = sync(&fs, &locks, &dir, 1000).unwrap();
+        holder.join().unwrap();
+        let uids: Vec<(u32, &str)> = view
+            .messages
+            .iter()
+            .map(|m| (m.uid, m.name.as_str()))
+            .collect();
+        assert_eq!(uids, [(1, "1.dovecot:2,S"), (2, "2.other")]);
+        assert!(!lock.exists());
+        // A lock left by a crashed program two minutes ago is taken over.
+        std::fs::write(&lock, "").unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let old = std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs((now - UIDLIST_LOCK_STALE_SECS - 10) as u64);
+        std::fs::File::open(&lock)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        std::fs::write(dir.join("new/3.more"), "c\r\n").unwrap();
+        let view = sync(&fs, &locks, &dir, now).unwrap();
+        assert_eq!(view.messages.last().map(|m| m.uid), Some(3));
+        assert!(!lock.exists());
+        let list = std::fs::read_to_string(dir.join("dovecot-uidlist")).unwrap();
+        assert!(list.contains("3 :3.more"), "{list}");
+    }
 
     /// `S=` alone is the CRLF size only in names Petrel made; Courier's or procmail's `S=` is
     /// the length of an LF-only file, so those files are read (once) for their CRLF size.
