@@ -10,7 +10,8 @@ both_runtimes!(
     imaplib_session_over_starttls,
     imaplib_session_over_implicit_tls,
     idle_sees_smtp_delivery_and_other_session_within_a_second,
-    bad_input_is_answered_and_the_server_carries_on
+    bad_input_is_answered_and_the_server_carries_on,
+    qresync_reports_vanished_uids
 );
 
 fn imap_server(rt: Runtime) -> Server {
@@ -250,4 +251,34 @@ fn bad_input_is_answered_and_the_server_carries_on(rt: Runtime) {
         .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(tmp.is_empty(), "left in DATA_DIR/tmp: {tmp:?}");
+}
+
+/// QRESYNC (RFC 7162) with real sessions: once enabled, another session's expunge shows as
+/// `* VANISHED 1` (not EXPUNGE); a client resyncing with SELECT (QRESYNC ...) and with
+/// UID FETCH (CHANGEDSINCE ... VANISHED) learns that UID 1 vanished.
+fn qresync_reports_vanished_uids(rt: Runtime) {
+    let s = imap_server(rt);
+    let out = python(
+        "imap_qresync.py",
+        sargs![
+            "--port",
+            s.port(Listener::Imaps),
+            "--cafile",
+            s.cafile().display(),
+            "--user",
+            ALICE.address,
+            "--password",
+            ALICE.password,
+        ],
+    );
+    assert!(out.contains("DONE"), "{out}\n{}", s.log_tail(20));
+    assert!(out.contains("ENABLE * ENABLED QRESYNC"), "{out}");
+    assert!(
+        out.contains("OTHER * 1 EXPUNGE"),
+        "a session without QRESYNC gets EXPUNGE: {out}"
+    );
+    assert!(out.contains("NOOP * VANISHED 1\n"), "{out}");
+    assert!(!out.contains("NOOP * 1 EXPUNGE"), "{out}");
+    assert!(out.contains("RESYNC * VANISHED (EARLIER) 1\n"), "{out}");
+    assert!(out.contains("FETCH * VANISHED (EARLIER) 1\n"), "{out}");
 }
