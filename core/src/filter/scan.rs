@@ -127,7 +127,15 @@ fn scanners_for(config: &FilterConfig, role: Role, ctx: &ScanContext) -> Vec<Slo
         add(
             "rspamd",
             target,
-            Box::new(RspamdClient::new(config.spam_max_size, target)),
+            // HTTP wants a host name in `Host`; a unix socket has none.
+            Box::new(RspamdClient::new(
+                config.spam_max_size,
+                if target.starts_with("unix:") {
+                    "localhost"
+                } else {
+                    target
+                },
+            )),
         );
     }
     slots
