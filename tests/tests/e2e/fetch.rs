@@ -945,3 +945,30 @@ fn dovecot_imap_and_pop3(rt: Runtime) {
     assert_eq!(code, 0);
     assert!(stdout.contains("fetched 0 message(s)"), "{stdout}");
 }
+
+#[test]
+fn bad_fetch_config_names_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (text, key) in [
+        ("[fetch]\ninterval = 0\n", "fetch.interval"),
+        ("[fetch]\nretry = 0\n", "fetch.retry"),
+        ("[fetch]\nca = \"/nonexistent/ca.pem\"\n", "fetch.ca"),
+        ("[fetch]\nintervall = 5\n", "fetch.intervall"),
+    ] {
+        let path = dir.path().join("petrel.toml");
+        std::fs::write(
+            &path,
+            format!("data_dir = \"{}\"\n{text}", dir.path().display()),
+        )
+        .expect("config");
+        let out = Command::new(petrel_bin())
+            .args(["fetch", "list", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run petrel");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {stderr}");
+        assert!(stderr.contains(key), "{text}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
+}
