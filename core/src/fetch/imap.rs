@@ -367,7 +367,7 @@ impl ImapFetch {
                 } else {
                     None
                 };
-                if self.listing.len() < 10_000_000 {
+                if self.listing.len() < super::MAX_MESSAGES {
                     self.listing.push((uid, size.unwrap_or(0), digest));
                 }
             }

@@ -44,6 +44,10 @@ pub const CHUNK: usize = 32 * 1024;
 /// with an error. IMAP `FETCH` listings put one message on a line, so this is plenty.
 pub const MAX_LINE: usize = 64 * 1024;
 
+/// Most messages one listing of a remote may name; the rest wait for the next pass (bounds
+/// the memory a remote can make a session hold).
+pub const MAX_MESSAGES: usize = 1_000_000;
+
 /// The first bytes of a message looked at for `Return-Path`, `Message-ID` and `Date`.
 const HEAD_MAX: usize = 16 * 1024;
 

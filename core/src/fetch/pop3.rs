@@ -106,6 +106,8 @@ pub struct Pop3Fetch {
     notes: Vec<String>,
     error: Option<String>,
     closed: bool,
+    /// The UIDL listing was longer than [`super::MAX_MESSAGES`].
+    truncated: bool,
 }
 
 impl Pop3Fetch {
@@ -137,6 +139,7 @@ impl Pop3Fetch {
             notes: Vec::new(),
             error: None,
             closed: false,
+            truncated: false,
         };
         s.request(Req::Load, FetchRequest::Load);
         s.deadline = Some(now + s.config.command_timeout);
@@ -275,9 +278,10 @@ impl Pop3Fetch {
                 } else {
                     let mut parts = text.split_ascii_whitespace();
                     match (parts.next().and_then(|n| n.parse().ok()), parts.next()) {
-                        (Some(n), Some(uidl)) if self.uidls.len() < 10_000_000 => {
-                            self.uidls.push((n, uidl.to_string()))
+                        (Some(_), Some(_)) if self.uidls.len() >= super::MAX_MESSAGES => {
+                            self.truncated = true;
                         }
+                        (Some(n), Some(uidl)) => self.uidls.push((n, uidl.to_string())),
                         _ => self.fail(format!("bad UIDL line: {text}"), false),
                     }
                 }
@@ -298,9 +302,8 @@ impl Pop3Fetch {
                         parts.next().and_then(|n| n.parse().ok()),
                         parts.next().and_then(|n| n.parse().ok()),
                     ) {
-                        (Some(n), Some(size)) if self.sizes.len() < 10_000_000 => {
-                            self.sizes.push((n, size))
-                        }
+                        (Some(_), Some(_)) if self.sizes.len() >= super::MAX_MESSAGES => {}
+                        (Some(n), Some(size)) => self.sizes.push((n, size)),
                         _ => self.fail(format!("bad LIST line: {text}"), false),
                     }
                 }
@@ -408,6 +411,10 @@ impl Pop3Fetch {
             self.todo.push_back((n, uidl, size));
         }
         self.total = self.todo.len() as u64;
+        if self.truncated {
+            // Only part of the listing was kept: forget nothing this time.
+            keys.extend(self.state.uidls.iter().map(|u| pop3_key(u)));
+        }
         self.request(Req::Retain, FetchRequest::Retain { keys });
     }
 
