@@ -4,7 +4,8 @@ be compared by (Petrel against Dovecot on the same Maildir).
   --append-dir DIR  first APPENDs every file of DIR (sorted by name) to INBOX, the n-th with
                     INTERNALDATE 01-Jan-2021 00:00:00 +0000 plus n hours.
   --commands FILE   one command a line (without tag), run in INBOX after SELECT.
-Prints `== COMMAND`, then the command's untagged SORT, THREAD, SEARCH and ESEARCH responses
+Prints `== COMMAND`, then the command's untagged SORT, THREAD, SEARCH, ESEARCH and FETCH
+responses
 (ESEARCH's TAG left out), then `-> OK|NO|BAD`."""
 import argparse
 import datetime
@@ -66,7 +67,7 @@ def main():
                 print("-> " + line.split(b" ")[1].decode())
                 break
             text = line.decode("utf-8", "replace")
-            m = re.match(r"\* (SORT|THREAD|SEARCH|ESEARCH)\b(.*)$", text)
+            m = re.match(r"\* (SORT|THREAD|SEARCH|ESEARCH|\d+ FETCH)\b(.*)$", text)
             if m:
                 rest = re.sub(r'^ \(TAG "[^"]*"\)', "", m.group(2))
                 print("* %s%s" % (m.group(1), rest.rstrip()))

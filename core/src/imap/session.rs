@@ -1320,6 +1320,11 @@ impl ImapSession {
                     self.outbox.out.extend_from_slice(&line);
                 }
                 j.pos += 1;
+                // RFC 3516: a part that cannot be decoded fails the FETCH; like Dovecot, the
+                // messages after it are not sent.
+                if j.failed.is_some() {
+                    j.pos = j.uids.len();
+                }
             }
             Job::Search(j) => {
                 let uid = j.uids[j.pos];
@@ -1449,6 +1454,11 @@ impl ImapSession {
         }
         if (self.condstore || j.changed_since.is_some()) && !j.items.contains(&FetchItem::ModSeq) {
             parts.push(format!("MODSEQ ({})", m.modseq).into_bytes());
+        }
+        // A FETCH response names at least one item; when the only one failed (UNKNOWN-CTE),
+        // the UID stands in, as in Dovecot.
+        if parts.is_empty() && j.failed.is_some() {
+            parts.push(format!("UID {}", m.uid).into_bytes());
         }
         out.extend_from_slice(&parts.join(&b' '));
         out.extend_from_slice(b")\r\n");

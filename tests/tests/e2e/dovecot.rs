@@ -351,6 +351,19 @@ const COMPARED_COMMANDS: &[&str] = &[
     "SEARCH TO example.com",
     "SEARCH FROM \"\"",
     "SEARCH SUBJECT \"\"",
+    "FETCH 1:* (UID RFC822.SIZE INTERNALDATE)",
+    "FETCH 1:* (ENVELOPE)",
+    "FETCH 1:* (BODYSTRUCTURE)",
+    "FETCH 1:* (BODY)",
+    "FETCH 1:* (BODY.PEEK[HEADER.FIELDS (FROM SUBJECT)])",
+    "FETCH 1:* (BODY.PEEK[HEADER.FIELDS.NOT (RECEIVED DATE)])",
+    "FETCH 1:* (BODY.PEEK[TEXT]<0.20>)",
+    "FETCH 1:* (BODY.PEEK[1])",
+    "FETCH 1:* (BODY.PEEK[1.MIME])",
+    "FETCH 1:* (BODY.PEEK[2.1])",
+    "FETCH 1:* (RFC822.HEADER)",
+    "FETCH 1:* (BINARY.SIZE[1])",
+    "FETCH 1:* (BINARY.PEEK[1])",
 ];
 
 /// Side by side with Dovecot: the corpus of real-world messages (core/tests/imap_corpus) and a
@@ -471,6 +484,11 @@ fn sort_thread_and_search_agree_with_dovecot() {
     );
     let d = dovecot_on(&s);
     let dovecot_out = run(d.imap_port, false, sargs!["--commands", commands.display()]);
+    if let Some(dir) = std::env::var_os("IMAP_COMPARE_OUT") {
+        // Debugging aid: both transcripts, to diff.
+        std::fs::write(std::path::Path::new(&dir).join("petrel.txt"), &petrel_out).unwrap();
+        std::fs::write(std::path::Path::new(&dir).join("dovecot.txt"), &dovecot_out).unwrap();
+    }
     let p: Vec<&str> = petrel_out.lines().collect();
     let v: Vec<&str> = dovecot_out.lines().collect();
     let mut differences = Vec::new();
