@@ -973,6 +973,15 @@ pub enum Misbehaviour {
     Garbage(Vec<u8>),
     /// Closes the connection after reading this many bytes (a scanner crashing mid-stream).
     CloseAfter(usize),
+    /// Once the client pauses, writes `prefix`, then one `filler` byte every 500 ms for as long
+    /// as the connection lasts: an answer that keeps coming and never ends (a scanner that is
+    /// not silent, so a per-read idle timeout never fires).
+    Trickle {
+        /// The start of a plausible answer.
+        prefix: Vec<u8>,
+        /// The byte repeated after it.
+        filler: u8,
+    },
 }
 
 /// A TCP listener on a free loopback port that speaks no scanner protocol properly, for the
@@ -1069,6 +1078,20 @@ fn serve_fake(mut stream: TcpStream, how: Misbehaviour, stop: Arc<AtomicBool>) {
             Misbehaviour::CloseAfter(n) => {
                 if seen >= *n {
                     let _ = stream.shutdown(Shutdown::Both);
+                    return;
+                }
+            }
+            Misbehaviour::Trickle { prefix, filler } => {
+                if (seen > 0 && idle >= 3) || seen >= 65536 {
+                    if stream.write_all(prefix).is_err() {
+                        return;
+                    }
+                    while !stop.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(500));
+                        if stream.write_all(&[*filler]).is_err() {
+                            return;
+                        }
+                    }
                     return;
                 }
             }

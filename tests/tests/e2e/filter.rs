@@ -35,6 +35,7 @@ both_runtimes!(
     spamd_stopped_tempfails_and_accept_delivers,
     hung_scanner_tempfails_within_timeout,
     garbage_answers_tempfail,
+    endless_answer_tempfails_within_timeout,
     scanner_closing_mid_stream_tempfails,
     hung_milter_accept_delivers,
     milter_actions_honoured,
@@ -1267,6 +1268,55 @@ fn hung_scanner_tempfails_within_timeout(rt: Runtime) {
             fail_with(&s, &[], format!("Petrel never connected to the hung {key}"));
         }
     }
+}
+
+/// A scanner whose answer never ends, one byte every 500 ms: the timeout must bound the whole
+/// wait for the answer, not each read, or a dribbling scanner holds the SMTP client forever.
+fn endless_answer_tempfails_within_timeout(rt: Runtime) {
+    let cases: [(&str, &[u8], u8); 4] = [
+        ("clamd", b"stream: ", b'x'),
+        ("spamd", b"SPAMD/1.5 0 EX_OK\r\nSpam: ", b'x'),
+        ("rspamd", b"HTTP/1.1 200 OK\r\nX-Filler: ", b'x'),
+        // A milter packet announcing 64 KiB and delivering it byte by byte.
+        ("milters", b"\x00\x01\x00\x00O", 0),
+    ];
+    let mut failures = Vec::new();
+    for (key, prefix, filler) in cases {
+        let fake = FakeScanner::start(Misbehaviour::Trickle {
+            prefix: prefix.to_vec(),
+            filler,
+        });
+        let mut s = server_with_filter(rt, &[target(key, &fake.addr()), "timeout = 3".into()]);
+        let mut c = SmtpConn::ready(s.port(Listener::Smtp));
+        c.expect(&format!("MAIL FROM:<{REMOTE}>"), "250");
+        c.expect(&format!("RCPT TO:<{ALICE}>"), "250");
+        c.expect("DATA", "354");
+        c.send(&petrel_tests::data_payload(&sample_message("trickle")));
+        c.set_timeout(Duration::from_secs(20));
+        let t0 = Instant::now();
+        let answer = c.try_reply();
+        let took = t0.elapsed();
+        eprintln!(
+            "endless {key} ({}), timeout 3 s: {answer:?} after {took:?}",
+            rt.as_str()
+        );
+        match answer {
+            Ok(r) if r.matches("451 4.7.1") && took < Duration::from_secs(15) => {}
+            Ok(r) => failures.push(format!("{key}: {:?} after {took:?}", r.text())),
+            Err(e) => failures.push(format!("{key}: no reply after {took:?} ({e})")),
+        }
+        if !folder(&s, ALICE, "INBOX").is_empty() {
+            failures.push(format!("{key}: the message was delivered"));
+        }
+        // A session stuck on the scanner would hold a graceful stop for its whole grace time.
+        s.kill9();
+    }
+    assert!(
+        failures.is_empty(),
+        "expected `451 4.7.1` within 15 s with timeout = 3 from a scanner that answers one \
+         byte every 500 ms forever:\n{}",
+        failures.join("\n")
+    );
 }
 
 fn garbage_answers_tempfail(rt: Runtime) {
