@@ -11,10 +11,6 @@ use std::time::Instant;
 /// Bytes read from the socket at a time, and the most unconsumed input a pump holds.
 pub const READ_CHUNK: usize = 16 * 1024;
 
-/// Output capacity [`Pump::release_buffers`] keeps: enough for the usual replies, so a busy
-/// SMTP or IMAP session does not reallocate its output for every command.
-const KEEP_OUTPUT: usize = 4096;
-
 /// What the runtime must do next.
 #[derive(Debug)]
 pub enum Action {
@@ -163,17 +159,17 @@ impl Pump {
         &mut self.input[self.in_end..]
     }
 
-    /// Frees the read buffer when it holds no unconsumed input, and an output buffer larger than
-    /// a few KiB when everything in it was written. A runtime calls this before it waits for a
-    /// quiet connection, so that an idle one (10,000 IMAP sessions in IDLE) holds no buffers;
-    /// [`Pump::read_buffer`] allocates again when input arrives.
+    /// Frees the read buffer when it holds no unconsumed input, and the output buffer when
+    /// everything in it was written. A runtime calls this before it waits for a quiet
+    /// connection (not between pipelined commands), so that an idle one (10,000 IMAP sessions
+    /// in IDLE) holds no buffers; [`Pump::read_buffer`] allocates again when input arrives.
     pub fn release_buffers(&mut self) {
         if self.in_start == self.in_end {
             self.input = Vec::new();
             self.in_start = 0;
             self.in_end = 0;
         }
-        if self.out_pos == self.output.len() && self.output.capacity() > KEEP_OUTPUT {
+        if self.out_pos == self.output.len() {
             self.output = Vec::new();
             self.out_pos = 0;
         }
@@ -315,7 +311,7 @@ mod tests {
         let mut p = Pump::new(Box::new(Lines {
             pending: Vec::new(),
         }));
-        // A big reply, written out: the output buffer is released, the read buffer too.
+        // A reply, written out: the output buffer is released, the read buffer too.
         feed(&mut p, &[b'a'; 9000][..]);
         p.read_buffer();
         feed(&mut p, b"\n");
@@ -335,9 +331,8 @@ mod tests {
         assert!(matches!(p.next_action(), Action::Write));
         assert_eq!(p.output().len(), 10);
         p.wrote(now, 10);
-        // Small output buffers are kept for the next reply.
         p.release_buffers();
-        assert!(p.output.capacity() > 0);
+        assert_eq!(p.output.capacity(), 0);
         assert_eq!(p.input.capacity(), 0);
     }
 }

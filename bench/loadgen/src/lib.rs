@@ -84,8 +84,9 @@ impl Samples {
 
 /// A blocking IMAP client that counts what it reads; enough for load, not a parser.
 pub struct Imap {
+    // One descriptor per connection (no try_clone): 10,000 idle connections must fit the
+    // process's descriptor limit; writes go through `reader.get_ref()`.
     reader: BufReader<TcpStream>,
-    writer: TcpStream,
     tag: u64,
     line: Vec<u8>,
 }
@@ -106,10 +107,8 @@ impl Imap {
         let stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-        let writer = stream.try_clone()?;
         let mut c = Imap {
             reader: BufReader::with_capacity(64 * 1024, stream),
-            writer,
             tag: 0,
             line: Vec::new(),
         };
@@ -149,6 +148,11 @@ impl Imap {
         Ok(String::from_utf8_lossy(trim_crlf(&self.line)).into_owned())
     }
 
+    fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut w: &TcpStream = self.reader.get_ref();
+        w.write_all(bytes)
+    }
+
     fn next_tag(&mut self) -> String {
         self.tag += 1;
         format!("a{}", self.tag)
@@ -157,8 +161,7 @@ impl Imap {
     /// Sends `command` and reads up to its tagged reply.
     pub fn cmd(&mut self, command: &str) -> std::io::Result<Reply> {
         let tag = self.next_tag();
-        self.writer
-            .write_all(format!("{tag} {command}\r\n").as_bytes())?;
+        self.send(format!("{tag} {command}\r\n").as_bytes())?;
         self.finish(&tag)
     }
 
@@ -181,8 +184,7 @@ impl Imap {
     /// continuation, sends `literal` and reads the tagged reply.
     pub fn cmd_literal(&mut self, command: &str, literal: &[u8]) -> std::io::Result<Reply> {
         let tag = self.next_tag();
-        self.writer
-            .write_all(format!("{tag} {command}\r\n").as_bytes())?;
+        self.send(format!("{tag} {command}\r\n").as_bytes())?;
         loop {
             let l = self.read_line()?;
             if l.starts_with('+') {
@@ -196,8 +198,8 @@ impl Imap {
                 });
             }
         }
-        self.writer.write_all(literal)?;
-        self.writer.write_all(b"\r\n")?;
+        self.send(literal)?;
+        self.send(b"\r\n")?;
         self.finish(&tag)
     }
 
@@ -211,8 +213,7 @@ impl Imap {
     /// [`Imap::idle_finish`].
     pub fn idle_start(&mut self) -> std::io::Result<()> {
         let tag = self.next_tag();
-        self.writer
-            .write_all(format!("{tag} IDLE\r\n").as_bytes())?;
+        self.send(format!("{tag} IDLE\r\n").as_bytes())?;
         loop {
             let l = self.read_line()?;
             if l.starts_with('+') {
@@ -226,9 +227,14 @@ impl Imap {
 
     /// Sends DONE and reads the IDLE command's tagged reply.
     pub fn idle_finish(&mut self) -> std::io::Result<Reply> {
-        self.writer.write_all(b"DONE\r\n")?;
+        self.send(b"DONE\r\n")?;
         let tag = format!("a{}", self.tag);
         self.finish(&tag)
+    }
+
+    /// How long a read may wait before the command fails with a timeout (60 s by default).
+    pub fn set_timeout(&mut self, limit: Duration) -> std::io::Result<()> {
+        self.reader.get_ref().set_read_timeout(Some(limit))
     }
 
     /// LOGIN, failing unless OK.
