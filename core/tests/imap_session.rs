@@ -1375,3 +1375,23 @@ fn sort_and_thread() {
     assert!(t.contains("a8 NO [BADCHARSET"), "{t}");
     assert!(t.contains("* THREAD\r\na9 OK"), "{t}");
 }
+
+/// LIST (SPECIAL-USE) (RFC 6154) lists only folders with a special-use attribute.
+#[test]
+fn list_special_use_selects_special_folders_only() {
+    let mut store = FakeStore::default();
+    let t = converse(
+        &[
+            LOGIN,
+            b"a1 LIST (SPECIAL-USE) \"\" \"*\"\r\na2 LIST \"\" \"*\"\r\n",
+        ]
+        .concat(),
+        &[],
+        &mut store,
+    );
+    let a1 = &t[t.find("Logged in.").unwrap()..t.find("a1 OK").expect(&t)];
+    assert_eq!(a1.matches("* LIST").count(), 1, "{t}");
+    assert!(a1.contains("* LIST (\\Sent) \"/\" \"Sent\""), "{t}");
+    let a2 = &t[t.find("a1 OK").unwrap()..t.find("a2 OK").expect(&t)];
+    assert_eq!(a2.matches("* LIST").count(), 3, "{t}");
+}

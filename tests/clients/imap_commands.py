@@ -4,8 +4,8 @@ be compared by (Petrel against Dovecot on the same Maildir).
   --append-dir DIR  first APPENDs every file of DIR (sorted by name) to INBOX, the n-th with
                     INTERNALDATE 01-Jan-2021 00:00:00 +0000 plus n hours.
   --commands FILE   one command a line (without tag), run in INBOX after SELECT.
-Prints `== COMMAND`, then the command's untagged SORT, THREAD, SEARCH, ESEARCH and FETCH
-responses
+Prints `== COMMAND`, then the command's untagged SORT, THREAD, SEARCH, ESEARCH, FETCH, LIST,
+LSUB and STATUS responses
 (ESEARCH's TAG left out), then `-> OK|NO|BAD`."""
 import argparse
 import datetime
@@ -14,6 +14,9 @@ import os
 import re
 import ssl
 import sys
+
+
+SPECIAL_USE = {"\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash"}
 
 
 def main():
@@ -52,6 +55,7 @@ def main():
     for command in commands:
         print("== " + command)
         tag = c._new_tag()
+        listed = []
         c.send(tag + b" " + command.encode() + b"\r\n")
         while True:
             line = c.readline()
@@ -64,9 +68,34 @@ def main():
                 n = int(re.search(rb"\{(\d+)\}$", line).group(1))
                 line += c.read(n) + c.readline().rstrip(b"\r\n")
             if line.startswith(tag + b" "):
+                for l in sorted(listed):
+                    print(l)
+                listed = []
                 print("-> " + line.split(b" ")[1].decode())
                 break
             text = line.decode("utf-8", "replace")
+            lm = re.match(r'\* (LIST|LSUB|STATUS) (\([^)]*\) "/" )?(.*?)( \(.*\))?$', text)
+            if lm:
+                # Order and quoting are not compared; LSUB's attributes are not either.
+                name = lm.group(3)
+                if name.startswith('"'):
+                    name = name[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+                attrs = ""
+                if lm.group(2) and lm.group(1) == "LIST":
+                    # Child information is only compared where RETURN (CHILDREN) asks for it
+                    # (RFC 5258 and RFC 6154 let servers add it, and special-use attributes,
+                    # anyway); \\NonExistent implies \\Noselect.
+                    kept = []
+                    for x in lm.group(2)[1:-6].split():
+                        if x in ("\\HasChildren", "\\HasNoChildren") and "CHILDREN" not in command:
+                            continue
+                        # Special-use attributes likewise, where SPECIAL-USE is not asked for.
+                        if x in SPECIAL_USE and "SPECIAL-USE" not in command:
+                            continue
+                        kept.append("\\Noselect" if x == "\\NonExistent" else x)
+                    attrs = " (%s)" % " ".join(sorted(set(kept)))
+                listed.append("* %s%s %s%s" % (lm.group(1), attrs, name, lm.group(4) or ""))
+                continue
             m = re.match(r"\* (SORT|THREAD|SEARCH|ESEARCH|\d+ FETCH)\b(.*)$", text)
             if m:
                 rest = re.sub(r'^ \(TAG "[^"]*"\)', "", m.group(2))

@@ -164,10 +164,26 @@ first_valid_uid = 1
 first_valid_gid = 1
 mail_location = maildir:~/Maildir
 pop3_uidl_format = %08Xu%08Xv
-# Petrel's hierarchy separator; on disk both use Maildir++ `.Parent.Child` directories.
+# Petrel's hierarchy separator (on disk both use Maildir++ `.Parent.Child` directories) and
+# the special-use folders Petrel gives every user.
 namespace inbox {{
   inbox = yes
   separator = /
+  mailbox Sent {{
+    special_use = \Sent
+  }}
+  mailbox Drafts {{
+    special_use = \Drafts
+  }}
+  mailbox Trash {{
+    special_use = \Trash
+  }}
+  mailbox Junk {{
+    special_use = \Junk
+  }}
+  mailbox Archive {{
+    special_use = \Archive
+  }}
 }}
 passdb {{
   driver = passwd-file

@@ -300,6 +300,8 @@ pub struct ImapSession {
     /// LIST ... RETURN (STATUS (items)) (RFC 5819): the items, and the listed selectable
     /// folders whose STATUS is still to be sent (in reverse order).
     list_status: Option<(Vec<StatusItem>, Vec<String>)>,
+    /// LIST (SPECIAL-USE) (RFC 6154): only folders with a special-use attribute.
+    list_special_only: bool,
     errors: u32,
     auth_failures: u32,
     deadline: Instant,
@@ -332,6 +334,7 @@ impl ImapSession {
             qresync: false,
             aborts: Vec::new(),
             list_status: None,
+            list_special_only: false,
             errors: 0,
             auth_failures: 0,
             idle_next: None,
@@ -604,6 +607,7 @@ impl ImapSession {
                     return self.tagged(&tag, "OK", "List completed.");
                 }
                 let lsub = select.contains(&ListSelect::Subscribed);
+                self.list_special_only = select.contains(&ListSelect::SpecialUse);
                 let show_subscribed = lsub || returns.contains(&ListReturn::Subscribed);
                 self.list_status = returns.iter().find_map(|r| match r {
                     ListReturn::Status(items) => Some((items.clone(), Vec::new())),
@@ -612,6 +616,7 @@ impl ImapSession {
                 self.list(tag, &reference, patterns, lsub, show_subscribed, false);
             }
             CommandKind::Lsub { reference, pattern } => {
+                self.list_special_only = false;
                 self.list(tag, &reference, vec![pattern], true, true, true)
             }
             CommandKind::Status { mailbox, items } => match self.folder_name(&mailbox) {
@@ -1733,6 +1738,23 @@ impl ImapSession {
                 ImapAnswer::Folders(folders),
             ) => {
                 for f in folders {
+                    const SPECIAL: [&str; 7] = [
+                        "\\All",
+                        "\\Archive",
+                        "\\Drafts",
+                        "\\Flagged",
+                        "\\Junk",
+                        "\\Sent",
+                        "\\Trash",
+                    ];
+                    if self.list_special_only
+                        && !f
+                            .attributes
+                            .iter()
+                            .any(|a| SPECIAL.iter().any(|s| a.eq_ignore_ascii_case(s)))
+                    {
+                        continue;
+                    }
                     let mut attrs = f.attributes.clone();
                     if show_subscribed && f.subscribed && !lsub {
                         attrs.push("\\Subscribed".into());

@@ -364,6 +364,16 @@ const COMPARED_COMMANDS: &[&str] = &[
     "FETCH 1:* (RFC822.HEADER)",
     "FETCH 1:* (BINARY.SIZE[1])",
     "FETCH 1:* (BINARY.PEEK[1])",
+    "LIST \"\" \"*\"",
+    "LIST \"\" \"%\"",
+    "LIST \"\" \"Pro*\"",
+    "LSUB \"\" \"*\"",
+    "LIST (SUBSCRIBED) \"\" \"*\"",
+    "LIST \"\" \"*\" RETURN (CHILDREN)",
+    "LIST (SPECIAL-USE) \"\" \"*\"",
+    "LIST \"\" \"*\" RETURN (STATUS (MESSAGES UIDNEXT UNSEEN))",
+    "STATUS INBOX (MESSAGES UIDNEXT UNSEEN SIZE)",
+    "STATUS Projects/2026 (MESSAGES)",
 ];
 
 /// Side by side with Dovecot: the corpus of real-world messages (core/tests/imap_corpus) and a
@@ -476,6 +486,18 @@ fn sort_thread_and_search_agree_with_dovecot() {
         s.port(Listener::Imaps),
         true,
         sargs!["--append-dir", mail.display()],
+    );
+    on_petrel(
+        &s,
+        "fill",
+        &[
+            "--create",
+            "Projects/2026",
+            "--create",
+            "Projects/Old",
+            "--create",
+            "Empty",
+        ],
     );
     let petrel_out = run(
         s.port(Listener::Imaps),
