@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 /// The system's CA bundle (Debian's ca-certificates).
 const SYSTEM_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// How long `fetch run` waits for the server to finish its own pass of the account.
-const LOCK_WAIT: Duration = Duration::from_secs(60);
+/// How long `fetch run` waits for the server to finish its own pass of the account (the
+/// server's IMAP sessions let go of it while they wait in IDLE).
+const LOCK_WAIT: Duration = Duration::from_secs(600);
 
 /// What `petrel fetch` was asked to do.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -170,10 +171,18 @@ fn run_now(config: &Config, address: &str) -> Result<(), Failure> {
     let mut failed = Vec::new();
     for a in &accounts {
         let started = Instant::now();
-        let lock = loop {
+        let mut told = false;
+        let mut lock = loop {
             match fetch_accounts::try_lock(&config.data_dir, &user, a.id) {
-                Ok(Some(l)) => break l,
+                Ok(Some(l)) => break Some(l),
                 Ok(None) if started.elapsed() < LOCK_WAIT => {
+                    if !told {
+                        println!(
+                            "{} {}: waiting for the server's pass to finish",
+                            a.id, a.url
+                        );
+                        told = true;
+                    }
                     std::thread::sleep(Duration::from_millis(200))
                 }
                 Ok(None) => {
@@ -192,7 +201,7 @@ fn run_now(config: &Config, address: &str) -> Result<(), Failure> {
                 shown = true;
             }
         };
-        let result = fetch_account(&store, &user, a, &settings, &mut progress, &stop);
+        let result = fetch_account(&store, &user, a, &settings, &mut progress, &stop, &mut lock);
         drop(lock);
         match result {
             Ok(n) => {

@@ -286,3 +286,50 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn idle_lets_go_of_the_account_and_fetches_what_arrives() {
+    let m = message("late", 2);
+    let mut s = b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR UIDPLUS IDLE] hi\r\n\
+        f1 OK [CAPABILITY IMAP4rev1 UIDPLUS IDLE] in\r\n\
+        * 0 EXISTS\r\n* OK [UIDVALIDITY 5] v\r\nf2 OK sel\r\n\
+        + idling\r\n* 1 EXISTS\r\nf3 OK idle done\r\n"
+        .to_vec();
+    s.extend_from_slice(
+        format!("* 1 FETCH (UID 1 RFC822.SIZE {})\r\nf4 OK\r\n", m.len()).as_bytes(),
+    );
+    s.extend_from_slice(format!("* 1 FETCH (UID 1 BODY[] {{{}}}\r\n", m.len()).as_bytes());
+    s.extend_from_slice(&m);
+    s.extend_from_slice(b")\r\nf5 OK\r\nf6 OK\r\n* 1 EXPUNGE\r\nf7 OK\r\n+ idling\r\n");
+    let mut config = (*config()).clone();
+    config.idle = Some(std::time::Duration::from_secs(29 * 60));
+    let session = Box::new(ImapFetch::new(
+        account(Protocol::Imap, false),
+        std::sync::Arc::new(config),
+        Instant::now(),
+    ));
+    let o = run(session, &s, &[], FetchState::default(), false);
+    assert_eq!(o.messages.len(), 1, "{:#?}", o.trace);
+    assert_eq!(body_of(&o.messages[0]), m);
+    // The account is released for the IDLE wait and taken back (state reloaded) before the
+    // next pass.
+    assert!(o.at("E: Finished 0 None") < o.at("E: Release"));
+    assert!(o.at("E: Release") < o.at("C: f3 IDLE"));
+    assert!(o.at("C: f3 IDLE") < o.at("C: DONE"));
+    assert!(o.at("C: DONE") < o.at("E: Acquire"));
+    let second_load = o
+        .trace
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| *l == "E: Load")
+        .nth(1)
+        .map(|(i, _)| i)
+        .expect("state reloaded after IDLE");
+    assert!(o.at("E: Acquire") < second_load);
+    assert!(second_load < o.at("C: f4 UID FETCH 1:* (UID RFC822.SIZE)"));
+    assert!(o.trace.contains(&"E: Finished 1 None".to_string()));
+    assert!(o.trace.contains(&"C: f8 IDLE".to_string()));
+    // The connection then drops in IDLE: reported, nothing else.
+    let (_, error) = o.finished.clone().unwrap();
+    assert!(error.unwrap().contains("in IDLE"));
+}

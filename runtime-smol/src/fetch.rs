@@ -10,7 +10,8 @@ use crate::outbound::ClientConn;
 use async_io::{Async, Timer};
 use futures_lite::FutureExt;
 use petrel_core::fetch::{
-    FetchAccount, FetchConfig, FetchRequest, ImapFetch, Pop3Fetch, Protocol, Security, backoff,
+    FetchAccount, FetchAnswer, FetchConfig, FetchRequest, ImapFetch, Pop3Fetch, Protocol, Security,
+    backoff,
 };
 use petrel_core::{Action, Completion, Effect, Pump, Secret, Session, UserId};
 use petrel_store::Store;
@@ -197,8 +198,8 @@ impl FetchRunner {
             let data_dir = self.store.data_dir().to_path_buf();
             let (u, id) = (user.clone(), account.id);
             let lock = blocking::unblock(move || fetch_accounts::try_lock(&data_dir, &u, id)).await;
-            let lock = match lock {
-                Ok(Some(l)) => l,
+            let mut lock = match lock {
+                Ok(Some(l)) => Some(l),
                 Ok(None) => {
                     sleep(Duration::from_secs(2), &global, &stop).await;
                     continue;
@@ -209,7 +210,9 @@ impl FetchRunner {
                     continue;
                 }
             };
-            let result = self.fetch_once(&user, &account, &global, &stop).await;
+            let result = self
+                .fetch_once(&user, &account, &global, &stop, &mut lock)
+                .await;
             drop(lock);
             let wait = match result {
                 Ok(n) => {
@@ -237,8 +240,9 @@ impl FetchRunner {
         account: &Account,
         global: &AtomicBool,
         stop: &AtomicBool,
+        lock: &mut Option<std::fs::File>,
     ) -> Result<u64, String> {
-        let result = self.session(user, account, global, stop).await;
+        let result = self.session(user, account, global, stop, lock).await;
         let record = |e: String, count: bool| {
             let (data_dir, user, id) = (
                 self.store.data_dir().to_path_buf(),
@@ -270,12 +274,32 @@ impl FetchRunner {
         }
     }
 
+    /// Takes the account's lock back after IDLE, waiting while `petrel fetch run` has it;
+    /// `None` once stopped.
+    async fn acquire(
+        &self,
+        user: &UserId,
+        id: u32,
+        global: &AtomicBool,
+        stop: &AtomicBool,
+    ) -> Option<std::fs::File> {
+        loop {
+            let (data_dir, u) = (self.store.data_dir().to_path_buf(), user.clone());
+            match blocking::unblock(move || fetch_accounts::try_lock(&data_dir, &u, id)).await {
+                Ok(Some(l)) => return Some(l),
+                Ok(None) if !stopped(global, stop) => Timer::after(STOP_POLL).await,
+                _ => return None,
+            };
+        }
+    }
+
     async fn session(
         &self,
         user: &UserId,
         account: &Account,
         global: &AtomicBool,
         stop: &AtomicBool,
+        lock: &mut Option<std::fs::File>,
     ) -> Result<(u64, Option<String>), Failure> {
         let url = &account.url;
         let target = format!("{}:{}", url.host, url.port);
@@ -339,6 +363,35 @@ impl FetchRunner {
                 Action::Execute(req, Effect::Scan { conn: c, op }) => {
                     let completion = scanners.execute(&session_name, c, op).await;
                     pump.complete(Instant::now(), req, completion);
+                }
+                Action::Execute(
+                    req,
+                    Effect::Fetch {
+                        request: FetchRequest::Release,
+                        ..
+                    },
+                ) => {
+                    *lock = None;
+                    pump.complete(Instant::now(), req, Completion::Fetch(FetchAnswer::Done));
+                }
+                Action::Execute(
+                    req,
+                    Effect::Fetch {
+                        request: FetchRequest::Acquire,
+                        ..
+                    },
+                ) => {
+                    let answer = match self.acquire(user, account.id, global, stop).await {
+                        Some(l) => {
+                            *lock = Some(l);
+                            Completion::Fetch(FetchAnswer::Done)
+                        }
+                        None => Completion::Failed(petrel_core::StoreError {
+                            class: petrel_core::ErrorClass::Temporary,
+                            message: "stopping".into(),
+                        }),
+                    };
+                    pump.complete(Instant::now(), req, answer);
                 }
                 Action::Execute(req, effect) => {
                     if let Effect::Fetch {

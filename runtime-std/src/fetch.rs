@@ -10,7 +10,7 @@ use crate::outbound::ClientConn;
 use petrel_core::fetch::{
     FetchAccount, FetchConfig, FetchRequest, ImapFetch, Pop3Fetch, Protocol, Security,
 };
-use petrel_core::{Action, Effect, Pump, Secret, Session, UserId};
+use petrel_core::{Action, Completion, Effect, Pump, Secret, Session, UserId};
 use petrel_store::Store;
 use petrel_store::fetch_accounts::{self, Account};
 use std::collections::BTreeMap;
@@ -93,9 +93,10 @@ pub fn fetch_account(
     settings: &FetchSettings,
     progress: &mut dyn FnMut(u64, u64),
     stop: &AtomicBool,
+    lock: &mut Option<std::fs::File>,
 ) -> Result<u64, String> {
     let data_dir = store.data_dir().to_path_buf();
-    let result = run_session(store, user, account, settings, progress, stop);
+    let result = run_session(store, user, account, settings, progress, stop, lock);
     if let Err(Setup(e)) = &result {
         // The session never started, so it could not record this itself.
         if let Err(w) = fetch_accounts::record_failure(&data_dir, user, account.id, unix_now(), e) {
@@ -118,6 +119,7 @@ fn run_session(
     settings: &FetchSettings,
     progress: &mut dyn FnMut(u64, u64),
     stop: &AtomicBool,
+    lock: &mut Option<std::fs::File>,
 ) -> Result<(u64, Option<String>), Setup> {
     let url = &account.url;
     let target = format!("{}:{}", url.host, url.port);
@@ -179,6 +181,24 @@ fn run_session(
                         request,
                     } => {
                         match &request {
+                            FetchRequest::Release => {
+                                *lock = None;
+                            }
+                            FetchRequest::Acquire => {
+                                let got = acquire(&data_dir, &user, account, stop);
+                                let answer = match got {
+                                    Ok(l) => {
+                                        *lock = Some(l);
+                                        Completion::Fetch(petrel_core::fetch::FetchAnswer::Done)
+                                    }
+                                    Err(e) => Completion::Failed(petrel_core::StoreError {
+                                        class: petrel_core::ErrorClass::Temporary,
+                                        message: e,
+                                    }),
+                                };
+                                pump.complete(Instant::now(), req, answer);
+                                continue;
+                            }
                             FetchRequest::Progress { done, total } => progress(*done, *total),
                             FetchRequest::Finished { fetched, error, .. } => {
                                 finished = Some((*fetched, error.clone()));
@@ -261,6 +281,24 @@ fn run_session(
 
 /// An account's thread and its stop flag.
 type AccountThread = (std::thread::JoinHandle<()>, Arc<AtomicBool>);
+
+/// Takes the account's lock back after IDLE, waiting while another fetcher (`petrel fetch
+/// run`) has it; gives up when stopped.
+fn acquire(
+    data_dir: &std::path::Path,
+    user: &UserId,
+    id: u32,
+    stop: &AtomicBool,
+) -> Result<std::fs::File, String> {
+    loop {
+        match fetch_accounts::try_lock(data_dir, user, id) {
+            Ok(Some(l)) => return Ok(l),
+            Ok(None) if !stop.load(Ordering::SeqCst) => std::thread::sleep(STOP_POLL),
+            Ok(None) => return Err("stopping".into()),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
 
 /// Stops a running [`FetchRunner`].
 #[derive(Debug, Clone, Default)]
@@ -377,8 +415,8 @@ impl FetchRunner {
             && !stop.load(Ordering::SeqCst)
             && still_there(&account)
         {
-            let lock = match fetch_accounts::try_lock(&data_dir, &user, account.id) {
-                Ok(Some(l)) => l,
+            let mut lock = match fetch_accounts::try_lock(&data_dir, &user, account.id) {
+                Ok(Some(l)) => Some(l),
                 Ok(None) => {
                     // `petrel fetch run` has it; try again shortly.
                     self.sleep(Duration::from_secs(2), stop);
@@ -397,6 +435,7 @@ impl FetchRunner {
                 &self.settings,
                 &mut |_, _| {},
                 stop,
+                &mut lock,
             );
             drop(lock);
             let wait = match result {

@@ -693,7 +693,8 @@ fn execute_inner(
             }
             done
         }
-        FetchRequest::Progress { .. } => done,
+        // Progress is for the driver; the lock is the driver's (see `try_lock`).
+        FetchRequest::Progress { .. } | FetchRequest::Release | FetchRequest::Acquire => done,
         FetchRequest::Finished {
             fetched,
             error,

@@ -73,6 +73,8 @@ enum Req {
     Delivered,
     Progress,
     PassDone,
+    Release,
+    Acquire,
 }
 
 /// Where the bytes of a literal go.
@@ -542,7 +544,7 @@ impl ImapFetch {
                 if self.stopping {
                     return self.send(now, "LOGOUT", Cmd::Logout);
                 }
-                self.list(now);
+                self.request(Req::Acquire, FetchRequest::Acquire);
             }
             Cmd::Logout => {
                 self.close(CloseReason::Quit);
@@ -676,7 +678,8 @@ impl ImapFetch {
     fn after_pass(&mut self, now: Instant) {
         if self.config.idle.is_some() && self.has_cap("IDLE") && !self.stopping {
             self.notes.clear();
-            return self.send(now, "IDLE", Cmd::Idle);
+            // Let `petrel fetch run` have the account while nothing happens here.
+            return self.request(Req::Release, FetchRequest::Release);
         }
         self.send(now, "LOGOUT", Cmd::Logout);
     }
@@ -711,6 +714,11 @@ impl ImapFetch {
             }
             return;
         }
+        if what == Req::Acquire && !matches!(completion, Completion::Fetch(FetchAnswer::Done)) {
+            // The runner is stopping while another fetcher has the account: just leave.
+            self.stopping = true;
+            return self.send(now, "LOGOUT", Cmd::Logout);
+        }
         let state = match completion {
             Completion::Fetch(FetchAnswer::State(s)) if what == Req::Load => Some(s),
             Completion::Fetch(FetchAnswer::Done) if what != Req::Load => None,
@@ -725,6 +733,13 @@ impl ImapFetch {
             Req::Load => {
                 self.state = state.unwrap_or_default();
                 self.deadline = Some(now + self.config.command_timeout);
+                if self.logged_in && self.uidvalidity != 0 {
+                    // Reloaded after IDLE: same folder, go on from what is recorded now.
+                    if self.state.uidvalidity == Some(self.uidvalidity) {
+                        self.highest = self.highest.max(self.state.highest_uid);
+                    }
+                    self.list(now);
+                }
             }
             Req::UidValidity => self.list(now),
             Req::Matched => self.record_matched(),
@@ -763,6 +778,11 @@ impl ImapFetch {
                 }
             }
             Req::PassDone => self.after_pass(now),
+            Req::Release => self.send(now, "IDLE", Cmd::Idle),
+            Req::Acquire => {
+                // Another fetcher may have changed the state meanwhile.
+                self.request(Req::Load, FetchRequest::Load);
+            }
             Req::Step(_) => {}
         }
     }

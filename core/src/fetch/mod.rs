@@ -182,6 +182,12 @@ pub enum FetchRequest {
         /// Every key the remote listed.
         keys: Vec<String>,
     },
+    /// The session waits in IDLE: other fetchers of the account (`petrel fetch run`) may have
+    /// it meanwhile. Sent only by sessions of the daemon ([`FetchConfig::idle`]).
+    Release,
+    /// The session is about to start a pass after IDLE: answered once no other fetcher has the
+    /// account (the answer may take as long as another fetcher's pass).
+    Acquire,
     /// `done` of `total` new messages fetched in this pass (for progress output).
     Progress {
         /// Fetched so far.

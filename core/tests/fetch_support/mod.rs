@@ -226,6 +226,8 @@ fn describe(r: &FetchRequest) -> String {
         FetchRequest::UidValidity { old, new } => format!("UidValidity {old:?} {new}"),
         FetchRequest::Retain { keys } => format!("Retain {}", keys.join(",")),
         FetchRequest::Progress { done, total } => format!("Progress {done}/{total}"),
+        FetchRequest::Release => "Release".into(),
+        FetchRequest::Acquire => "Acquire".into(),
         FetchRequest::Finished { fetched, error, .. } => format!("Finished {fetched} {error:?}"),
     }
 }

@@ -472,6 +472,26 @@ fn daemon_fetches_mail_that_arrives_later_imap(rt: Runtime) {
     let mut want = first;
     want.extend(later);
     expect_exactly(&local, &want);
+    // While the daemon waits in IDLE, `fetch run` gets the account at once; mail that arrives
+    // meanwhile is fetched once, by one or the other.
+    let more = ids("dim-more", 2);
+    put(&remote, &more, 400);
+    let started = Instant::now();
+    let (code, stdout, stderr) = run(&local);
+    assert_eq!(code, 0, "{stdout} {stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    want.extend(more);
+    if !wait_until("every message", Duration::from_secs(20), || {
+        local_ids(&local).len() == want.len()
+    }) {
+        fail(&local, "messages missing");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    expect_exactly(&local, &want);
     // SIGTERM ends the IDLE session politely and the server exits 0 within the grace period.
     let mut local = local;
     let started = Instant::now();
