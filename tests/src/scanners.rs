@@ -241,17 +241,25 @@ impl Write for Conn {
 
 impl Scanner {
     /// Starts clamd on a free loopback TCP port with the harness's EICAR database.
+    /// Its `StreamMaxLength` is 60M, enough for a 50 MB message.
     pub fn clamd() -> Scanner {
-        Scanner::start_clamd(false)
+        Scanner::start_clamd(false, "60M")
     }
 
     /// Starts clamd on a unix socket in its temp directory ([`Scanner::addr`] is then
     /// `unix:/path`), with the harness's EICAR database.
     pub fn clamd_unix() -> Scanner {
-        Scanner::start_clamd(true)
+        Scanner::start_clamd(true, "60M")
     }
 
-    fn start_clamd(unix: bool) -> Scanner {
+    /// Starts clamd on TCP with `StreamMaxLength` set to `limit` (clamd's syntax, such as `1M`):
+    /// longer streams get `INSTREAM size limit exceeded. ERROR`, as with Debian's default of 25M
+    /// and a larger message.
+    pub fn clamd_with_stream_limit(limit: &str) -> Scanner {
+        Scanner::start_clamd(false, limit)
+    }
+
+    fn start_clamd(unix: bool, stream_max: &str) -> Scanner {
         require("/usr/sbin/clamd", "clamav-daemon");
         Scanner::launch(ScannerKind::Clamd, |root, port| {
             let db = root.join("db");
@@ -295,7 +303,7 @@ impl Scanner {
                      LogTime yes\n\
                      LogClean yes\n\
                      PidFile {pid}\n\
-                     StreamMaxLength 60M\n\
+                     StreamMaxLength {stream_max}\n\
                      MaxScanSize 200M\n\
                      MaxFileSize 60M\n\
                      ScanMail yes\n\
