@@ -854,7 +854,7 @@ fn copy_move_create_delete_rename_subscribe() {
         &mut store,
     );
     assert!(
-        t.contains("a2 OK [COPYUID 2000 1,2 1,2] Copy completed.\r\n"),
+        t.contains("a2 OK [COPYUID 2000 1:2 1:2] Copy completed.\r\n"),
         "{t}"
     );
     assert!(

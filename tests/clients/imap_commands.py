@@ -71,7 +71,9 @@ def main():
                 for l in sorted(listed):
                     print(l)
                 listed = []
-                print("-> " + line.split(b" ")[1].decode())
+                status = line.split(b" ")[1].decode()
+                code = re.match(rb"\S+ \S+ \[((?:COPYUID|APPENDUID)[^\]]*)\]", line)
+                print("-> " + status + (" [%s]" % code.group(1).decode() if code else ""))
                 break
             text = line.decode("utf-8", "replace")
             lm = re.match(r'\* (LIST|LSUB|STATUS) (\([^)]*\) "/" )?(.*?)( \(.*\))?$', text)
@@ -96,7 +98,9 @@ def main():
                     attrs = " (%s)" % " ".join(sorted(set(kept)))
                 listed.append("* %s%s %s%s" % (lm.group(1), attrs, name, lm.group(4) or ""))
                 continue
-            m = re.match(r"\* (SORT|THREAD|SEARCH|ESEARCH|\d+ FETCH)\b(.*)$", text)
+            # \Recent depends on which session saw a message first: not compared.
+            text = re.sub(r" ?\\Recent", "", text).replace("( ", "(")
+            m = re.match(r"\* (SORT|THREAD|SEARCH|ESEARCH|\d+ FETCH|\d+ EXPUNGE|\d+ EXISTS|VANISHED)\b(.*)$", text)
             if m:
                 rest = re.sub(r'^ \(TAG "[^"]*"\)', "", m.group(2))
                 print("* %s%s" % (m.group(1), rest.rstrip()))

@@ -2033,18 +2033,24 @@ impl ImapSession {
                 let code = if pairs.is_empty() {
                     String::new()
                 } else {
+                    // Both sides ascending: ranges (`1:3`) keep the pairing (RFC 4315 reads
+                    // the sets in order); otherwise every UID, in pair order.
+                    let ascending = pairs.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
+                    let set = |side: &dyn Fn(&(u32, u32)) -> u32| {
+                        if ascending {
+                            sequence_set(pairs.iter().map(side))
+                        } else {
+                            pairs
+                                .iter()
+                                .map(|p| side(p).to_string())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        }
+                    };
                     format!(
                         "[COPYUID {uidvalidity} {} {}] ",
-                        pairs
-                            .iter()
-                            .map(|p| p.0.to_string())
-                            .collect::<Vec<_>>()
-                            .join(","),
-                        pairs
-                            .iter()
-                            .map(|p| p.1.to_string())
-                            .collect::<Vec<_>>()
-                            .join(",")
+                        set(&|p| p.0),
+                        set(&|p| p.1)
                     )
                 };
                 if remove {

@@ -583,3 +583,94 @@ fn petrel_and_dovecot_append_to_one_folder_at_once() {
         );
     }
 }
+
+/// Commands that change a folder, run by [`changes_agree_with_dovecot`] on two copies.
+const CHANGING_COMMANDS: &[&str] = &[
+    "STORE 1 +FLAGS (\\Seen)",
+    "STORE 2:3 FLAGS (\\Flagged $Work)",
+    "STORE 3 -FLAGS ($Work)",
+    "STORE 4:5 +FLAGS.SILENT (\\Answered)",
+    "UID STORE 6 +FLAGS (\\Draft $Label1)",
+    "FETCH 1:6 (FLAGS)",
+    "SEARCH FLAGGED",
+    "SEARCH KEYWORD $Work",
+    "SEARCH ANSWERED",
+    "COPY 1:2 Projects",
+    "UID COPY 3 Projects",
+    "MOVE 4 Projects",
+    "STORE 1 +FLAGS.SILENT (\\Deleted)",
+    "UID EXPUNGE 2",
+    "EXPUNGE",
+    "SEARCH ALL",
+    "FETCH 1:* (UID FLAGS)",
+    "UID MOVE 7:8 Projects",
+    "SEARCH ALL",
+    "STATUS Projects (MESSAGES UIDNEXT UNSEEN)",
+];
+
+/// State changes side by side: Dovecot runs on a copy of a Petrel Maildir and both servers
+/// get the same STORE, COPY, MOVE, EXPUNGE and UID EXPUNGE commands; the untagged FETCH,
+/// EXPUNGE, EXISTS and SEARCH responses and the COPYUID codes are the same.
+#[test]
+fn changes_agree_with_dovecot() {
+    let s = petrel(Runtime::Blocking);
+    let mut c = SmtpConn::ready(s.port(Listener::Smtp));
+    for i in 0..10 {
+        let msg = format!(
+            "From: bob@remote.example\r\nTo: alice@example.test\r\nSubject: change {i}\r\n\r\nBody {i}.\r\n"
+        );
+        c.deliver("bob@remote.example", &[ALICE.address], msg.as_bytes());
+    }
+    c.quit();
+    expect_messages(&s, ALICE.address, 10);
+    on_petrel(&s, "fill", &["--create", "Projects"]);
+    // Petrel numbers the messages (SELECT), then the copy is made.
+    on_petrel(&s, "dump", &[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("Maildir");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(s.maildir(ALICE.address))
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for name in ["petrel-modseq", ".Projects/petrel-modseq"] {
+        let _ = std::fs::remove_file(copy.join(name));
+    }
+    let d = Dovecot::start(&[DovecotUser::new(ALICE.address, ALICE.password, &copy)]);
+    let commands = tmp.path().join("commands");
+    std::fs::write(&commands, CHANGING_COMMANDS.join("\n")).unwrap();
+    let mut args = sargs![
+        "--user",
+        ALICE.address,
+        "--password",
+        ALICE.password,
+        "--commands",
+        commands.display()
+    ];
+    let mut dovecot_args = args.clone();
+    dovecot_args.extend(sargs!["--port", d.imap_port]);
+    args.extend(sargs![
+        "--port",
+        s.port(Listener::Imaps),
+        "--tls",
+        "--cafile",
+        s.cafile().display()
+    ]);
+    let petrel_out = python("imap_commands.py", args);
+    let dovecot_out = python("imap_commands.py", dovecot_args);
+    if let Some(dir) = std::env::var_os("IMAP_COMPARE_OUT") {
+        // Debugging aid: both transcripts, to diff.
+        let dir = std::path::Path::new(&dir);
+        std::fs::write(dir.join("petrel-changes.txt"), &petrel_out).unwrap();
+        std::fs::write(dir.join("dovecot-changes.txt"), &dovecot_out).unwrap();
+    }
+    assert_eq!(
+        petrel_out,
+        dovecot_out,
+        "Petrel (left) and Dovecot (right) differ\n{}",
+        d.log_tail(10)
+    );
+    assert!(petrel_out.contains("COPYUID"), "{petrel_out}");
+}
