@@ -488,3 +488,53 @@ fn a_step_answered_after_the_timeout_fails_the_scanner() {
     assert!(scan.is_done());
     assert!(matches!(scan.outcome(), Outcome::Refuse { code: 451, .. }));
 }
+
+#[test]
+fn a_trickled_answer_must_be_complete_within_the_timeout() {
+    use petrel_core::filter::ScanContext;
+    use petrel_core::filter::scan::{Outcome, Scan};
+    let t0 = Instant::now();
+    let mut scan = Scan::new(
+        &filter("clamd", None),
+        Role::Inbound,
+        ScanContext::default(),
+    )
+    .unwrap();
+    let mut now = t0;
+    let _ = scan.next_op(now).unwrap();
+    scan.handle_completion(now, Completion::Done);
+    scan.end();
+    let _ = scan.next_op(now).unwrap();
+    scan.handle_completion(now, Completion::Done);
+    // One byte a second of an answer that never ends: each read is quick, the answer is not.
+    let mut reads = 0;
+    let outcome = loop {
+        let (_, op) = scan.next_op(now).expect("a step");
+        match op {
+            ScanOp::Receive { timeout, .. } => {
+                assert!(
+                    timeout <= Duration::from_secs(7) - (now - t0),
+                    "{timeout:?}"
+                );
+                reads += 1;
+                now += Duration::from_secs(1);
+                let byte = if reads == 1 {
+                    b"s".to_vec()
+                } else {
+                    b"x".to_vec()
+                };
+                scan.handle_completion(now, Completion::Data(byte));
+            }
+            ScanOp::Close { outcome, failed } => {
+                assert!(failed);
+                scan.handle_completion(now, Completion::Done);
+                break outcome;
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(outcome.contains("timed out"), "{outcome}");
+    assert!(reads <= 8, "{reads} reads");
+    assert!(scan.is_done());
+    assert!(matches!(scan.outcome(), Outcome::Refuse { code: 451, .. }));
+}

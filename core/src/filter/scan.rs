@@ -165,6 +165,9 @@ struct Slot {
     /// A write failed: the scanner may have answered before closing (clamd's size limit);
     /// read that answer before giving up.
     write_failed: Option<String>,
+    /// While waiting for an answer (the verdict, or a milter's reply to a step): the whole
+    /// answer must be in by then, however the scanner trickles it.
+    answer_by: Option<Instant>,
     closed: bool,
 }
 
@@ -182,6 +185,7 @@ impl Slot {
             client,
             state: State::New,
             write_failed: None,
+            answer_by: None,
             closed: false,
         }
     }
@@ -344,13 +348,20 @@ impl Scan {
                             || !slot.client.ready_for_body()
                             || slot.write_failed.is_some())
                     {
-                        Some((
-                            Step::Receive,
-                            ScanOp::Receive {
-                                max: RECEIVE_MAX,
-                                timeout,
-                            },
-                        ))
+                        let by = *slot.answer_by.get_or_insert(now + timeout);
+                        let left = by.saturating_duration_since(now);
+                        if left.is_zero() {
+                            slot.fail(format!("{} timed out", slot.kind));
+                            Some((Step::Close, slot.close_op()))
+                        } else {
+                            Some((
+                                Step::Receive,
+                                ScanOp::Receive {
+                                    max: RECEIVE_MAX,
+                                    timeout: left,
+                                },
+                            ))
+                        }
                     } else if self.ended && !slot.client.wants_input() {
                         // Ended, nothing to say, nothing expected, and still no verdict.
                         slot.fail(format!("{} gave no verdict", slot.kind));
@@ -378,8 +389,12 @@ impl Scan {
             debug_assert!(false, "scan completion without a step");
             return;
         };
-        let late = now.saturating_duration_since(started) > self.timeout + Duration::from_secs(1);
         let slot = &mut self.slots[i];
+        let limit = match (step, slot.answer_by) {
+            (Step::Receive, Some(by)) => by + Duration::from_secs(1),
+            _ => started + self.timeout + Duration::from_secs(1),
+        };
+        let late = now > limit;
         match (step, completion) {
             (Step::Close, _) => slot.closed = true,
             (_, _) if late => slot.fail(format!("{} timed out", slot.kind)),
@@ -410,6 +425,9 @@ impl Scan {
                     slot.fail(e.0);
                 } else if bytes.is_empty() && slot.client.verdict().is_none() {
                     slot.fail(format!("{} closed the connection", slot.kind));
+                } else if !self.ended && slot.client.ready_for_body() {
+                    // A milter answered this step; the next wait gets its own time.
+                    slot.answer_by = None;
                 }
             }
             (Step::Receive, Completion::Failed(e)) => {
