@@ -152,8 +152,13 @@ impl petrel_core::WallClock for SystemClock {
 }
 
 fn init_logging() {
+    init_logging_at("info");
+}
+
+/// Logging with `default` as the filter when `PETREL_LOG` is not set.
+fn init_logging_at(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PETREL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -248,7 +253,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Check { domain } => check::run(&config, &domain),
         Command::Fetch { command } => {
             if matches!(command, fetch::FetchCommand::Run { .. }) {
-                init_logging();
+                // Warnings only (a crash recovered, a scanner down): a failure is one line.
+                init_logging_at("warn");
             }
             fetch::run(&config, command)
         }

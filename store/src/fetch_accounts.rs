@@ -631,11 +631,11 @@ fn execute_inner(
                     let marker = marker_line(&token, &key);
                     let marker = marker.trim_end();
                     if find_marker(data_dir, user, marker, since)? {
-                        tracing::info!(user = %user.0, account = id, %key, "a delivery interrupted by a crash had completed; not fetching it again");
+                        tracing::warn!(user = %user.0, account = id, %key, "a delivery interrupted by a crash had completed; not fetching it again");
                         append(&log, &format!("D {key} 0 -"))?;
                         j.apply(&format!("D {key} 0 -"));
                     } else {
-                        tracing::info!(user = %user.0, account = id, %key, "a delivery interrupted by a crash had not completed; fetching it again");
+                        tracing::warn!(user = %user.0, account = id, %key, "a delivery interrupted by a crash had not completed; fetching it again");
                         j.pending.remove(&key);
                     }
                 }

@@ -619,6 +619,7 @@ fn wrong_or_missing_pin_refuses_the_remote(rt: Runtime) {
         stderr.contains("TLS") && stderr.contains("not the pinned"),
         "{stderr}"
     );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     let l = list(&local);
     assert!(l.contains("not the pinned"), "{l}");
     assert!(
