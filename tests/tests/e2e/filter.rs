@@ -28,6 +28,7 @@ both_runtimes!(
     spamd_files_gtube_to_junk_below_reject_score,
     rspamd_refuses_gtube_by_default,
     rspamd_files_gtube_to_junk_below_reject_score,
+    forged_x_spam_fields_replaced,
     opendkim_milter_signs,
     submission_scans_viruses_not_spam,
     clamd_stream_limit_follows_failure_policy,
@@ -606,6 +607,92 @@ fn spam_to_junk(rt: Runtime, key: &str, sc: &Scanner) {
         .any(|f| f.eq_ignore_ascii_case("X-Spam-Flag: YES"))
     {
         fail_with(&s, &[sc], "the ordinary message is flagged as spam");
+    }
+}
+
+/// X-Spam-* fields the sender wrote do not survive next to the scanner's: a forged
+/// `X-Spam-Flag: NO` on GTUBE and a forged `X-Spam-Flag: YES` on ham are both replaced.
+fn forged_x_spam_fields_replaced(rt: Runtime) {
+    let spamd = Scanner::spamd();
+    let rspamd = Scanner::rspamd();
+    for (key, sc) in [("spamd", &spamd), ("rspamd", &rspamd)] {
+        let s = server_with_filter(
+            rt,
+            &[
+                kv(key, &sc.addr()),
+                "timeout = 60".into(),
+                "spam_reject_score = 5000.0".into(),
+            ],
+        );
+        let forge = |msg: Vec<u8>, fields: &str| -> Vec<u8> {
+            let text = String::from_utf8(msg).expect("utf-8");
+            text.replacen("\r\n\r\n", &format!("\r\n{fields}\r\n\r\n"), 1)
+                .into_bytes()
+        };
+        let spam = forge(
+            gtube_message("forged-no"),
+            "X-Spam-Flag: NO\r\nX-Spam-Status: No, score=-100.0 required=5.0",
+        );
+        let ham = forge(
+            sample_message("forged-yes"),
+            "X-Spam-Flag: YES\r\nX-Spam-Status: Yes, score=100.0 required=5.0",
+        );
+        for (what, msg) in [("spam", &spam), ("ham", &ham)] {
+            let (r, _, _) = send25(&s, &[ALICE], msg);
+            if !r.matches("250") {
+                fail_with(&s, &[sc], format!("{key} {what}: {}", r.text()));
+            }
+        }
+        // rspamd's own SPAM_FLAG rule scores a sender's `X-Spam-Flag: YES` (5 points, enough
+        // for its `add header` action), so the ham may rightly land in Junk there. Wherever
+        // each copy is, its verdict fields must be the scanner's alone and match the folder.
+        let junk = folder(&s, ALICE, "Junk");
+        let inbox = folder(&s, ALICE, "INBOX");
+        let flags = |m: &[u8]| -> Vec<String> {
+            x_spam_fields(m)
+                .into_iter()
+                .filter(|f| f.to_ascii_lowercase().starts_with("x-spam-flag:"))
+                .collect()
+        };
+        let mut seen = 0;
+        for (in_junk, m) in junk
+            .iter()
+            .map(|m| (true, m))
+            .chain(inbox.iter().map(|m| (false, m)))
+        {
+            seen += 1;
+            let head = header_block(m);
+            let f = flags(m);
+            let flag_ok = if in_junk {
+                f == ["X-Spam-Flag: YES"]
+            } else {
+                !f.iter().any(|x| x.eq_ignore_ascii_case("X-Spam-Flag: YES"))
+            };
+            if !flag_ok || head.contains("score=100.0") || head.contains("score=-100.0") {
+                fail_with(
+                    &s,
+                    &[sc],
+                    format!(
+                        "{key}: a forged verdict survived (copy in {}):\n{head}",
+                        if in_junk { "Junk" } else { "INBOX" }
+                    ),
+                );
+            }
+            if head.contains("Subject: forged-no") && !in_junk {
+                fail_with(
+                    &s,
+                    &[sc],
+                    format!("{key}: GTUBE with a forged NO reached the INBOX"),
+                );
+            }
+        }
+        if seen != 2 {
+            fail_with(
+                &s,
+                &[sc],
+                format!("{key}: {seen} copies stored, expected 2"),
+            );
+        }
     }
 }
 
