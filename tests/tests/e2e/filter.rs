@@ -1,10 +1,17 @@
 //! Content filtering (issue 10) with the real scanners from Debian's packages on loopback:
-//! ClamAV's clamd with the EICAR test file, SpamAssassin's spamd and rspamd with GTUBE, OpenDKIM
-//! as a milter, scanners stopped, hung or answering garbage on purpose, and a 50 MB message
-//! scanned with bounded memory. The daemons come from `petrel_tests::scanners`.
+//! ClamAV's clamd with the EICAR test file (inline, as a base64 attachment, over TCP and a unix
+//! socket, over DATA, BDAT and LMTP), SpamAssassin's spamd and rspamd with GTUBE (refused, or
+//! filed to Junk with X-Spam-* fields, forged ones replaced), OpenDKIM as a milter (its
+//! signature verified with python3-dkim) and a scripted test milter for every milter action,
+//! submission's defaults and switches, scanners stopped, hung, dribbling, answering garbage or
+//! hanging up mid-stream on purpose (451 4.7.1 within the timeout, or delivered with
+//! `on_failure = "accept"`), and 50 MB messages scanned with bounded memory. The daemons and the
+//! fakes come from `petrel_tests::scanners`.
 //!
 //! The `harness_*` tests talk to the daemons directly with their own clients (zINSTREAM, spamc,
 //! rspamc, a milter conversation): when they pass and a Petrel test fails, the fault is Petrel's.
+//!
+//! Run: `cargo build -p petrel && cargo test -p petrel-tests --test e2e filter::`
 
 use std::path::PathBuf;
 use std::process::Command;
