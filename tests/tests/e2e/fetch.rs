@@ -993,3 +993,51 @@ fn bad_fetch_config_names_the_key() {
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     }
 }
+
+/// A remote that answers garbage, or hangs up in the middle of a message: `fetch run` fails
+/// with one line, `fetch list` shows it, nothing half-fetched is stored.
+#[test]
+fn garbage_and_a_drop_mid_message_are_errors() {
+    use std::io::{Read, Write};
+    let cases: [(&str, &[u8]); 3] = [
+        (
+            "garbage",
+            b"+OK hi\r\n\x00\xff\xfe not pop3 at all\r\n\x01\x02\r\n",
+        ),
+        (
+            "drop",
+            b"+OK hi\r\n-ERR no capa\r\n+OK\r\n+OK\r\n+OK\r\n1 aaa\r\n.\r\n+OK\r\n1 5000\r\n.\r\n\
+              +OK message follows\r\nFrom: x@y.test\r\nSubject: cut\r\n\r\nhalf a bo",
+        ),
+        ("silence then close", b""),
+    ];
+    for (what, reply) in cases {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().unwrap().port();
+        let reply = reply.to_vec();
+        let server = std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                s.set_read_timeout(Some(Duration::from_millis(300))).ok();
+                // Answer as the client speaks, so each reply follows a command.
+                let _ = s.write_all(&reply);
+                let mut buf = [0u8; 4096];
+                for _ in 0..10 {
+                    if matches!(s.read(&mut buf), Ok(0)) {
+                        break;
+                    }
+                }
+            }
+        });
+        let local = local(Runtime::Blocking, "");
+        let mut local = local;
+        local.stop();
+        add(&local, &format!("pop3://x@127.0.0.1:{port}"), &[], "pw");
+        let (code, stdout, stderr) = run(&local);
+        assert_eq!(code, 1, "{what}: {stdout} {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{what}: {stderr}");
+        assert!(list(&local).contains("error ("), "{what}: {}", list(&local));
+        assert!(local_ids(&local).is_empty(), "{what}");
+        assert!(local.message_files(BOB.address).is_empty(), "{what}");
+        let _ = server.join();
+    }
+}
