@@ -402,6 +402,21 @@ fn rspamd_actions_and_failures() {
             }
         ]
     );
+    let rewritten = judge(&reply(
+        r#"{"action":"rewrite subject","score":9,"required_score":15,"subject":"*** SPAM *** hi"}"#,
+    ))
+    .unwrap();
+    let Verdict::Accept { edits, .. } = rewritten else {
+        panic!()
+    };
+    assert_eq!(
+        edits[0],
+        HeaderEdit::Change {
+            name: "Subject".into(),
+            index: 1,
+            value: "*** SPAM *** hi".into()
+        }
+    );
     // Chunked replies are read too.
     let body = r#"{"action":"no action","score":0.5,"required_score":15}"#;
     let chunked = format!(

@@ -166,6 +166,15 @@ impl RspamdClient {
                 }
             }
         }
+        if action == "rewrite subject"
+            && let Some(subject) = json.get("subject").and_then(Json::as_str)
+        {
+            edits.push(HeaderEdit::Change {
+                name: "Subject".into(),
+                index: 1,
+                value: clean_value(subject),
+            });
+        }
         let mut spam_header = false;
         if let Some(Json::Obj(add)) = milter.and_then(|m| m.get("add_headers")) {
             for (name, value) in add {
