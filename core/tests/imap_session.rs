@@ -1395,3 +1395,29 @@ fn list_special_use_selects_special_folders_only() {
     let a2 = &t[t.find("a1 OK").unwrap()..t.find("a2 OK").expect(&t)];
     assert_eq!(a2.matches("* LIST").count(), 3, "{t}");
 }
+
+/// NOOP, like IDLE, looks at the whole folder only when the store's stamp changed.
+#[test]
+fn noop_refreshes_only_when_the_stamp_changes() {
+    let mut store = FakeStore {
+        stamp: 7,
+        ..Default::default()
+    };
+    let t = converse(
+        &[
+            LOGIN,
+            b"a1 SELECT INBOX\r\na2 NOOP\r\na3 NOOP\r\na4 CHECK\r\n",
+        ]
+        .concat(),
+        &[],
+        &mut store,
+    );
+    assert!(
+        t.contains("a2 OK NOOP completed.\r\na3 OK NOOP completed.\r\na4 OK CHECK completed.\r\n"),
+        "{t}"
+    );
+    assert_eq!(
+        store.refreshes, 1,
+        "only the first NOOP, which knew no stamp"
+    );
+}

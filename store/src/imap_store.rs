@@ -12,6 +12,7 @@ use crate::folder::{self, is_inbox};
 use crate::fs::{FileSystem, WriteFile, write_atomic};
 use crate::index::{self, FolderIndex};
 use crate::maildir;
+use crate::read_cache::Located;
 use crate::store::{Store, temp};
 use petrel_core::imap::request::{
     FlagMode, FolderInfo, FolderSnapshot, FolderStatus, ImapAnswer, ImapRequest, MessageMeta,
@@ -308,7 +309,21 @@ impl Store {
     }
 
     fn imap_index(&self, dir: &Path) -> io::Result<FolderIndex> {
-        index::sync(&*self.fs, &self.folders, dir, self.imap_now())
+        let ix = index::sync(&*self.fs, &self.folders, dir, self.imap_now())?;
+        let located = ix
+            .messages
+            .iter()
+            .map(|m| {
+                let at = Located {
+                    subdir: m.subdir,
+                    name: m.name.clone(),
+                    size: m.size,
+                };
+                (m.uid, at)
+            })
+            .collect();
+        self.read_cache.set_locations(dir, located);
+        Ok(ix)
     }
 
     fn snapshot(&self, dir: &Path) -> io::Result<FolderSnapshot> {
@@ -361,31 +376,57 @@ impl Store {
             }
             return Ok(Some(buf));
         }
-        // Twice: a flag change by another session may have renamed the file since the last sync.
+        // Where the last sync saw it; then, if it is not there (renamed by a flag change in
+        // another session, or expunged), twice after a fresh sync.
+        if let Some(at) = self.read_cache.location(dir, uid)
+            && let Some(buf) = self.read_at(&key, dir, &at, offset, max)?
+        {
+            return Ok(Some(buf));
+        }
         for _ in 0..2 {
             let ix = self.imap_index(dir)?;
             let Some(m) = ix.messages.iter().find(|m| m.uid == uid) else {
                 return Ok(None);
             };
-            let path = dir.join(m.subdir).join(&m.name);
-            // No bare LF (length = CRLF size): the bytes as they are, skipped to quickly.
-            let plain = matches!(self.fs.stamp(&path), Ok(Some(st)) if st.len == m.size);
-            match self.fs.open_read(&path) {
-                Ok(mut input) if plain => {
-                    io::copy(&mut (&mut input).take(offset), &mut io::sink())?;
-                    let mut buf = Vec::with_capacity(max.min(1 << 20));
-                    (&mut input).take(max as u64).read_to_end(&mut buf)?;
-                    if buf.len() == max {
-                        self.read_cache.put(key, offset + max as u64, input);
-                    }
-                    return Ok(Some(buf));
-                }
-                Ok(input) => return read_crlf(input, offset, max).map(Some),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
+            let at = Located {
+                subdir: m.subdir,
+                name: m.name.clone(),
+                size: m.size,
+            };
+            if let Some(buf) = self.read_at(&key, dir, &at, offset, max)? {
+                return Ok(Some(buf));
             }
         }
         Ok(None)
+    }
+
+    /// Reads a chunk of the file at `at`; `None` when the file is not there (any more).
+    fn read_at(
+        &self,
+        key: &str,
+        dir: &Path,
+        at: &Located,
+        offset: u64,
+        max: usize,
+    ) -> io::Result<Option<Vec<u8>>> {
+        let path = dir.join(at.subdir).join(&at.name);
+        // No bare LF (length = CRLF size): the bytes as they are, skipped to quickly.
+        let plain = matches!(self.fs.stamp(&path), Ok(Some(st)) if st.len == at.size);
+        match self.fs.open_read(&path) {
+            Ok(mut input) if plain => {
+                io::copy(&mut (&mut input).take(offset), &mut io::sink())?;
+                let mut buf = Vec::with_capacity(max.min(1 << 20));
+                (&mut input).take(max as u64).read_to_end(&mut buf)?;
+                if buf.len() == max {
+                    self.read_cache
+                        .put(key.to_string(), offset + max as u64, input);
+                }
+                Ok(Some(buf))
+            }
+            Ok(input) => read_crlf(input, offset, max).map(Some),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Maildir letters for `flags` in `dir`, under the folder's lock (keywords file).

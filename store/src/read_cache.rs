@@ -2,11 +2,27 @@
 //! IMAP FETCH BODY[]) is read once, not once per chunk: the filesystem trait has streams, no
 //! seeks, and skipping to the offset each time made a 50 MB message cost gigabytes of reading.
 
+use std::collections::HashMap;
 use std::io::Read;
-use std::sync::{Mutex, PoisonError};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Readers kept at once; the oldest goes first.
 const MAX_READERS: usize = 32;
+
+/// Most folders whose message locations are remembered (see [`ReadCache::set_locations`]).
+const MAX_LOCATED_FOLDERS: usize = 16;
+
+/// Where a message's file was at the folder's last sync, and its CRLF size.
+#[derive(Debug, Clone)]
+pub(crate) struct Located {
+    /// `new` or `cur`.
+    pub(crate) subdir: &'static str,
+    /// The file name.
+    pub(crate) name: String,
+    /// Size with CRLF line ends.
+    pub(crate) size: u64,
+}
 
 /// A reader positioned at `offset` of the message `key` names.
 struct Positioned {
@@ -19,6 +35,9 @@ struct Positioned {
 #[derive(Default)]
 pub(crate) struct ReadCache {
     readers: Mutex<Vec<Positioned>>,
+    /// Per folder directory: UID -> file at the last sync, so reading a message does not sync
+    /// the whole folder again (a FETCH of N bodies would cost N folder scans).
+    locations: Mutex<HashMap<PathBuf, Arc<HashMap<u32, Located>>>>,
 }
 
 impl std::fmt::Debug for ReadCache {
@@ -28,6 +47,28 @@ impl std::fmt::Debug for ReadCache {
 }
 
 impl ReadCache {
+    /// Remembers where the messages of `dir` are, after a sync.
+    pub(crate) fn set_locations(&self, dir: &Path, map: HashMap<u32, Located>) {
+        let mut all = self
+            .locations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if all.len() >= MAX_LOCATED_FOLDERS && !all.contains_key(dir) {
+            all.clear();
+        }
+        all.insert(dir.to_path_buf(), Arc::new(map));
+    }
+
+    /// Where message `uid` of `dir` was at the last sync (it may have been renamed or removed
+    /// since: the caller falls back to a sync when the file is not there).
+    pub(crate) fn location(&self, dir: &Path, uid: u32) -> Option<Located> {
+        let all = self
+            .locations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        all.get(dir)?.get(&uid).cloned()
+    }
+
     /// The reader of `key` if one stopped exactly at `offset`.
     pub(crate) fn take(&self, key: &str, offset: u64) -> Option<Box<dyn Read + Send>> {
         let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);

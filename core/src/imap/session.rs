@@ -236,12 +236,12 @@ enum Pending {
         tag: String,
         name: String,
     },
-    /// NOOP/CHECK (tagged) or an IDLE poll (untagged).
-    Refresh(Option<(String, &'static str)>),
-    /// IDLE: has the folder changed since the last stamp?
-    Changed,
-    /// IDLE: a refresh the folder's stamp asked for; the stamp it will cover.
-    IdleRefresh(u64),
+    /// IDLE, NOOP, CHECK: has the folder changed since the last stamp? With the tagged reply
+    /// of a NOOP/CHECK.
+    Changed(Option<(String, &'static str)>),
+    /// A refresh the folder's stamp asked for; the stamp it will cover, and the tagged reply
+    /// of a NOOP/CHECK.
+    IdleRefresh(u64, Option<(String, &'static str)>),
     /// FETCH setting \Seen before it reads.
     Seen,
     /// Reading a message for the running job.
@@ -494,10 +494,11 @@ impl ImapSession {
                 } else {
                     "CHECK completed."
                 };
+                // Like IDLE: the whole folder is looked at only when its stamp changed.
                 if let Some(folder) = folder {
                     self.imap(
-                        ImapRequest::Refresh { folder },
-                        Pending::Refresh(Some((tag, text))),
+                        ImapRequest::Changed { folder },
+                        Pending::Changed(Some((tag, text))),
                     );
                 }
             }
@@ -1692,10 +1693,19 @@ impl ImapSession {
         }
     }
 
-    /// IDLE: fetches a fresh snapshot that will be known to cover `stamp` (0: covers nothing).
-    fn idle_refresh(&mut self, stamp: u64) {
-        if let Some(folder) = self.selected.as_ref().map(|s| s.folder.clone()) {
-            self.imap(ImapRequest::Refresh { folder }, Pending::IdleRefresh(stamp));
+    /// IDLE, NOOP: fetches a fresh snapshot that will be known to cover `stamp` (0: covers
+    /// nothing), then sends the tagged reply, if any.
+    fn idle_refresh(&mut self, stamp: u64, reply: Option<(String, &'static str)>) {
+        match self.selected.as_ref().map(|s| s.folder.clone()) {
+            Some(folder) => self.imap(
+                ImapRequest::Refresh { folder },
+                Pending::IdleRefresh(stamp, reply),
+            ),
+            None => {
+                if let Some((tag, text)) = reply {
+                    self.tagged(&tag, "OK", text);
+                }
+            }
         }
     }
 
@@ -1904,23 +1914,22 @@ impl ImapSession {
                 }
                 self.selected_command(tag, fetch);
             }
-            (Pending::Refresh(tag), ImapAnswer::Snapshot(snap)) => {
-                self.apply_snapshot(snap);
-                if let Some((tag, text)) = tag {
-                    self.tagged(&tag, "OK", text);
-                }
-            }
-            (Pending::Changed, ImapAnswer::Stamp(stamp)) => {
+            (Pending::Changed(reply), ImapAnswer::Stamp(stamp)) => {
                 let unchanged =
                     stamp != 0 && self.selected.as_ref().and_then(|s| s.stamp) == Some(stamp);
                 if !unchanged {
-                    self.idle_refresh(stamp);
+                    self.idle_refresh(stamp, reply);
+                } else if let Some((tag, text)) = reply {
+                    self.tagged(&tag, "OK", text);
                 }
             }
-            (Pending::IdleRefresh(stamp), ImapAnswer::Snapshot(snap)) => {
+            (Pending::IdleRefresh(stamp, reply), ImapAnswer::Snapshot(snap)) => {
                 self.apply_snapshot(snap);
                 if let Some(sel) = &mut self.selected {
                     sel.stamp = (stamp != 0).then_some(stamp);
+                }
+                if let Some((tag, text)) = reply {
+                    self.tagged(&tag, "OK", text);
                 }
             }
             (Pending::Seen, ImapAnswer::Stored(changed)) => {
@@ -2113,7 +2122,6 @@ impl ImapSession {
             | Pending::Store { tag, .. }
             | Pending::Expunge { tag, .. }
             | Pending::Copy { tag, .. } => self.tagged(&tag, "NO", text),
-            Pending::Refresh(Some((tag, _))) => self.tagged(&tag, "NO", text),
             // RFC 5819: a folder whose status cannot be had is left out; the rest go on.
             Pending::ListStatus { tag, .. } => self.list_status_next(tag),
             // The folder is selected; without the store's list every UID the client knew and
@@ -2123,9 +2131,10 @@ impl ImapSession {
                 self.tagged(&tag, "OK", &text);
             }
             Pending::FetchVanished { tag, .. } => self.tagged(&tag, "NO", text),
-            Pending::Refresh(None) | Pending::IdleRefresh(_) | Pending::Ignore => {}
+            Pending::IdleRefresh(_, None) | Pending::Ignore => {}
+            Pending::IdleRefresh(_, Some((tag, _))) => self.tagged(&tag, "NO", text),
             // A store that cannot stamp folders: look at the whole folder instead.
-            Pending::Changed => self.idle_refresh(0),
+            Pending::Changed(reply) => self.idle_refresh(0, reply),
             Pending::Seen | Pending::Read => {
                 if let Some(job) = self.job.take() {
                     let tag = match job {
@@ -2408,7 +2417,7 @@ impl Session for ImapSession {
         {
             self.idle_next = Some(now + self.config.idle_poll);
             if let Some(folder) = self.selected.as_ref().map(|s| s.folder.clone()) {
-                self.imap(ImapRequest::Changed { folder }, Pending::Changed);
+                self.imap(ImapRequest::Changed { folder }, Pending::Changed(None));
             }
         }
         self.step();

@@ -674,3 +674,61 @@ fn changes_agree_with_dovecot() {
     );
     assert!(petrel_out.contains("COPYUID"), "{petrel_out}");
 }
+
+/// Figures, not a pass/fail test (run it with `--ignored --nocapture`; `IMAP_FIGURES_N` sets
+/// the number of messages, 20,000 by default): a Maildir of N messages is written straight
+/// into Alice's INBOX, then SELECT (first and again), NOOP, FETCH 1:* (FLAGS), UID FETCH and
+/// two SEARCHes are timed through Petrel, then through Dovecot on a copy of the same Maildir.
+#[test]
+#[ignore = "figures for the report, slow"]
+fn imap_figures_beside_dovecot() {
+    let n: usize = std::env::var("IMAP_FIGURES_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let s = petrel(Runtime::Smol);
+    let inbox = s.maildir(ALICE.address);
+    std::fs::create_dir_all(inbox.join("cur")).unwrap();
+    for i in 0..n {
+        let body = format!(
+            "From: user{}@example.com\r\nTo: alice@example.test\r\nSubject: message {i}\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <m{i}@example.com>\r\n\r\n{}",
+            i % 97,
+            "line of text\r\n".repeat(20)
+        );
+        let name = format!(
+            "{}.P1Q{i}R{:08x}.perf,S={}:2,{}",
+            1_700_000_000 + i,
+            i * 2_654_435_761 % (1 << 32),
+            body.len(),
+            if i % 3 == 0 { "" } else { "S" }
+        );
+        std::fs::write(inbox.join("cur").join(name), body).unwrap();
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("Maildir");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&inbox)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let petrel_figures = python(
+        "imap_timing.py",
+        sargs![
+            s.port(Listener::Imaps),
+            ALICE.address,
+            ALICE.password,
+            s.cafile().display()
+        ],
+    );
+    let d = Dovecot::start(&[DovecotUser::new(ALICE.address, ALICE.password, &copy)]);
+    let dovecot_figures = python(
+        "imap_timing.py",
+        sargs![d.imap_port, ALICE.address, ALICE.password],
+    );
+    eprintln!(
+        "{n} messages\nPetrel ({}):\n{petrel_figures}\nDovecot 2.3:\n{dovecot_figures}",
+        s.runtime().as_str()
+    );
+}
