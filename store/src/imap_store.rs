@@ -329,8 +329,11 @@ impl Store {
     fn snapshot(&self, dir: &Path) -> io::Result<FolderSnapshot> {
         let ix = self.imap_index(dir)?;
         let mut messages = Vec::with_capacity(ix.messages.len());
+        // INTERNALDATE is the file's mtime, which flag renames keep: stat each file once.
+        let known = self.read_cache.dates(dir);
+        let mut dates = std::collections::HashMap::with_capacity(ix.messages.len());
         for m in ix.messages {
-            let path = dir.join(m.subdir).join(&m.name);
+            let base = crate::uidlist::base_name(&m.name);
             let from_name = || {
                 m.name
                     .split('.')
@@ -338,10 +341,23 @@ impl Store {
                     .and_then(|s| s.parse::<i64>().ok())
                     .unwrap_or(0)
             };
-            let internal_date = match self.fs.stamp(&path) {
-                Ok(Some(s)) => i64::try_from(s.modified_ns.div_euclid(1_000_000_000))
-                    .unwrap_or_else(|_| from_name()),
-                _ => from_name(),
+            let stat = || match self.fs.stamp(&dir.join(m.subdir).join(&m.name)) {
+                Ok(Some(s)) => i64::try_from(s.modified_ns.div_euclid(1_000_000_000)).ok(),
+                _ => None,
+            };
+            // Only a date read from the file is remembered (a file renamed under us is not).
+            let internal_date = match known.as_ref().and_then(|k| k.get(base)).copied() {
+                Some(d) => {
+                    dates.insert(base.to_string(), d);
+                    d
+                }
+                None => match stat() {
+                    Some(d) => {
+                        dates.insert(base.to_string(), d);
+                        d
+                    }
+                    None => from_name(),
+                },
             };
             messages.push(MessageMeta {
                 uid: m.uid,
@@ -351,6 +367,7 @@ impl Store {
                 internal_date,
             });
         }
+        self.read_cache.set_dates(dir, dates);
         Ok(FolderSnapshot {
             uidvalidity: ix.uidvalidity,
             next_uid: ix.next_uid,

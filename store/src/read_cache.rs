@@ -38,6 +38,9 @@ pub(crate) struct ReadCache {
     /// Per folder directory: UID -> file at the last sync, so reading a message does not sync
     /// the whole folder again (a FETCH of N bodies would cost N folder scans).
     locations: Mutex<HashMap<PathBuf, Arc<HashMap<u32, Located>>>>,
+    /// Per folder directory: INTERNALDATE (the file's mtime) by base name, as the last
+    /// snapshot found it, so a SELECT or refresh does not stat every message file again.
+    dates: Mutex<HashMap<PathBuf, Arc<HashMap<String, i64>>>>,
 }
 
 impl std::fmt::Debug for ReadCache {
@@ -57,6 +60,21 @@ impl ReadCache {
             all.clear();
         }
         all.insert(dir.to_path_buf(), Arc::new(map));
+    }
+
+    /// The INTERNALDATEs the last snapshot of `dir` found, by base name.
+    pub(crate) fn dates(&self, dir: &Path) -> Option<Arc<HashMap<String, i64>>> {
+        let all = self.dates.lock().unwrap_or_else(PoisonError::into_inner);
+        all.get(dir).cloned()
+    }
+
+    /// Remembers the INTERNALDATEs of the messages of `dir` (only those it holds now).
+    pub(crate) fn set_dates(&self, dir: &Path, dates: HashMap<String, i64>) {
+        let mut all = self.dates.lock().unwrap_or_else(PoisonError::into_inner);
+        if all.len() >= MAX_LOCATED_FOLDERS && !all.contains_key(dir) {
+            all.clear();
+        }
+        all.insert(dir.to_path_buf(), Arc::new(dates));
     }
 
     /// Where message `uid` of `dir` was at the last sync (it may have been renamed or removed
