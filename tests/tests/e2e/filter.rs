@@ -1445,8 +1445,12 @@ fn endless_answer_tempfails_within_timeout(rt: Runtime) {
         let t0 = Instant::now();
         let answer = c.try_reply();
         let took = t0.elapsed();
+        let shown = match &answer {
+            Ok(r) => r.text(),
+            Err(e) => e.to_string(),
+        };
         eprintln!(
-            "endless {key} ({}), timeout 3 s: {answer:?} after {took:?}",
+            "endless {key} ({}), timeout 3 s: {shown:?} after {took:?}",
             rt.as_str()
         );
         match answer {
