@@ -957,12 +957,22 @@ fn two_milters_both_apply(rt: Runtime) {
 /// Sends `file` over submission (STARTTLS + AUTH as Alice) with swaks; returns the reply to the
 /// end of data, such as `250 2.0.0 ...` or `554 5.7.1 ...`.
 fn submit(s: &Server, to: &str, file: &std::path::Path) -> String {
+    submit_on(s, Listener::Submission, to, file)
+}
+
+/// Like [`submit`] on `submission` (STARTTLS) or `submissions` (implicit TLS).
+fn submit_on(s: &Server, listener: Listener, to: &str, file: &std::path::Path) -> String {
+    let tls = if listener == Listener::Submissions {
+        "--tls-on-connect"
+    } else {
+        "--tls"
+    };
     let args = sargs![
         "--server",
         "127.0.0.1",
         "--port",
-        s.port(Listener::Submission),
-        "--tls",
+        s.port(listener),
+        tls,
         "--auth",
         "PLAIN",
         "--auth-user",
@@ -1016,9 +1026,11 @@ fn submission_scans_viruses_not_spam(rt: Runtime) {
     let both = [&clamd, &spamd];
     // A virus is refused on submission by default.
     let virus = temp_file(&s, "virus.eml", &eicar_attachment());
-    let reply = submit(&s, BOB, &virus);
-    if !reply.starts_with("554 5.7.1") || !reply.contains(EICAR_SIGNATURE) {
-        fail_with(&s, &both, format!("EICAR on submission: {reply}"));
+    for listener in [Listener::Submission, Listener::Submissions] {
+        let reply = submit_on(&s, listener, BOB, &virus);
+        if !reply.starts_with("554 5.7.1") || !reply.contains(EICAR_SIGNATURE) {
+            fail_with(&s, &both, format!("EICAR on {listener:?}: {reply}"));
+        }
     }
     // Spam is not checked on submission by default: GTUBE is delivered to the INBOX untouched.
     let spam = gtube_message("gtube-submission");
