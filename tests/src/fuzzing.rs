@@ -3155,6 +3155,13 @@ impl FakeFolders {
                     uid,
                 }
             }
+            // No folder stamps here: "cannot tell", so the session refreshes (IDLE, NOOP).
+            R::Changed { .. } => ImapAnswer::Stamp(0),
+            // Expunges are not remembered: the session answers QRESYNC conservatively.
+            R::Vanished { .. } => ImapAnswer::Vanished {
+                uids: Vec::new(),
+                complete: false,
+            },
             other => panic!("unexpected IMAP request {other:?}"),
         }
     }

@@ -2083,7 +2083,9 @@ impl ImapSession {
                 // The client went away (or the append was given up) while the store opened
                 // the transaction: close it again (found by fuzzing).
                 _ => {
-                    self.append = None;
+                    if let Some(a) = self.append.take() {
+                        self.aborts.extend(a.done);
+                    }
                     self.request(Effect::Abort { tx }, Pending::Ignore);
                 }
             },
@@ -2275,10 +2277,10 @@ impl ImapSession {
             Parsed::Error { tag, text } => {
                 // An error ends the command in progress, an APPEND included: its store
                 // transaction must not outlive it (found by fuzzing).
-                if let Some(a) = self.append.take()
-                    && let Some(tx) = a.tx
-                {
-                    self.request(Effect::Abort { tx }, Pending::Ignore);
+                // MULTIAPPEND: the earlier messages' transactions too.
+                if let Some(a) = self.append.take() {
+                    self.aborts.extend(a.done);
+                    self.aborts.extend(a.tx);
                 }
                 self.bad(tag.as_deref(), &sanitize(&text));
             }
