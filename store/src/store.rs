@@ -62,6 +62,33 @@ fn system_flag_letters(flags: &[String]) -> String {
 /// A message to send once the delivery is durable: (recipient, message, what it is).
 type Notice = (String, Vec<u8>, &'static str);
 
+/// `bytes` with every bare LF written as CRLF, as Postfix and Dovecot read a bare LF: a line
+/// end. The stored file then has CRLF line ends only, so its length is the size IMAP and POP3
+/// report and the bytes they serve are valid. `last_cr` carries a CR across chunk boundaries.
+/// Borrows when there is nothing to change (the usual case: SMTP clients send CRLF).
+fn crlf_line_ends<'a>(bytes: &'a [u8], last_cr: &mut bool) -> std::borrow::Cow<'a, [u8]> {
+    let starts_bare = bytes.first() == Some(&b'\n') && !*last_cr;
+    let has_bare = starts_bare || bytes.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r');
+    let result = if has_bare {
+        let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 32 + 2);
+        let mut prev_cr = *last_cr;
+        for &b in bytes {
+            if b == b'\n' && !prev_cr {
+                out.push(b'\r');
+            }
+            out.push(b);
+            prev_cr = b == b'\r';
+        }
+        std::borrow::Cow::Owned(out)
+    } else {
+        std::borrow::Cow::Borrowed(bytes)
+    };
+    if let Some(&b) = bytes.last() {
+        *last_cr = b == b'\r';
+    }
+    result
+}
+
 /// A message being received.
 struct OpenTx {
     envelope: Envelope,
@@ -70,6 +97,8 @@ struct OpenTx {
     size: u64,
     /// Length of the Return-Path line at the start of the file.
     return_path_len: usize,
+    /// The last byte appended was CR (a CRLF may straddle two chunks).
+    last_cr: bool,
 }
 
 /// Petrel's storage (see the module docs). Shared by every session of a process.
@@ -342,6 +371,7 @@ impl Store {
             envelope,
             path,
             file,
+            last_cr: false,
         };
         self.open
             .lock()
@@ -375,7 +405,8 @@ impl Store {
             return temp("unknown transaction");
         };
         let mut open = open.lock().unwrap_or_else(PoisonError::into_inner);
-        match open.file.write_all(bytes) {
+        let bytes = crlf_line_ends(bytes, &mut open.last_cr);
+        match open.file.write_all(&bytes) {
             Ok(()) => {
                 open.size += bytes.len() as u64;
                 Completion::Appended
@@ -979,4 +1010,35 @@ pub fn apply_header_edits(header: &[u8], edits: &[HeaderEdit]) -> Vec<u8> {
         }
     }
     fields.concat()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crlf_line_ends;
+
+    fn run(chunks: &[&[u8]]) -> Vec<u8> {
+        let mut last_cr = false;
+        let mut out = Vec::new();
+        for c in chunks {
+            out.extend_from_slice(&crlf_line_ends(c, &mut last_cr));
+        }
+        out
+    }
+
+    #[test]
+    fn bare_lf_becomes_crlf_and_crlf_stays() {
+        assert_eq!(run(&[b"a\r\nb\nc\n"]), b"a\r\nb\r\nc\r\n");
+        assert_eq!(run(&[b"\n"]), b"\r\n");
+        assert_eq!(run(&[b"bare\rcr\r\n"]), b"bare\rcr\r\n");
+    }
+
+    #[test]
+    fn a_crlf_split_across_chunks_is_not_doubled() {
+        assert_eq!(run(&[b"a\r", b"\nb\n"]), b"a\r\nb\r\n");
+        assert_eq!(run(&[b"a", b"\n", b"\r", b"\n"]), b"a\r\n\r\n");
+        let whole = b"x\ny\r\nz\n\n\r\n".to_vec();
+        for split in 0..=whole.len() {
+            assert_eq!(run(&[&whole[..split], &whole[split..]]), run(&[&whole]));
+        }
+    }
 }
