@@ -60,6 +60,25 @@ impl DataReceiver {
             if out.len() >= limit {
                 return (i, false);
             }
+            if self.state == State::Mid {
+                // Inside a line every byte up to the next CR (bare LF included) is copied as it
+                // is: one slice copy instead of the state machine per byte (callgrind: this loop
+                // was three quarters of the instructions spent on a 100 KiB message).
+                let end = input.len().min(i.saturating_add(limit - out.len()));
+                let run = input[i..end]
+                    .iter()
+                    .position(|&b| b == b'\r')
+                    .unwrap_or(end - i);
+                if run > 0 {
+                    out.extend_from_slice(&input[i..i + run]);
+                    i += run;
+                    self.line_len += run;
+                    if self.line_len > MAX_TEXT_LINE + 2 {
+                        self.long_line = true;
+                    }
+                    continue;
+                }
+            }
             let b = input[i];
             i += 1;
             self.line_len += 1;
@@ -237,6 +256,30 @@ mod tests {
             prop_assert!(done);
             prop_assert_eq!(&wire[used..], b"QUIT\r\n");
             prop_assert_eq!(out, msg);
+        }
+
+        /// Any bytes (bare CR and LF, dots, long lines), fed whole with a small output limit,
+        /// decode as they do one byte at a time, where every byte takes the state machine.
+        #[test]
+        fn whole_input_decodes_as_byte_by_byte(
+            wire in proptest::collection::vec(prop_oneof![Just(b'.'), Just(b'\r'), Just(b'\n'), Just(b'a'), any::<u8>()], 0..3000),
+            limit in 1usize..200,
+        ) {
+            let run = |step: usize| {
+                let (mut rx, mut out, mut pos) = (DataReceiver::new(), Vec::new(), 0);
+                let mut chunk = Vec::new();
+                while pos < wire.len() {
+                    let end = (pos + step).min(wire.len());
+                    let (used, done) = rx.feed(&wire[pos..end], &mut chunk, limit);
+                    pos += used;
+                    out.append(&mut chunk);
+                    if done {
+                        return (out, pos, true, rx.saw_long_line());
+                    }
+                }
+                (out, pos, false, rx.saw_long_line())
+            };
+            prop_assert_eq!(run(wire.len().max(1)), run(1));
         }
 
         #[test]
