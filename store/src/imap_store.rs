@@ -21,8 +21,8 @@ use petrel_core::{Completion, TxId, UserId};
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 
 /// How old (seconds) a folder directory's mtime must be before a folder stamp trusts it.
 pub const STAMP_SETTLE_SECS: i64 = 2;
@@ -308,72 +308,82 @@ impl Store {
         Ok(h.finish().max(1))
     }
 
-    fn imap_index(&self, dir: &Path) -> io::Result<FolderIndex> {
-        let ix = index::sync(&*self.fs, &self.folders, dir, self.imap_now())?;
-        let located = ix
-            .messages
-            .iter()
-            .map(|m| {
-                let at = Located {
-                    subdir: m.subdir,
-                    name: m.name.clone(),
-                    size: m.size,
-                };
-                (m.uid, at)
-            })
-            .collect();
-        self.read_cache.set_locations(dir, located);
+    /// The folder's index (shared with the store's memory of it, see [`index::sync_shared`]),
+    /// and remembered as where the messages are for [`ImapRequest::Read`].
+    fn imap_index(&self, dir: &Path) -> io::Result<Arc<FolderIndex>> {
+        let ix = index::sync_shared(&*self.fs, &self.folders, dir, self.imap_now())?;
+        self.read_cache.set_locations(dir, ix.clone());
         Ok(ix)
     }
 
     fn snapshot(&self, dir: &Path) -> io::Result<FolderSnapshot> {
         let ix = self.imap_index(dir)?;
+        let last = self.read_cache.snapshot(dir);
+        if let Some(last) = &last
+            && Arc::ptr_eq(&last.index, &ix)
+        {
+            return Ok((*last.snap).clone());
+        }
+        // INTERNALDATE is the file's mtime, which flag renames keep: each file is read once,
+        // then its date taken from the last snapshot (same UIDVALIDITY, same UID).
+        let mut previous = last
+            .as_ref()
+            .filter(|l| l.snap.uidvalidity == ix.uidvalidity)
+            .map(|l| {
+                l.snap
+                    .messages
+                    .iter()
+                    .filter(|m| !l.guessed.contains(&m.uid))
+                    .map(|m| (m.uid, m.internal_date))
+            })
+            .into_iter()
+            .flatten()
+            .peekable();
+        let mut guessed = Vec::new();
         let mut messages = Vec::with_capacity(ix.messages.len());
-        // INTERNALDATE is the file's mtime, which flag renames keep: stat each file once.
-        let known = self.read_cache.dates(dir);
-        let mut dates = std::collections::HashMap::with_capacity(ix.messages.len());
-        for m in ix.messages {
-            let base = crate::uidlist::base_name(&m.name);
-            let from_name = || {
-                m.name
-                    .split('.')
-                    .next()
-                    .and_then(|s| s.parse::<i64>().ok())
-                    .unwrap_or(0)
-            };
-            let stat = || match self.fs.stamp(&dir.join(m.subdir).join(&m.name)) {
-                Ok(Some(s)) => i64::try_from(s.modified_ns.div_euclid(1_000_000_000)).ok(),
-                _ => None,
-            };
-            // Only a date read from the file is remembered (a file renamed under us is not).
-            let internal_date = match known.as_ref().and_then(|k| k.get(base)).copied() {
-                Some(d) => {
-                    dates.insert(base.to_string(), d);
-                    d
-                }
-                None => match stat() {
-                    Some(d) => {
-                        dates.insert(base.to_string(), d);
-                        d
+        for m in &ix.messages {
+            while previous.next_if(|&(uid, _)| uid < m.uid).is_some() {}
+            let internal_date = match previous.next_if(|&(uid, _)| uid == m.uid) {
+                Some((_, date)) => date,
+                None => match self.fs.stamp(&dir.join(m.subdir).join(&m.name)) {
+                    Ok(Some(s)) => {
+                        i64::try_from(s.modified_ns.div_euclid(1_000_000_000)).unwrap_or(0)
                     }
-                    None => from_name(),
+                    // Renamed or removed under us: the time its name starts with, for now.
+                    _ => {
+                        guessed.push(m.uid);
+                        m.name
+                            .split('.')
+                            .next()
+                            .and_then(|s| s.parse::<i64>().ok())
+                            .unwrap_or(0)
+                    }
                 },
             };
             messages.push(MessageMeta {
                 uid: m.uid,
-                flags: m.flags,
+                flags: m.flags.clone(),
                 modseq: m.modseq,
                 size: m.size,
                 internal_date,
             });
         }
-        self.read_cache.set_dates(dir, dates);
-        Ok(FolderSnapshot {
+        drop(previous);
+        let snap = FolderSnapshot {
             uidvalidity: ix.uidvalidity,
             next_uid: ix.next_uid,
             highest_modseq: ix.highest_modseq,
             messages,
-        })
+        };
+        self.read_cache.set_snapshot(
+            dir,
+            crate::read_cache::Snapshot {
+                index: ix,
+                snap: Arc::new(snap.clone()),
+                guessed,
+            },
+        );
+        Ok(snap)
     }
 
     fn read_message(
@@ -507,9 +517,9 @@ impl Store {
         let ix = self.imap_index(dir)?;
         let stored = ix
             .messages
-            .into_iter()
+            .iter()
             .filter(|m| touched.contains(&m.uid))
-            .map(|m| (m.uid, m.flags, m.modseq))
+            .map(|m| (m.uid, m.flags.clone(), m.modseq))
             .collect();
         Ok(answer(ImapAnswer::Stored(stored)))
     }

@@ -8,6 +8,14 @@
 //! handed out before (they start from the clock), so a client's cached HIGHESTMODSEQ never looks
 //! newer than the folder.
 //!
+//! The index of the last [`MAX_CACHED_FOLDERS`] folders synced stays in memory ([`sync_shared`]):
+//! a folder whose `new/`, `cur/`, `dovecot-uidlist`, `petrel-modseq` and `dovecot-keywords` have
+//! the same stamps (inode, size, mtime) as when it was read costs five stats, provided the
+//! directories' mtimes were already [`SETTLE_SECS`] old then (two changes within one mtime tick
+//! leave the same mtime, so only a settled mtime proves nothing changed). Otherwise `new/` and
+//! `cur/` are listed, and if they hold the very same files and the three files are unchanged,
+//! the index in memory is still the answer; only a real change reads and merges everything.
+//!
 //! File format (`petrel-modseq`), one record a line:
 //! ```text
 //! v1 UIDVALIDITY HIGHESTMODSEQ [FLOOR]
@@ -16,12 +24,18 @@
 //! ```
 
 use crate::folder::{KEYWORDS_FILE, read_keywords};
-use crate::fs::{FileSystem, write_atomic};
-use crate::mailbox::{self, FolderLocks};
+use crate::fs::{FileSystem, Stamp};
+use crate::mailbox::{self, FolderLocks, FolderView, MAX_CACHED_FOLDERS};
+use crate::uidlist;
 use std::collections::HashMap;
-use std::io;
+use std::fmt::Write as _;
+use std::io::{self, Write as _};
 use std::path::Path;
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
+
+/// How old (seconds) the mtimes of `new/` and `cur/` must have been when a folder was read for
+/// its index in memory to be trusted without listing them again.
+pub const SETTLE_SECS: i64 = 2;
 
 /// The index file's name inside the folder.
 pub const MODSEQ_FILE: &str = "petrel-modseq";
@@ -154,39 +168,121 @@ fn parse(text: &str) -> Option<Stored> {
 }
 
 fn render(index: &FolderIndex) -> String {
-    let mut out = format!(
-        "v1 {} {} {}\n",
+    let mut out = String::with_capacity(32 + index.messages.len() * 24);
+    let _ = writeln!(
+        out,
+        "v1 {} {} {}",
         index.uidvalidity, index.highest_modseq, index.vanished_floor
     );
     for m in &index.messages {
         let flags = name_flags(&m.name);
         let flags = if flags.is_empty() { "-" } else { &flags };
-        out.push_str(&format!("m {} {} {flags}\n", m.uid, m.modseq));
+        let _ = writeln!(out, "m {} {} {flags}", m.uid, m.modseq);
     }
     for (uid, modseq) in &index.vanished {
-        out.push_str(&format!("x {uid} {modseq}\n"));
+        let _ = writeln!(out, "x {uid} {modseq}");
     }
     out
 }
 
-/// Brings the folder's index up to date with its files (see the module docs) and returns it.
-/// `now_secs` seeds MODSEQs when the index has to be rebuilt.
-pub fn sync(
-    fs: &dyn FileSystem,
-    locks: &FolderLocks,
-    dir: &Path,
-    now_secs: i64,
-) -> io::Result<FolderIndex> {
-    let view = mailbox::sync(fs, locks, dir, now_secs)?;
-    let path = dir.join(MODSEQ_FILE);
-    let lock = locks.get(&path);
-    let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
-    let stored = match fs.read(&path) {
-        Ok(bytes) => parse(&String::from_utf8_lossy(&bytes)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e),
+/// The stamps of what an index is made from: `new/`, `cur/`, `dovecot-uidlist`,
+/// `petrel-modseq`, `dovecot-keywords`.
+type Stamps = [Option<Stamp>; 5];
+
+fn stamps(fs: &dyn FileSystem, dir: &Path) -> io::Result<Stamps> {
+    let mut out = [None; 5];
+    for (slot, name) in
+        out.iter_mut()
+            .zip(["new", "cur", uidlist::FILE_NAME, MODSEQ_FILE, KEYWORDS_FILE])
+    {
+        *slot = fs.stamp(&dir.join(name))?;
     }
-    .filter(|s| s.uidvalidity == view.uidvalidity);
+    Ok(out)
+}
+
+/// A digest of a set of message files (subdirectory and name), the same whatever their order:
+/// the number of files and the sum of two 64-bit SipHashes of each.
+fn digest<'a>(files: impl Iterator<Item = (&'a str, &'a str)>) -> (usize, u128) {
+    use std::hash::{Hash, Hasher};
+    let (mut count, mut sum) = (0usize, 0u128);
+    for (subdir, name) in files {
+        let mut a = std::hash::DefaultHasher::new();
+        (subdir, name).hash(&mut a);
+        let mut b = std::hash::DefaultHasher::new();
+        (name, subdir, 0x5bd1_e995u32).hash(&mut b);
+        sum = sum.wrapping_add((u128::from(a.finish()) << 64) | u128::from(b.finish()));
+        count += 1;
+    }
+    (count, sum)
+}
+
+/// A folder's index kept in memory, with what it was made from (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Cached {
+    /// The stamps taken before the files were read (for a file this sync wrote: of what it
+    /// wrote).
+    stamps: Stamps,
+    /// The clock (Unix seconds) when `stamps` were taken.
+    checked_at: i64,
+    /// [`digest`] of the message files the index was made from.
+    files: (usize, u128),
+    index: Arc<FolderIndex>,
+}
+
+impl Cached {
+    /// Whether nothing can have changed since: the same stamps, and the directories' mtimes
+    /// were settled when they were taken (and the clock has not gone back since).
+    fn unchanged(&self, now: &Stamps, now_secs: i64) -> bool {
+        let settled = |st: &Option<Stamp>| {
+            st.is_some_and(|st| {
+                st.modified_ns > 0
+                    && st.modified_ns + i128::from(SETTLE_SECS) * 1_000_000_000
+                        <= i128::from(self.checked_at) * 1_000_000_000
+            })
+        };
+        self.stamps == *now && now_secs >= self.checked_at && settled(&now[0]) && settled(&now[1])
+    }
+}
+
+fn remember(locks: &FolderLocks, dir: &Path, cached: Cached) {
+    let mut all = locks.indexes.lock().unwrap_or_else(PoisonError::into_inner);
+    if all.len() >= MAX_CACHED_FOLDERS && !all.contains_key(dir) {
+        all.clear();
+    }
+    all.insert(dir.to_path_buf(), Arc::new(cached));
+}
+
+/// Replaces the index file as [`crate::fs::write_atomic`] does, returning the stamp of what
+/// was written (taken before the rename).
+fn write_index(fs: &dyn FileSystem, path: &Path, bytes: &[u8]) -> io::Result<Option<Stamp>> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("no parent directory"))?;
+    let tmp = dir.join(format!(".{MODSEQ_FILE}.index.tmp"));
+    let result = (|| {
+        let mut f = fs.create_new(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync()?;
+        drop(f);
+        let stamp = fs.stamp(&tmp)?;
+        fs.rename(&tmp, path)?;
+        fs.sync_dir(dir)?;
+        Ok(stamp)
+    })();
+    if result.is_err() {
+        let _ = fs.remove_file(&tmp);
+    }
+    result
+}
+
+/// The index for `view` from what `petrel-modseq` holds (`None`: lost, unreadable or of another
+/// UIDVALIDITY, rebuilt with MODSEQs from the clock), and whether it differs from the file.
+fn from_stored(
+    stored: Option<Stored>,
+    view: FolderView,
+    keywords: &[String],
+    now_secs: i64,
+) -> (FolderIndex, bool) {
     let rebuilt = stored.is_none();
     let mut stored = stored.unwrap_or_else(|| {
         // Above anything handed out before the index was lost: microseconds of the clock.
@@ -201,7 +297,6 @@ pub fn sync(
             ..Stored::default()
         }
     });
-    let keywords = read_keywords(fs, &dir.join(KEYWORDS_FILE))?;
     let mut changed = rebuilt;
     let mut messages = Vec::with_capacity(view.messages.len());
     for m in view.messages {
@@ -215,7 +310,7 @@ pub fn sync(
             }
         };
         messages.push(IndexedMessage {
-            flags: imap_flags(&letters, &keywords),
+            flags: imap_flags(&letters, keywords),
             uid: m.uid,
             subdir: m.subdir,
             name: m.name,
@@ -226,18 +321,7 @@ pub fn sync(
     // What is left of the stored messages has been expunged (by us or another program).
     let mut gone: Vec<u32> = stored.messages.keys().copied().collect();
     gone.sort_unstable();
-    for uid in gone {
-        changed = true;
-        stored.highest += 1;
-        stored.vanished.push((uid, stored.highest));
-    }
-    if stored.vanished.len() > MAX_TOMBSTONES {
-        let excess = stored.vanished.len() - MAX_TOMBSTONES;
-        for (_, modseq) in stored.vanished.drain(..excess) {
-            stored.floor = stored.floor.max(modseq);
-        }
-    }
-    let index = FolderIndex {
+    let mut index = FolderIndex {
         uidvalidity: view.uidvalidity,
         next_uid: view.next_uid,
         highest_modseq: stored.highest,
@@ -245,9 +329,174 @@ pub fn sync(
         vanished: stored.vanished,
         vanished_floor: stored.floor,
     };
-    if changed {
-        write_atomic(fs, &path, render(&index).as_bytes(), "index")?;
+    changed |= bury(&mut index, &gone);
+    (index, changed)
+}
+
+/// The index for `view` from the index made of the same folder before (which is what
+/// `petrel-modseq` holds): the same as [`from_stored`] on the file, without reading it. A
+/// message whose file kept its name keeps its flags and MODSEQ.
+fn carry(old: &FolderIndex, view: FolderView, keywords: &[String]) -> (FolderIndex, bool) {
+    let mut highest = old.highest_modseq;
+    let mut changed = false;
+    let mut previous = old.messages.iter().peekable();
+    let mut gone = Vec::new();
+    let mut messages = Vec::with_capacity(view.messages.len());
+    for m in view.messages {
+        while let Some(p) = previous.next_if(|p| p.uid < m.uid) {
+            gone.push(p.uid);
+        }
+        let before = previous.next_if(|p| p.uid == m.uid);
+        let (flags, modseq) = match before {
+            Some(p) if p.name == m.name => (p.flags.clone(), p.modseq),
+            _ => {
+                let letters = name_flags(&m.name);
+                let modseq = match before {
+                    Some(p) if name_flags(&p.name) == letters => p.modseq,
+                    _ => {
+                        changed = true;
+                        highest += 1;
+                        highest
+                    }
+                };
+                (imap_flags(&letters, keywords), modseq)
+            }
+        };
+        messages.push(IndexedMessage {
+            uid: m.uid,
+            subdir: m.subdir,
+            name: m.name,
+            size: m.size,
+            flags,
+            modseq,
+        });
     }
+    gone.extend(previous.map(|p| p.uid));
+    let mut index = FolderIndex {
+        uidvalidity: view.uidvalidity,
+        next_uid: view.next_uid,
+        highest_modseq: highest,
+        messages,
+        vanished: old.vanished.clone(),
+        vanished_floor: old.vanished_floor,
+    };
+    changed |= bury(&mut index, &gone);
+    (index, changed)
+}
+
+/// Records the expunge of `gone` (ascending) with new MODSEQs, keeping at most
+/// [`MAX_TOMBSTONES`]; whether anything was recorded.
+fn bury(index: &mut FolderIndex, gone: &[u32]) -> bool {
+    for &uid in gone {
+        index.highest_modseq += 1;
+        index.vanished.push((uid, index.highest_modseq));
+    }
+    if index.vanished.len() > MAX_TOMBSTONES {
+        let excess = index.vanished.len() - MAX_TOMBSTONES;
+        for (_, modseq) in index.vanished.drain(..excess) {
+            index.vanished_floor = index.vanished_floor.max(modseq);
+        }
+    }
+    !gone.is_empty()
+}
+
+/// Brings the folder's index up to date with its files (see the module docs) and returns it.
+/// `now_secs` seeds MODSEQs when the index has to be rebuilt.
+pub fn sync(
+    fs: &dyn FileSystem,
+    locks: &FolderLocks,
+    dir: &Path,
+    now_secs: i64,
+) -> io::Result<FolderIndex> {
+    Ok((*sync_shared(fs, locks, dir, now_secs)?).clone())
+}
+
+/// [`sync`], sharing the index kept in memory: the same `Arc` as long as the folder has not
+/// changed.
+pub fn sync_shared(
+    fs: &dyn FileSystem,
+    locks: &FolderLocks,
+    dir: &Path,
+    now_secs: i64,
+) -> io::Result<Arc<FolderIndex>> {
+    let lock = locks.get(dir);
+    let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+    let before = stamps(fs, dir)?;
+    let cached = locks
+        .indexes
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(dir)
+        .cloned();
+    let mut files = None;
+    if let Some(c) = cached.as_ref().filter(|_| locks.is_durable(dir))
+        && before[0].is_some()
+        && before[1].is_some()
+    {
+        if c.unchanged(&before, now_secs) {
+            return Ok(c.index.clone());
+        }
+        // The same files and the same list, index and keywords: the same index.
+        let scanned = mailbox::scan(fs, dir)?;
+        let digest = digest(scanned.iter().map(|(s, n)| (*s, n.as_str())));
+        if c.stamps[2..] == before[2..] && c.files == digest {
+            let index = c.index.clone();
+            remember(
+                locks,
+                dir,
+                Cached {
+                    stamps: before,
+                    checked_at: now_secs,
+                    files: digest,
+                    index: index.clone(),
+                },
+            );
+            return Ok(index);
+        }
+        files = Some(scanned);
+    }
+    let synced = mailbox::sync_locked(fs, locks, dir, now_secs, files)?;
+    let view = synced.view;
+    let mut after = before;
+    if let Some(written) = synced.list_written {
+        after[2] = written;
+    }
+    let files = digest(view.messages.iter().map(|m| (m.subdir, m.name.as_str())));
+    let path = dir.join(MODSEQ_FILE);
+    let keywords = read_keywords(fs, &dir.join(KEYWORDS_FILE))?;
+    // The index in memory is what `petrel-modseq` holds while its stamp (and the keywords')
+    // has not changed: start from it rather than read and parse the file again.
+    let carried = cached.as_ref().filter(|c| {
+        c.index.uidvalidity == view.uidvalidity
+            && before[3].is_some()
+            && c.stamps[3..] == before[3..]
+    });
+    let (index, changed) = match carried {
+        Some(c) => carry(&c.index, view, &keywords),
+        None => {
+            let stored = match fs.read(&path) {
+                Ok(bytes) => parse(&String::from_utf8_lossy(&bytes)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            }
+            .filter(|s| s.uidvalidity == view.uidvalidity);
+            from_stored(stored, view, &keywords, now_secs)
+        }
+    };
+    if changed {
+        after[3] = write_index(fs, &path, render(&index).as_bytes())?;
+    }
+    let index = Arc::new(index);
+    remember(
+        locks,
+        dir,
+        Cached {
+            stamps: after,
+            checked_at: now_secs,
+            files,
+            index: index.clone(),
+        },
+    );
     Ok(index)
 }
 
@@ -310,6 +559,72 @@ mod tests {
         assert!(e.highest_modseq > d.highest_modseq);
         assert_eq!(e.uidvalidity, d.uidvalidity);
         assert!(e.vanished.is_empty());
+    }
+
+    fn set_mtime(path: &Path, unix: i64) {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix as u64);
+        std::fs::File::open(path).unwrap().set_modified(t).unwrap();
+    }
+
+    /// The index in memory: shared unchanged while the folder's directories and files keep
+    /// their stamps and were settled when read; a change is seen even when it leaves the
+    /// directory's mtime as it was (same tick) unless that mtime was settled when read, and a
+    /// list rewritten by another program is read again.
+    #[test]
+    fn index_in_memory_follows_changes_within_one_tick() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let (fs, locks) = (RealFs, FolderLocks::default());
+        crate::maildir::ensure(&fs, dir).unwrap();
+        put(dir, "cur", "1.P1Q1.h:2,");
+        put(dir, "cur", "1.P1Q2.h:2,S");
+        let t = 1_700_000_000;
+        let settle = || {
+            set_mtime(&dir.join("new"), t);
+            set_mtime(&dir.join("cur"), t);
+        };
+        settle();
+        // Read one second after the last change: not settled.
+        let a = sync_shared(&fs, &locks, dir, t + 1).unwrap();
+        // Another program flags message 1 within the same mtime tick.
+        std::fs::rename(dir.join("cur/1.P1Q1.h:2,"), dir.join("cur/1.P1Q1.h:2,F")).unwrap();
+        settle();
+        let b = sync_shared(&fs, &locks, dir, t + 10).unwrap();
+        assert_eq!(
+            b.messages[0].flags,
+            ["\\Flagged"],
+            "a change in the same tick is seen"
+        );
+        assert!(b.messages[0].modseq > a.highest_modseq);
+        // Read with settled mtimes, nothing changed since: the very same index, no listing.
+        let c = sync_shared(&fs, &locks, dir, t + 11).unwrap();
+        assert!(Arc::ptr_eq(&b, &c) || *b == *c);
+        let d = sync_shared(&fs, &locks, dir, t + 12).unwrap();
+        assert!(
+            Arc::ptr_eq(&c, &d),
+            "an unchanged, settled folder is not read again"
+        );
+        // A new delivery changes the directory's mtime: seen at once.
+        put(dir, "new", "2.P1Q3.h");
+        let e = sync_shared(&fs, &locks, dir, t + 13).unwrap();
+        assert_eq!(e.messages.len(), 3);
+        assert_eq!(e.messages[2].uid, 3);
+        assert_eq!(e.messages[..2], d.messages[..], "the others are untouched");
+        // Another program (Dovecot) renumbers the folder (new UIDVALIDITY) without touching
+        // the files: the list's stamp changed, so it is read again.
+        settle();
+        let f = sync_shared(&fs, &locks, dir, t + 20).unwrap();
+        let list = "3 V42 N10\n7 :1.P1Q1.h:2,F\n8 :1.P1Q2.h:2,S\n9 :2.P1Q3.h\n";
+        std::fs::write(dir.join(uidlist::FILE_NAME), list).unwrap();
+        settle();
+        let g = sync_shared(&fs, &locks, dir, t + 30).unwrap();
+        assert_eq!(f.uidvalidity, e.uidvalidity);
+        assert_eq!(g.uidvalidity, 42);
+        let uids: Vec<u32> = g.messages.iter().map(|m| m.uid).collect();
+        assert_eq!(uids, [7, 8, 9]);
+        // A new process (no memory) agrees with the one that remembered.
+        let h = sync(&fs, &FolderLocks::default(), dir, t + 40).unwrap();
+        assert_eq!(h, *g);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! kept in `dovecot-uidlist` and assigned to files that other programs (our own delivery, a
 //! Dovecot LDA, Courier) dropped into `new/` or `cur/`.
 
-use crate::fs::FileSystem;
+use crate::fs::{FileSystem, Stamp};
 use crate::maildir;
 use crate::uidlist::{self, UidEntry, UidList};
 use std::collections::HashMap;
@@ -51,7 +51,13 @@ pub struct FolderLocks {
     /// CRLF sizes of files whose names do not tell it (see [`size_from_name`]), by folder
     /// directory and base name, so each such file is read once per process, not every sync.
     sizes: Mutex<HashMap<PathBuf, u64>>,
+    /// The IMAP index of the folders synced last ([`crate::index`]), with what it was read
+    /// from, so an unchanged folder is not read again; at most [`MAX_CACHED_FOLDERS`].
+    pub(crate) indexes: Mutex<HashMap<PathBuf, Arc<crate::index::Cached>>>,
 }
+
+/// Most folders whose index is kept in memory; beyond it the memory is cleared.
+pub const MAX_CACHED_FOLDERS: usize = 16;
 
 /// Most remembered CRLF sizes; beyond it the memory is cleared (and sizes are read again).
 const MAX_REMEMBERED_SIZES: usize = 1_000_000;
@@ -63,7 +69,8 @@ impl FolderLocks {
         map.entry(dir.to_path_buf()).or_default().clone()
     }
 
-    fn is_durable(&self, dir: &Path) -> bool {
+    /// Whether this process knows the UID list of `dir` to be durable.
+    pub(crate) fn is_durable(&self, dir: &Path) -> bool {
         self.durable
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -113,10 +120,9 @@ impl FolderLocks {
 /// their `S=` says nothing about the CRLF size and the file must be read.
 fn size_from_name(name: &str) -> Option<u64> {
     let base = uidlist::base_name(name);
-    let fields: Vec<&str> = base.split(',').skip(1).collect();
     let get = |key: &str| {
-        fields
-            .iter()
+        base.split(',')
+            .skip(1)
             .find_map(|f| f.strip_prefix(key)?.parse().ok())
     };
     get("W=").or_else(|| get("S=").filter(|_| petrel_name(base)))
@@ -156,20 +162,24 @@ fn crlf_size(fs: &dyn FileSystem, path: &Path) -> io::Result<u64> {
     Ok((bytes.len() + bare_lf) as u64)
 }
 
-/// The files of a folder (`new/` and `cur/`), by base name.
-type Present = HashMap<String, (&'static str, String)>;
+/// The message files of a folder: (`new` or `cur`, name), those of `new/` first, dot files
+/// left out.
+pub(crate) type Files = Vec<(&'static str, String)>;
 
-fn scan(fs: &dyn FileSystem, dir: &Path) -> io::Result<Present> {
-    let mut present = HashMap::new();
+/// Reads the names in `new/` and `cur/`.
+pub(crate) fn scan(fs: &dyn FileSystem, dir: &Path) -> io::Result<Files> {
+    let mut files = Vec::new();
     for subdir in ["new", "cur"] {
-        for name in fs.read_dir(&dir.join(subdir))? {
-            if name.starts_with('.') {
-                continue;
-            }
-            present.insert(uidlist::base_name(&name).to_string(), (subdir, name));
-        }
+        let names = fs.read_dir(&dir.join(subdir))?;
+        files.reserve(names.len());
+        files.extend(
+            names
+                .into_iter()
+                .filter(|n| !n.starts_with('.'))
+                .map(|n| (subdir, n)),
+        );
     }
-    Ok(present)
+    Ok(files)
 }
 
 fn read_list(fs: &dyn FileSystem, path: &Path) -> io::Result<Option<UidList>> {
@@ -189,7 +199,12 @@ struct Merged {
     forgotten: bool,
 }
 
-fn merge(stored: Option<UidList>, mut present: Present, now_secs: i64) -> Merged {
+fn merge(stored: Option<UidList>, files: &[(&'static str, String)], now_secs: i64) -> Merged {
+    // By base name; a base in both `new/` and `cur/` (a move cut short) is taken from `cur/`.
+    let mut present: HashMap<&str, usize> = HashMap::with_capacity(files.len());
+    for (i, (_, name)) in files.iter().enumerate() {
+        present.insert(uidlist::base_name(name), i);
+    }
     let mut changed = stored.is_none();
     let mut list = stored.unwrap_or_else(|| {
         let validity = u32::try_from(now_secs).unwrap_or(1).max(1);
@@ -199,14 +214,19 @@ fn merge(stored: Option<UidList>, mut present: Present, now_secs: i64) -> Merged
     let mut kept = Vec::with_capacity(list.entries.len());
     let mut forgotten = false;
     for entry in list.entries.drain(..) {
-        let base = uidlist::base_name(&entry.name).to_string();
-        match present.remove(&base) {
-            Some((subdir, name)) => {
-                if name != entry.name {
+        match present.remove(uidlist::base_name(&entry.name)) {
+            Some(i) => {
+                let (subdir, name) = &files[i];
+                messages.push((entry.uid, *subdir, name.clone()));
+                if *name == entry.name {
+                    kept.push(entry);
+                } else {
                     changed = true;
+                    kept.push(UidEntry {
+                        name: name.clone(),
+                        ..entry
+                    });
                 }
-                messages.push((entry.uid, subdir, name.clone()));
-                kept.push(UidEntry { name, ..entry });
             }
             None => {
                 changed = true;
@@ -214,11 +234,11 @@ fn merge(stored: Option<UidList>, mut present: Present, now_secs: i64) -> Merged
             }
         }
     }
-    let mut new: Vec<(&'static str, String)> = present.into_values().collect();
+    let mut new: Vec<usize> = present.into_values().collect();
     // Arrival order: Maildir names start with the time and carry counters, compared as numbers
     // (`Q10` after `Q9`), so new messages get UIDs in the order they were delivered.
-    new.sort_by(|a, b| natural_cmp(&a.1, &b.1));
-    for (subdir, name) in new {
+    new.sort_by(|&a, &b| natural_cmp(&files[a].1, &files[b].1));
+    for (subdir, name) in new.into_iter().map(|i| files[i].clone()) {
         let uid = list.next_uid;
         list.next_uid = list.next_uid.saturating_add(1);
         messages.push((uid, subdir, name.clone()));
@@ -297,15 +317,19 @@ impl<'a> UidListLock<'a> {
     }
 
     /// Writes `text` as the new list: into the lock file, synced, renamed over the list, and
-    /// the directory synced. The lock is released by the rename.
-    fn replace(mut self, dir: &Path, text: &str) -> io::Result<()> {
+    /// the directory synced. The lock is released by the rename. Returns the new list's stamp
+    /// (taken before the rename, so it is the stamp of what was written, not of a list another
+    /// program may have put there since).
+    fn replace(mut self, dir: &Path, text: &str) -> io::Result<Option<Stamp>> {
         let mut file = self.file.take().expect("a held lock has its file");
         file.write_all(text.as_bytes())?;
         file.sync()?;
         drop(file);
+        let stamp = self.fs.stamp(&self.path)?;
         self.fs.rename(&self.path, &dir.join(uidlist::FILE_NAME))?;
         self.path = PathBuf::new();
-        self.fs.sync_dir(dir)
+        self.fs.sync_dir(dir)?;
+        Ok(stamp)
     }
 }
 
@@ -331,6 +355,26 @@ pub fn sync(
 ) -> io::Result<FolderView> {
     let lock = locks.get(dir);
     let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+    Ok(sync_locked(fs, locks, dir, now_secs, None)?.view)
+}
+
+/// What [`sync_locked`] found and did.
+pub(crate) struct Synced {
+    /// The folder.
+    pub(crate) view: FolderView,
+    /// `Some` if the UID list was written: the written list's stamp, if it could be taken.
+    pub(crate) list_written: Option<Option<Stamp>>,
+}
+
+/// [`sync`], with the folder's lock (`locks.get(dir)`) held by the caller, and the folder's
+/// files if the caller has just read them ([`scan`]).
+pub(crate) fn sync_locked(
+    fs: &dyn FileSystem,
+    locks: &FolderLocks,
+    dir: &Path,
+    now_secs: i64,
+    files: Option<Files>,
+) -> io::Result<Synced> {
     maildir::ensure(fs, dir)?;
     // A list this process has not seen made durable (a failed write, another process, a crash
     // during a write) is made durable before any UID from it is handed out.
@@ -339,11 +383,22 @@ pub fn sync(
         locks.set_durable(dir, true);
     }
     let list_path = dir.join(uidlist::FILE_NAME);
-    let mut merged = merge(read_list(fs, &list_path)?, scan(fs, dir)?, now_secs);
+    let files = match files {
+        Some(f) => f,
+        None => scan(fs, dir)?,
+    };
+    let list_stamp = fs.stamp(&list_path)?;
+    let mut merged = merge(read_list(fs, &list_path)?, &files, now_secs);
+    drop(files);
+    let mut list_written = None;
     if merged.changed {
         let dotlock = UidListLock::acquire(fs, dir, now_secs)?;
-        // Another program may have changed the folder or the list meanwhile.
-        merged = merge(read_list(fs, &list_path)?, scan(fs, dir)?, now_secs);
+        // Another program may have changed the list meanwhile (under the same lock): then it
+        // and the folder are read again. Files that came or went since they were listed are
+        // seen at the next sync, which keeps the UIDs handed out here.
+        if list_stamp.is_none() || fs.stamp(&list_path)? != list_stamp {
+            merged = merge(read_list(fs, &list_path)?, &scan(fs, dir)?, now_secs);
+        }
         if merged.changed {
             if merged.forgotten {
                 // Forget a UID only once its file's removal is durable: a removal a crash
@@ -353,7 +408,7 @@ pub fn sync(
                 }
             }
             locks.set_durable(dir, false);
-            dotlock.replace(dir, &merged.list.to_text())?;
+            list_written = Some(dotlock.replace(dir, &merged.list.to_text())?);
             locks.set_durable(dir, true);
         }
     }
@@ -370,10 +425,13 @@ pub fn sync(
             size,
         });
     }
-    Ok(FolderView {
-        uidvalidity: merged.list.uidvalidity,
-        next_uid: merged.list.next_uid,
-        messages: infos,
+    Ok(Synced {
+        view: FolderView {
+            uidvalidity: merged.list.uidvalidity,
+            next_uid: merged.list.next_uid,
+            messages: infos,
+        },
+        list_written,
     })
 }
 

@@ -2,6 +2,8 @@
 //! IMAP FETCH BODY[]) is read once, not once per chunk: the filesystem trait has streams, no
 //! seeks, and skipping to the offset each time made a 50 MB message cost gigabytes of reading.
 
+use crate::index::FolderIndex;
+use petrel_core::imap::request::FolderSnapshot;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -35,12 +37,24 @@ struct Positioned {
 #[derive(Default)]
 pub(crate) struct ReadCache {
     readers: Mutex<Vec<Positioned>>,
-    /// Per folder directory: UID -> file at the last sync, so reading a message does not sync
+    /// Per folder directory: the index of the last sync, so reading a message does not sync
     /// the whole folder again (a FETCH of N bodies would cost N folder scans).
-    locations: Mutex<HashMap<PathBuf, Arc<HashMap<u32, Located>>>>,
-    /// Per folder directory: INTERNALDATE (the file's mtime) by base name, as the last
-    /// snapshot found it, so a SELECT or refresh does not stat every message file again.
-    dates: Mutex<HashMap<PathBuf, Arc<HashMap<String, i64>>>>,
+    locations: Mutex<HashMap<PathBuf, Arc<FolderIndex>>>,
+    /// Per folder directory: the last snapshot and the index it was made from, so an
+    /// unchanged folder's snapshot is not made again, and a changed folder's INTERNALDATEs
+    /// (the files' mtimes, which flag renames keep) are not read again.
+    snapshots: Mutex<HashMap<PathBuf, Snapshot>>,
+}
+
+/// A snapshot made of a folder's index.
+#[derive(Debug, Clone)]
+pub(crate) struct Snapshot {
+    /// The index it was made from.
+    pub(crate) index: Arc<FolderIndex>,
+    /// The snapshot.
+    pub(crate) snap: Arc<FolderSnapshot>,
+    /// UIDs whose INTERNALDATE was guessed from the file name (the file could not be read).
+    pub(crate) guessed: Vec<u32>,
 }
 
 impl std::fmt::Debug for ReadCache {
@@ -51,7 +65,7 @@ impl std::fmt::Debug for ReadCache {
 
 impl ReadCache {
     /// Remembers where the messages of `dir` are, after a sync.
-    pub(crate) fn set_locations(&self, dir: &Path, map: HashMap<u32, Located>) {
+    pub(crate) fn set_locations(&self, dir: &Path, index: Arc<FolderIndex>) {
         let mut all = self
             .locations
             .lock()
@@ -59,32 +73,46 @@ impl ReadCache {
         if all.len() >= MAX_LOCATED_FOLDERS && !all.contains_key(dir) {
             all.clear();
         }
-        all.insert(dir.to_path_buf(), Arc::new(map));
+        all.insert(dir.to_path_buf(), index);
     }
 
-    /// The INTERNALDATEs the last snapshot of `dir` found, by base name.
-    pub(crate) fn dates(&self, dir: &Path) -> Option<Arc<HashMap<String, i64>>> {
-        let all = self.dates.lock().unwrap_or_else(PoisonError::into_inner);
+    /// The snapshot last made of `dir`.
+    pub(crate) fn snapshot(&self, dir: &Path) -> Option<Snapshot> {
+        let all = self
+            .snapshots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         all.get(dir).cloned()
     }
 
-    /// Remembers the INTERNALDATEs of the messages of `dir` (only those it holds now).
-    pub(crate) fn set_dates(&self, dir: &Path, dates: HashMap<String, i64>) {
-        let mut all = self.dates.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Remembers the snapshot made of `dir`.
+    pub(crate) fn set_snapshot(&self, dir: &Path, snapshot: Snapshot) {
+        let mut all = self
+            .snapshots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if all.len() >= MAX_LOCATED_FOLDERS && !all.contains_key(dir) {
             all.clear();
         }
-        all.insert(dir.to_path_buf(), Arc::new(dates));
+        all.insert(dir.to_path_buf(), snapshot);
     }
 
     /// Where message `uid` of `dir` was at the last sync (it may have been renamed or removed
     /// since: the caller falls back to a sync when the file is not there).
     pub(crate) fn location(&self, dir: &Path, uid: u32) -> Option<Located> {
-        let all = self
+        let index = self
             .locations
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        all.get(dir)?.get(&uid).cloned()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(dir)?
+            .clone();
+        let i = index.messages.binary_search_by_key(&uid, |m| m.uid).ok()?;
+        let m = &index.messages[i];
+        Some(Located {
+            subdir: m.subdir,
+            name: m.name.clone(),
+            size: m.size,
+        })
     }
 
     /// The reader of `key` if one stopped exactly at `offset`.

@@ -97,15 +97,18 @@ impl UidList {
 
     /// The file's text.
     pub fn to_text(&self) -> String {
-        let mut out = format!(
-            "3 V{} N{} G{}\n",
+        use std::fmt::Write as _;
+        let mut out = String::with_capacity(64 + self.entries.len() * 64);
+        let _ = writeln!(
+            out,
+            "3 V{} N{} G{}",
             self.uidvalidity, self.next_uid, self.guid
         );
         for e in &self.entries {
             if e.ext.is_empty() {
-                out.push_str(&format!("{} :{}\n", e.uid, e.name));
+                let _ = writeln!(out, "{} :{}", e.uid, e.name);
             } else {
-                out.push_str(&format!("{} {} :{}\n", e.uid, e.ext, e.name));
+                let _ = writeln!(out, "{} {} :{}", e.uid, e.ext, e.name);
             }
         }
         out

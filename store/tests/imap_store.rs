@@ -719,3 +719,95 @@ fn vanished_since_a_modseq_and_after_a_lost_index() {
     assert_eq!(vanished(&s, now), (vec![], false));
     assert_eq!(vanished(&s, rebuilt.highest_modseq), (vec![], true));
 }
+
+/// The system clock, for the big-folder timings (the settle rule needs real time).
+#[derive(Debug)]
+struct SystemClock;
+impl WallClock for SystemClock {
+    fn unix_seconds(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    }
+}
+
+/// Figures, not a pass/fail test (`cargo test --release -p petrel-store --test imap_store
+/// big_folder_timings -- --ignored --nocapture`; `BIGFOLDER_N` sets the size, 100,000 by
+/// default): SELECT of a big folder first, again at once, again once settled, after one
+/// delivery and after a flag change by another program, straight on the store.
+#[test]
+#[ignore = "figures, slow"]
+fn big_folder_timings() {
+    let n: usize = std::env::var("BIGFOLDER_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let tmp = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        data_dir: tmp.path().to_path_buf(),
+        hostname: "mx.example.test".into(),
+        clock: Arc::new(SystemClock),
+        pid: 42,
+        seed: 7,
+    };
+    let s = Store::open(Arc::new(RealFs), config).unwrap();
+    let inbox = root(tmp.path());
+    std::fs::create_dir_all(inbox.join("cur")).unwrap();
+    std::fs::create_dir_all(inbox.join("new")).unwrap();
+    std::fs::create_dir_all(inbox.join("tmp")).unwrap();
+    for i in 0..n {
+        let body = format!("Subject: message {i}\r\n\r\nbody\r\n");
+        let name = format!(
+            "{}.P1Q{i}R{:08x}.perf,S={}:2,{}",
+            1_700_000_000 + i,
+            i * 2_654_435_761 % (1 << 32),
+            body.len(),
+            if i % 3 == 0 { "" } else { "S" }
+        );
+        std::fs::write(inbox.join("cur").join(name), body).unwrap();
+    }
+    let time = |what: &str, f: &mut dyn FnMut() -> FolderSnapshot| {
+        let start = std::time::Instant::now();
+        let snap = f();
+        eprintln!("{what:<36} {:.3} s", start.elapsed().as_secs_f64());
+        snap
+    };
+    let first = time("SELECT (first)", &mut || select(&s, "INBOX"));
+    assert_eq!(first.messages.len(), n);
+    time("SELECT (again)", &mut || select(&s, "INBOX"));
+    time("SELECT (again)", &mut || select(&s, "INBOX"));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    time("SELECT (settled)", &mut || select(&s, "INBOX"));
+    time("SELECT (settled, again)", &mut || select(&s, "INBOX"));
+    std::fs::write(
+        inbox.join("new/1800000000.P2Q1R00000000.other,S=3"),
+        "a\r\n",
+    )
+    .unwrap();
+    let after = time("SELECT (after one delivery)", &mut || select(&s, "INBOX"));
+    assert_eq!(after.messages.len(), n + 1);
+    assert_eq!(after.messages[n].uid, first.next_uid);
+    let victim = std::fs::read_dir(inbox.join("cur"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| n.ends_with(":2,"))
+        .unwrap();
+    std::fs::rename(
+        inbox.join("cur").join(&victim),
+        inbox.join("cur").join(format!("{victim}F")),
+    )
+    .unwrap();
+    let flagged = time("SELECT (after a flag change)", &mut || select(&s, "INBOX"));
+    assert_eq!(
+        flagged
+            .messages
+            .iter()
+            .filter(|m| m.flags.iter().any(|f| f == "\\Flagged"))
+            .count(),
+        1
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    time("SELECT (settled after changes)", &mut || {
+        select(&s, "INBOX")
+    });
+}
