@@ -234,11 +234,20 @@ fn merge(stored: Option<UidList>, files: &[(&'static str, String)], now_secs: i6
             }
         }
     }
-    let mut new: Vec<usize> = present.into_values().collect();
+    let new: Vec<usize> = present.into_values().collect();
     // Arrival order: Maildir names start with the time and carry counters, compared as numbers
     // (`Q10` after `Q9`), so new messages get UIDs in the order they were delivered.
-    new.sort_by(|&a, &b| natural_cmp(&files[a].1, &files[b].1));
-    for (subdir, name) in new.into_iter().map(|i| files[i].clone()) {
+    // The runs of each name are found once, not at every comparison (a first sync of a big
+    // folder sorts every name).
+    let mut keyed: Vec<(Vec<(bool, &str)>, usize)> = new
+        .into_iter()
+        .map(|i| (name_runs(&files[i].1).collect(), i))
+        .collect();
+    keyed.sort_by(|(x, a), (y, b)| {
+        runs_cmp(x.iter().copied(), y.iter().copied()).then_with(|| files[*a].1.cmp(&files[*b].1))
+    });
+    let new = keyed.into_iter().map(|(_, i)| i);
+    for (subdir, name) in new.map(|i| files[i].clone()) {
         let uid = list.next_uid;
         list.next_uid = list.next_uid.saturating_add(1);
         messages.push((uid, subdir, name.clone()));
@@ -396,7 +405,7 @@ pub(crate) fn sync_locked(
         // Another program may have changed the list meanwhile (under the same lock): then it
         // and the folder are read again. Files that came or went since they were listed are
         // seen at the next sync, which keeps the UIDs handed out here.
-        if list_stamp.is_none() || fs.stamp(&list_path)? != list_stamp {
+        if fs.stamp(&list_path)? != list_stamp {
             merged = merge(read_list(fs, &list_path)?, &scan(fs, dir)?, now_secs);
         }
         if merged.changed {
@@ -578,23 +587,32 @@ mod tests {
 
 /// Compares names with runs of digits taken as numbers: `1.Q9.h` < `1.Q10.h`.
 pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    fn runs(s: &str) -> impl Iterator<Item = (bool, &str)> {
-        let mut rest = s;
-        std::iter::from_fn(move || {
-            let first = rest.chars().next()?;
-            let digit = first.is_ascii_digit();
-            let end = rest
-                .find(|c: char| c.is_ascii_digit() != digit)
-                .unwrap_or(rest.len());
-            let (run, tail) = rest.split_at(end);
-            rest = tail;
-            Some((digit, run))
-        })
-    }
-    let (mut x, mut y) = (runs(a), runs(b));
+    runs_cmp(name_runs(a), name_runs(b)).then_with(|| a.cmp(b))
+}
+
+/// The runs of digits and of other characters of a name: (digits?, run).
+fn name_runs(s: &str) -> impl Iterator<Item = (bool, &str)> {
+    let mut rest = s;
+    std::iter::from_fn(move || {
+        let first = rest.chars().next()?;
+        let digit = first.is_ascii_digit();
+        let end = rest
+            .find(|c: char| c.is_ascii_digit() != digit)
+            .unwrap_or(rest.len());
+        let (run, tail) = rest.split_at(end);
+        rest = tail;
+        Some((digit, run))
+    })
+}
+
+/// [`natural_cmp`] on runs, `Equal` where it falls back to the text.
+fn runs_cmp<'a>(
+    mut x: impl Iterator<Item = (bool, &'a str)>,
+    mut y: impl Iterator<Item = (bool, &'a str)>,
+) -> std::cmp::Ordering {
     loop {
         match (x.next(), y.next()) {
-            (None, None) => return a.cmp(b),
+            (None, None) => return std::cmp::Ordering::Equal,
             (None, Some(_)) => return std::cmp::Ordering::Less,
             (Some(_), None) => return std::cmp::Ordering::Greater,
             (Some((true, p)), Some((true, q))) => {
