@@ -678,7 +678,9 @@ fn changes_agree_with_dovecot() {
 /// Figures, not a pass/fail test (run it with `--ignored --nocapture`; `IMAP_FIGURES_N` sets
 /// the number of messages, 20,000 by default): a Maildir of N messages is written straight
 /// into Alice's INBOX, then SELECT (first and again), NOOP, FETCH 1:* (FLAGS), UID FETCH and
-/// two SEARCHes are timed through Petrel, then through Dovecot on a copy of the same Maildir.
+/// two SEARCHes are timed through Petrel, then through Dovecot on a copy of the same Maildir;
+/// then NOOP after one delivery, SELECT again, and NOOP after a flag change by another program
+/// (Petrel must report the new message and the new flags).
 #[test]
 #[ignore = "figures for the report, slow"]
 fn imap_figures_beside_dovecot() {
@@ -722,13 +724,83 @@ fn imap_figures_beside_dovecot() {
             s.cafile().display()
         ],
     );
+    // Then a refresh after one delivery and after a flag change by another program.
+    let script = tmp.path().join("imap_changes_timing.py");
+    std::fs::write(&script, CHANGES_TIMING).unwrap();
+    let changes = |args: Vec<String>| {
+        let out = std::process::Command::new("python3")
+            .arg(&script)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let petrel_changes = changes(sargs![
+        s.port(Listener::Imaps),
+        ALICE.address,
+        ALICE.password,
+        inbox.display(),
+        s.cafile().display()
+    ]);
     let d = Dovecot::start(&[DovecotUser::new(ALICE.address, ALICE.password, &copy)]);
     let dovecot_figures = python(
         "imap_timing.py",
         sargs![d.imap_port, ALICE.address, ALICE.password],
     );
+    let dovecot_changes = changes(sargs![
+        d.imap_port,
+        ALICE.address,
+        ALICE.password,
+        copy.display()
+    ]);
     eprintln!(
-        "{n} messages\nPetrel ({}):\n{petrel_figures}\nDovecot 2.3:\n{dovecot_figures}",
+        "{n} messages\nPetrel ({}):\n{petrel_figures}{petrel_changes}\nDovecot 2.3:\n{dovecot_figures}{dovecot_changes}",
         s.runtime().as_str()
     );
+    assert!(petrel_changes.contains("seen: EXISTS"), "{petrel_changes}");
+    assert!(petrel_changes.contains("seen: FLAGS"), "{petrel_changes}");
 }
+
+/// The second part of [`imap_figures_beside_dovecot`]: after SELECT and a quiet spell, one
+/// message is dropped into `new/` and NOOP and SELECT are timed, then another program flags a
+/// message (renames its file) and NOOP is timed. Args: PORT USER PASSWORD MAILDIR [CAFILE].
+const CHANGES_TIMING: &str = r#"
+import imaplib, os, ssl, sys, time
+port, user, pw, maildir = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+if len(sys.argv) > 5:
+    ctx = ssl.create_default_context(cafile=sys.argv[5]); ctx.check_hostname = False
+    c = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=ctx)
+else:
+    c = imaplib.IMAP4("127.0.0.1", port)
+c.login(user, pw)
+def t(name, f):
+    s = time.monotonic(); r = f(); e = time.monotonic() - s
+    print("%-28s %.3f s" % (name, e)); return r
+c.select("INBOX")
+time.sleep(3)
+t("NOOP (quiet, before change)", lambda: c.noop())
+for sub in ("tmp", "new"):
+    os.makedirs(os.path.join(maildir, sub), exist_ok=True)
+body = b"From: a@example.com\r\nSubject: new\r\n\r\nhello\r\n"
+name = "1800000000.P9Q1R0000beef.other,S=%d" % len(body)
+with open(os.path.join(maildir, "tmp", name), "wb") as f:
+    f.write(body)
+os.rename(os.path.join(maildir, "tmp", name), os.path.join(maildir, "new", name))
+t("NOOP (after one delivery)", lambda: c.noop())
+if c.untagged_responses.get("EXISTS"):
+    print("seen: EXISTS")
+c.untagged_responses.clear()
+t("SELECT (after one delivery)", lambda: c.select("INBOX"))
+cur = os.path.join(maildir, "cur")
+victim = next(n for n in sorted(os.listdir(cur)) if n.endswith(":2,S"))
+os.rename(os.path.join(cur, victim), os.path.join(cur, victim[:-1] + "FS"))
+t("NOOP (after a flag change)", lambda: c.noop())
+if c.untagged_responses.get("FETCH"):
+    print("seen: FLAGS")
+c.logout()
+"#;
