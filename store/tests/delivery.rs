@@ -213,7 +213,7 @@ fn concurrent_commits_all_land() {
                             prepend: vec![],
                             refusals: Refusals::AllOrNotice,
                             junk: false,
-                                edits: Vec::new(),
+                            edits: Vec::new(),
                         }),
                         Completion::Durable(_)
                     ));

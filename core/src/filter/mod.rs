@@ -145,8 +145,8 @@ pub trait ScannerClient: Send + std::fmt::Debug {
     fn verdict(&self) -> Option<&Verdict>;
 }
 
-pub mod milter;
 pub mod clamd;
+pub mod milter;
 pub mod rspamd;
 pub mod scan;
 pub mod spamd;

@@ -14,6 +14,6 @@ pub mod request;
 pub mod response;
 pub mod search;
 pub mod sequence;
-pub mod sort;
 pub mod session;
+pub mod sort;
 pub mod structure;
