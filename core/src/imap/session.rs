@@ -1949,11 +1949,11 @@ impl ImapSession {
             }
             (Pending::Read, ImapAnswer::Data(bytes)) => {
                 let limit = self.config.max_message_size as usize;
-                let done = bytes.is_empty();
+                let mut done = bytes.is_empty();
                 if let Some(job) = &mut self.job {
-                    let buf = match job {
-                        Job::Fetch(j) => &mut j.buf,
-                        Job::Search(j) => &mut j.buf,
+                    let (buf, uid) = match job {
+                        Job::Fetch(j) => (&mut j.buf, j.uids.get(j.pos)),
+                        Job::Search(j) => (&mut j.buf, j.uids.get(j.pos)),
                     };
                     if buf.len() + bytes.len() > limit {
                         let tag = match self.job.take() {
@@ -1964,6 +1964,16 @@ impl ImapSession {
                         return self.tagged(&tag, "NO", "[LIMIT] Message too large to read.");
                     }
                     buf.extend_from_slice(&bytes);
+                    // The store serves exactly RFC822.SIZE bytes (as a streamed FETCH relies on
+                    // too): once they are all here, the empty read that marks the end would
+                    // only cost another request (a SEARCH SUBJECT asked two per message).
+                    if let Some(sel) = &self.selected
+                        && let Some(i) = uid.and_then(|&u| sel.index_of(u))
+                        && sel.snap.messages[i].size > 0
+                        && buf.len() as u64 >= sel.snap.messages[i].size
+                    {
+                        done = true;
+                    }
                 }
                 if done {
                     self.job_message();
