@@ -638,8 +638,18 @@ impl Store {
         let all = self.folders_of(root)?;
         let subs = self.subscriptions(root)?;
         let subscribed = |n: &str| subs.iter().any(|s| s == n || (is_inbox(s) && is_inbox(n)));
+        // With subscribed_only, the parents of subscribed folders come too (marked as not
+        // subscribed), so LIST (SUBSCRIBED RECURSIVEMATCH) can report them with CHILDINFO.
         let mut names: Vec<String> = if subscribed_only {
-            subs.clone()
+            let mut names = subs.clone();
+            for s in &subs {
+                let mut parent = s.as_str();
+                while let Some(i) = parent.rfind('/') {
+                    parent = &parent[..i];
+                    names.push(parent.to_string());
+                }
+            }
+            names
         } else {
             all.keys().cloned().collect()
         };
@@ -671,6 +681,7 @@ impl Store {
             }
             out.push(FolderInfo {
                 subscribed: subscribed(&name),
+                subscribed_children: subs.iter().any(|s| s.starts_with(&child)),
                 name,
                 attributes,
             });

@@ -2977,6 +2977,7 @@ impl FakeFolders {
                             name: n.clone(),
                             attributes: Vec::new(),
                             subscribed: f.subscribed,
+                            subscribed_children: false,
                         })
                         .collect(),
                 )

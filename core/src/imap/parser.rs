@@ -1219,8 +1219,12 @@ impl<'a> Cursor<'a> {
                     other => return Err(format!("Unknown selection option {other}")),
                 })
             })?;
-            // RFC 5258 3: RECURSIVEMATCH needs another option to qualify.
-            if select.iter().all(|s| *s == ListSelect::RecursiveMatch) && !select.is_empty() {
+            // RFC 5258 3: RECURSIVEMATCH needs another option to qualify (REMOTE does not).
+            if select.contains(&ListSelect::RecursiveMatch)
+                && select
+                    .iter()
+                    .all(|s| matches!(s, ListSelect::RecursiveMatch | ListSelect::Remote))
+            {
                 return Err("RECURSIVEMATCH needs another selection option".into());
             }
             self.sp()?;

@@ -24,7 +24,8 @@ pub enum ImapRequest {
     List {
         /// The pattern, reference name already prefixed.
         pattern: String,
-        /// Only subscribed folders (LSUB, `LIST (SUBSCRIBED)`).
+        /// Only subscribed folders (LSUB, `LIST (SUBSCRIBED)`), plus the parents of subscribed
+        /// folders with `subscribed: false`, for `RECURSIVEMATCH`.
         subscribed_only: bool,
     },
     /// Counters of a folder. Answer: [`ImapAnswer::Status`] or `No("[NONEXISTENT] ...")`.
@@ -160,6 +161,8 @@ pub struct FolderInfo {
     pub attributes: Vec<String>,
     /// Subscribed.
     pub subscribed: bool,
+    /// Some folder below this one is subscribed (LIST-EXTENDED `CHILDINFO ("SUBSCRIBED")`).
+    pub subscribed_children: bool,
 }
 
 /// STATUS counters.

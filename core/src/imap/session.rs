@@ -302,6 +302,9 @@ pub struct ImapSession {
     list_status: Option<(Vec<StatusItem>, Vec<String>)>,
     /// LIST (SPECIAL-USE) (RFC 6154): only folders with a special-use attribute.
     list_special_only: bool,
+    /// LIST (... RECURSIVEMATCH): parents of matching subscribed folders are listed too, with
+    /// `CHILDINFO ("SUBSCRIBED")` (RFC 5258 3.5).
+    list_recursive: bool,
     errors: u32,
     auth_failures: u32,
     deadline: Instant,
@@ -335,6 +338,7 @@ impl ImapSession {
             aborts: Vec::new(),
             list_status: None,
             list_special_only: false,
+            list_recursive: false,
             errors: 0,
             auth_failures: 0,
             idle_next: None,
@@ -403,6 +407,7 @@ impl ImapSession {
             "CONDSTORE",
             "QRESYNC",
             "MULTIAPPEND",
+            "LIST-EXTENDED",
             "LIST-STATUS",
             "SORT",
             "SORT=DISPLAY",
@@ -609,6 +614,7 @@ impl ImapSession {
                 }
                 let lsub = select.contains(&ListSelect::Subscribed);
                 self.list_special_only = select.contains(&ListSelect::SpecialUse);
+                self.list_recursive = select.contains(&ListSelect::RecursiveMatch);
                 let show_subscribed = lsub || returns.contains(&ListReturn::Subscribed);
                 self.list_status = returns.iter().find_map(|r| match r {
                     ListReturn::Status(items) => Some((items.clone(), Vec::new())),
@@ -618,6 +624,7 @@ impl ImapSession {
             }
             CommandKind::Lsub { reference, pattern } => {
                 self.list_special_only = false;
+                self.list_recursive = false;
                 self.list(tag, &reference, vec![pattern], true, true, true)
             }
             CommandKind::Status { mailbox, items } => match self.folder_name(&mailbox) {
@@ -1765,6 +1772,11 @@ impl ImapSession {
                     {
                         continue;
                     }
+                    // The store lists the parents of subscribed folders too; only
+                    // RECURSIVEMATCH shows those that are not subscribed themselves.
+                    if subscribed_only && !f.subscribed && !self.list_recursive {
+                        continue;
+                    }
                     let mut attrs = f.attributes.clone();
                     if show_subscribed && f.subscribed && !lsub {
                         attrs.push("\\Subscribed".into());
@@ -1776,6 +1788,9 @@ impl ImapSession {
                     )
                     .into_bytes();
                     l.extend_from_slice(&self.name_string(&f.name));
+                    if self.list_recursive && f.subscribed_children {
+                        l.extend_from_slice(b" (\"CHILDINFO\" (\"SUBSCRIBED\"))");
+                    }
                     l.extend_from_slice(b"\r\n");
                     self.outbox.out.extend_from_slice(&l);
                     let selectable = !f.attributes.iter().any(|a| {

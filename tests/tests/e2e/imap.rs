@@ -11,7 +11,8 @@ both_runtimes!(
     imaplib_session_over_implicit_tls,
     idle_sees_smtp_delivery_and_other_session_within_a_second,
     bad_input_is_answered_and_the_server_carries_on,
-    qresync_reports_vanished_uids
+    qresync_reports_vanished_uids,
+    list_extended_recursivematch_reports_subscribed_children
 );
 
 fn imap_server(rt: Runtime) -> Server {
@@ -281,4 +282,79 @@ fn qresync_reports_vanished_uids(rt: Runtime) {
     assert!(!out.contains("NOOP * 1 EXPUNGE"), "{out}");
     assert!(out.contains("RESYNC * VANISHED (EARLIER) 1\n"), "{out}");
     assert!(out.contains("FETCH * VANISHED (EARLIER) 1\n"), "{out}");
+}
+
+/// LIST-EXTENDED (RFC 5258 3.5): with SUBSCRIBED RECURSIVEMATCH, a folder that is not
+/// subscribed but has a subscribed child is listed with `CHILDINFO ("SUBSCRIBED")`; without
+/// RECURSIVEMATCH it is not listed; RECURSIVEMATCH alone or with only REMOTE is BAD.
+fn list_extended_recursivematch_reports_subscribed_children(rt: Runtime) {
+    let s = imap_server(rt);
+    let dir = tempfile::tempdir().unwrap();
+    let commands = dir.path().join("commands");
+    std::fs::write(
+        &commands,
+        "CREATE Lists/rust\n\
+         CREATE Other\n\
+         SUBSCRIBE Lists/rust\n\
+         LIST (SUBSCRIBED RECURSIVEMATCH) \"\" \"%\"\n\
+         LIST (SUBSCRIBED) \"\" \"%\"\n\
+         LIST (SUBSCRIBED RECURSIVEMATCH) \"\" \"*\"\n\
+         LIST (RECURSIVEMATCH) \"\" \"%\"\n\
+         LIST (REMOTE RECURSIVEMATCH) \"\" \"%\"\n",
+    )
+    .unwrap();
+    let out = python(
+        "imap_commands.py",
+        sargs![
+            "--port",
+            s.port(Listener::Imaps),
+            "--tls",
+            "--cafile",
+            s.cafile().display(),
+            "--user",
+            ALICE.address,
+            "--password",
+            ALICE.password,
+            "--commands",
+            commands.display(),
+        ],
+    );
+    let section = |cmd: &str| -> String {
+        let start = out
+            .find(&format!("== {cmd}\n"))
+            .unwrap_or_else(|| panic!("{cmd} missing: {out}"));
+        let rest = &out[start + cmd.len() + 4..];
+        rest[..rest.find("== ").unwrap_or(rest.len())].to_string()
+    };
+    let recursive = section("LIST (SUBSCRIBED RECURSIVEMATCH) \"\" \"%\"");
+    assert!(recursive.contains("-> OK"), "{out}");
+    let parent = recursive
+        .lines()
+        .find(|l| l.contains(" Lists "))
+        .unwrap_or_else(|| panic!("the unsubscribed parent is listed: {out}"));
+    assert!(
+        parent.ends_with(" Lists (\"CHILDINFO\" (\"SUBSCRIBED\"))")
+            && !parent.contains("\\Subscribed"),
+        "{out}"
+    );
+    assert!(recursive.contains("* LIST (\\Subscribed) Sent\n"), "{out}");
+    assert!(!recursive.contains("Other"), "{out}");
+    assert!(
+        !recursive.contains("Lists/rust"),
+        "% stops at the first level: {out}"
+    );
+    let plain = section("LIST (SUBSCRIBED) \"\" \"%\"");
+    assert!(plain.contains("-> OK"), "{out}");
+    assert!(!plain.contains("Lists"), "{out}");
+    let deep = section("LIST (SUBSCRIBED RECURSIVEMATCH) \"\" \"*\"");
+    assert!(deep.contains("* LIST (\\Subscribed) Lists/rust\n"), "{out}");
+    assert!(deep.contains("CHILDINFO"), "{out}");
+    assert!(
+        section("LIST (RECURSIVEMATCH) \"\" \"%\"").contains("-> BAD"),
+        "{out}"
+    );
+    assert!(
+        section("LIST (REMOTE RECURSIVEMATCH) \"\" \"%\"").contains("-> BAD"),
+        "{out}"
+    );
 }
