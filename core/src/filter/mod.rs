@@ -147,6 +147,7 @@ pub trait ScannerClient: Send + std::fmt::Debug {
 
 pub mod clamd;
 pub mod milter;
+mod reply;
 pub mod rspamd;
 pub mod scan;
 pub mod spamd;

@@ -403,13 +403,7 @@ impl ScannerClient for RspamdClient {
         if self.verdict.is_some() {
             return Ok(());
         }
-        if !self.sent {
-            return Err(ScanError("rspamd spoke before the request".into()));
-        }
-        self.reply.extend_from_slice(bytes);
-        if self.reply.len() > MAX_REPLY {
-            return Err(ScanError("rspamd: reply too long".into()));
-        }
+        super::reply::take("rspamd", self.sent, &mut self.reply, bytes, MAX_REPLY)?;
         self.try_parse(false).map(|_| ())
     }
 
@@ -417,15 +411,8 @@ impl ScannerClient for RspamdClient {
         if self.verdict.is_some() {
             return Ok(());
         }
-        if self.reply.is_empty() {
-            return Err(ScanError(
-                "rspamd closed the connection without a reply".into(),
-            ));
-        }
-        match self.try_parse(true)? {
-            true => Ok(()),
-            false => Err(ScanError("rspamd closed the connection mid-reply".into())),
-        }
+        let empty = self.reply.is_empty();
+        super::reply::at_eof("rspamd", empty, || self.try_parse(true))
     }
 
     fn verdict(&self) -> Option<&Verdict> {

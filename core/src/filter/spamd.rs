@@ -256,13 +256,7 @@ impl ScannerClient for SpamdClient {
         if self.verdict.is_some() {
             return Ok(());
         }
-        if !self.sent {
-            return Err(ScanError("spamd spoke before the request".into()));
-        }
-        self.reply.extend_from_slice(bytes);
-        if self.reply.len() > MAX_REPLY {
-            return Err(ScanError("spamd: reply too long".into()));
-        }
+        super::reply::take("spamd", self.sent, &mut self.reply, bytes, MAX_REPLY)?;
         self.try_parse(false).map(|_| ())
     }
 
@@ -270,15 +264,8 @@ impl ScannerClient for SpamdClient {
         if self.verdict.is_some() {
             return Ok(());
         }
-        if self.reply.is_empty() {
-            return Err(ScanError(
-                "spamd closed the connection without a reply".into(),
-            ));
-        }
-        match self.try_parse(true)? {
-            true => Ok(()),
-            false => Err(ScanError("spamd closed the connection mid-reply".into())),
-        }
+        let empty = self.reply.is_empty();
+        super::reply::at_eof("spamd", empty, || self.try_parse(true))
     }
 
     fn verdict(&self) -> Option<&Verdict> {
