@@ -213,6 +213,25 @@ impl Pump {
         self.feed(now);
     }
 
+    /// The folder the session waits on now (IMAP IDLE), as owner and name; see
+    /// [`Session::watched_folder`]. A runtime that watches it calls [`Pump::folder_changed`]
+    /// once the watch is set up and again on every change, and stops watching when this
+    /// becomes `None` or names another folder.
+    pub fn watched_folder(&self) -> Option<(&crate::effect::UserId, &str)> {
+        if self.closed.is_some() {
+            return None;
+        }
+        self.session.watched_folder()
+    }
+
+    /// The folder from [`Pump::watched_folder`] is watched (`changed` false: the watch was just
+    /// set up) or may have changed (`changed` true); the session looks at it. Harmless at any
+    /// other time.
+    pub fn folder_changed(&mut self, now: Instant, changed: bool) {
+        self.session.handle_folder_changed(now, changed);
+        self.feed(now);
+    }
+
     /// The TLS handshake asked for by [`Action::StartTls`] succeeded.
     pub fn tls_established(&mut self, now: Instant, info: TlsInfo) {
         self.session.handle_tls_established(now, info);

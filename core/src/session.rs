@@ -87,4 +87,19 @@ pub trait Session {
     /// message chunks). Bounded by the session's limits whatever the peer does; the simulator
     /// checks it after every step.
     fn buffered_bytes(&self) -> usize;
+
+    /// The folder whose changes the session is waiting to report now (IMAP IDLE), as owner and
+    /// name of [`Effect::Imap`]. A runtime that can watch folders watches it and calls
+    /// [`Session::handle_folder_changed`]; one that cannot ignores it and the session polls.
+    /// Sessions that never wait on a folder keep the default, `None`.
+    fn watched_folder(&self) -> Option<(&crate::effect::UserId, &str)> {
+        None
+    }
+    /// The runtime watches the folder from [`Session::watched_folder`]: `changed` is true when
+    /// it may have changed, false right after the watch was set up (changes before it were
+    /// not seen). The session looks now and, trusting the runtime to call again on every
+    /// change, polls only as a safety net. Calls at any other time are ignored.
+    fn handle_folder_changed(&mut self, now: Instant, changed: bool) {
+        let _ = (now, changed);
+    }
 }

@@ -1146,6 +1146,110 @@ fn idle_refreshes_only_when_the_stamp_changes() {
     assert_eq!(changed, 6, "{:?}", store.requests);
 }
 
+/// IDLE push: a runtime that watches the folder the session names in `watched_folder` (only
+/// while in IDLE with a folder selected) tells it when the watch is set up (the session then
+/// compares the stamp) and on every change (the session fetches a snapshot even though the
+/// stamp looks unchanged); the session then polls only every `idle_push_poll`. Pokes outside
+/// IDLE do nothing; a poke while a request is outstanding is looked at once it is answered.
+#[test]
+fn idle_looks_when_poked_and_not_otherwise() {
+    let mut store = FakeStore {
+        stamp: 7,
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let session = ImapSession::new(Arc::new(config()), peer(true), start);
+    let mut pump = Pump::new(Box::new(session));
+    let mut t = String::new();
+    let now = start;
+    drive_idle(
+        &mut pump,
+        now,
+        &[LOGIN, b"a1 SELECT INBOX\r\n"].concat(),
+        &mut store,
+        &mut t,
+    );
+    // Selected but not idling: nothing to watch, and a poke does nothing.
+    assert_eq!(pump.watched_folder(), None);
+    let requests = store.requests.len();
+    pump.folder_changed(now, true);
+    drive_idle(&mut pump, now, b"", &mut store, &mut t);
+    assert_eq!(store.requests.len(), requests, "{:?}", store.requests);
+    let d = drive_idle(&mut pump, now, b"a2 IDLE\r\n", &mut store, &mut t).unwrap();
+    assert_eq!(
+        d - now,
+        Duration::from_millis(500),
+        "unwatched: the short poll"
+    );
+    let (user, folder) = pump.watched_folder().expect("IDLE watches its folder");
+    assert_eq!((user.0.as_str(), folder), ("alice", "INBOX"));
+    // The watch is set up: the stamp is compared (new to the session: one refresh), and from
+    // now on the poll is the long safety net.
+    let requests = store.requests.len();
+    pump.folder_changed(now, false);
+    let d = drive_idle(&mut pump, now, b"", &mut store, &mut t).unwrap();
+    assert_eq!(d - now, Duration::from_secs(30));
+    assert_eq!(store.requests[requests..], ["Changed", "Refresh"]);
+    assert_eq!(store.refreshes, 1);
+    // Nothing reported, nothing looked at: a timer firing early, input-less wake-ups.
+    let requests = store.requests.len();
+    pump.timeout(now + Duration::from_secs(1));
+    drive_idle(&mut pump, now, b"", &mut store, &mut t);
+    assert_eq!(store.requests.len(), requests, "{:?}", store.requests);
+    // A change reported with the stamp unchanged (two changes within one mtime tick): the
+    // session fetches a snapshot anyway and the new message shows at once.
+    store
+        .folders
+        .get_mut("INBOX")
+        .unwrap()
+        .add(b"Subject: pushed\r\n\r\nx\r\n", &[], 900_000_100);
+    pump.folder_changed(now, true);
+    drive_idle(&mut pump, now, b"", &mut store, &mut t);
+    assert_eq!(store.refreshes, 2);
+    assert!(t.ends_with("* 4 EXISTS\r\n"), "{t}");
+    // A change reported while the session waits for the store: looked at after the answer.
+    store
+        .folders
+        .get_mut("INBOX")
+        .unwrap()
+        .add(b"Subject: during\r\n\r\nx\r\n", &[], 900_000_200);
+    pump.folder_changed(now, false);
+    let petrel_core::Action::Execute(id, e) = pump.next_action() else {
+        panic!("the poke asks the store");
+    };
+    pump.folder_changed(now, true);
+    let c = store.execute(e);
+    pump.complete(now, id, c);
+    drive_idle(&mut pump, now, b"", &mut store, &mut t);
+    // (The stamp was unknown after the pushed refresh, so the comparison refreshed too.)
+    assert_eq!(store.refreshes, 4);
+    assert_eq!(
+        store.requests[store.requests.len() - 3..],
+        ["Changed", "Refresh", "Refresh"]
+    );
+    assert!(t.ends_with("* 5 EXISTS\r\n"), "{t}");
+    // The safety net: after 30 s without news the stamp is compared again (a refresh the
+    // first time, since a pushed refresh leaves the stamp unknown), then only compared.
+    let requests = store.requests.len();
+    pump.timeout(now + Duration::from_secs(30));
+    drive_idle(&mut pump, now, b"", &mut store, &mut t);
+    pump.timeout(now + Duration::from_secs(60));
+    drive_idle(&mut pump, now, b"", &mut store, &mut t);
+    assert_eq!(
+        store.requests[requests..],
+        ["Changed", "Refresh", "Changed"]
+    );
+    // DONE: nothing watched any more, and a poke does nothing.
+    drive_idle(&mut pump, now, b"DONE\r\n", &mut store, &mut t);
+    assert!(t.ends_with("a2 OK Idle completed.\r\n"), "{t}");
+    assert_eq!(pump.watched_folder(), None);
+    let requests = store.requests.len();
+    pump.folder_changed(now, true);
+    drive_idle(&mut pump, now, b"", &mut store, &mut t);
+    assert_eq!(store.requests.len(), requests, "{:?}", store.requests);
+    assert_eq!(store.refreshes, 5);
+}
+
 /// QRESYNC (RFC 7162): ENABLE, VANISHED instead of EXPUNGE, SELECT (QRESYNC ...) with
 /// VANISHED (EARLIER) and the changed flags, UID FETCH (CHANGEDSINCE m VANISHED).
 #[test]

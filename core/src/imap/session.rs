@@ -38,10 +38,16 @@ pub struct ImapConfig {
     pub hostname: String,
     /// Autologout: how long a client may be silent (RFC 9051 5.4: at least 30 minutes).
     pub command_timeout: Duration,
-    /// How often the folder is looked at during IDLE. Each look is a cheap
-    /// [`ImapRequest::Changed`] (two directory stats in the store); a snapshot is fetched only
-    /// when that says the folder changed, so this can be short: changes show within it.
+    /// How often the folder is looked at during IDLE when the runtime does not watch it. Each
+    /// look is a cheap [`ImapRequest::Changed`] (two directory stats in the store); a snapshot
+    /// is fetched only when that says the folder changed, so this can be short: changes show
+    /// within it.
     pub idle_poll: Duration,
+    /// How often the folder is looked at during IDLE when the runtime watches it and reports
+    /// every change ([`Session::handle_folder_changed`]): only a safety net for changes a watch
+    /// cannot see (another host writing over a network filesystem), so it is long and idle
+    /// sessions cost nothing.
+    pub idle_push_poll: Duration,
     /// Allow LOGIN and AUTHENTICATE without TLS from loopback clients.
     pub allow_plaintext_on_loopback: bool,
     /// STARTTLS can be offered (a certificate is configured, the listener is not implicit TLS).
@@ -67,6 +73,7 @@ impl ImapConfig {
             hostname: hostname.to_string(),
             command_timeout: Duration::from_secs(30 * 60),
             idle_poll: Duration::from_millis(500),
+            idle_push_poll: Duration::from_secs(30),
             allow_plaintext_on_loopback: false,
             starttls: true,
             auth_failure_delay: Duration::from_secs(1),
@@ -309,6 +316,11 @@ pub struct ImapSession {
     auth_failures: u32,
     deadline: Instant,
     idle_next: Option<Instant>,
+    /// This IDLE's folder is watched by the runtime: poll only every `idle_push_poll`.
+    idle_pushed: bool,
+    /// A look the runtime asked for while a request was outstanding, done once it is answered:
+    /// `true` to fetch a snapshot (the folder changed), `false` to compare the stamp.
+    idle_poke: Option<bool>,
     delayed: Option<(Instant, String)>,
     ending: Option<CloseReason>,
     shutting_down: bool,
@@ -342,6 +354,8 @@ impl ImapSession {
             errors: 0,
             auth_failures: 0,
             idle_next: None,
+            idle_pushed: false,
+            idle_poke: None,
             delayed: None,
             ending: None,
             shutting_down: false,
@@ -601,6 +615,8 @@ impl ImapSession {
                 self.parser.expect_line();
                 self.phase = Phase::Idle(tag);
                 self.idle_next = Some(now + self.config.idle_poll);
+                self.idle_pushed = false;
+                self.idle_poke = None;
             }
             CommandKind::List {
                 select,
@@ -2331,6 +2347,8 @@ impl ImapSession {
                 }
                 Phase::Idle(tag) => {
                     self.idle_next = None;
+                    self.idle_pushed = false;
+                    self.idle_poke = None;
                     if line.eq_ignore_ascii_case(b"DONE") {
                         self.tagged(&tag, "OK", "Idle completed.");
                     } else {
@@ -2371,6 +2389,34 @@ impl ImapSession {
             }
             self.closed = true;
             self.outbox.push(Event::Closed { reason });
+            return;
+        }
+        // A change reported while a request was outstanding is looked at now.
+        if !self.busy()
+            && matches!(self.phase, Phase::Idle(_))
+            && let Some(changed) = self.idle_poke.take()
+        {
+            self.idle_look(changed);
+        }
+    }
+
+    /// The time between looks at the folder during this IDLE.
+    fn idle_interval(&self) -> Duration {
+        if self.idle_pushed {
+            self.config.idle_push_poll
+        } else {
+            self.config.idle_poll
+        }
+    }
+
+    /// IDLE: looks at the selected folder, by its stamp (`changed` false) or, when a change is
+    /// known, by a fresh snapshot (a change the runtime saw is looked at even if the stamp
+    /// looks the same: two changes within one mtime tick leave the same stamp).
+    fn idle_look(&mut self, changed: bool) {
+        if changed {
+            self.idle_refresh(0, None);
+        } else if let Some(folder) = self.selected.as_ref().map(|s| s.folder.clone()) {
+            self.imap(ImapRequest::Changed { folder }, Pending::Changed(None));
         }
     }
 
@@ -2442,10 +2488,8 @@ impl Session for ImapSession {
             && now >= at
             && matches!(self.phase, Phase::Idle(_))
         {
-            self.idle_next = Some(now + self.config.idle_poll);
-            if let Some(folder) = self.selected.as_ref().map(|s| s.folder.clone()) {
-                self.imap(ImapRequest::Changed { folder }, Pending::Changed(None));
-            }
+            self.idle_next = Some(now + self.idle_interval());
+            self.idle_look(false);
         }
         self.step();
     }
@@ -2528,6 +2572,29 @@ impl Session for ImapSession {
 
     fn is_closed(&self) -> bool {
         self.closed
+    }
+
+    fn watched_folder(&self) -> Option<(&UserId, &str)> {
+        match (&self.phase, &self.user, &self.selected) {
+            (Phase::Idle(_), Some(user), Some(sel)) if !self.closed && self.ending.is_none() => {
+                Some((user, sel.folder.as_str()))
+            }
+            _ => None,
+        }
+    }
+
+    fn handle_folder_changed(&mut self, now: Instant, changed: bool) {
+        if self.watched_folder().is_none() {
+            return;
+        }
+        self.idle_pushed = true;
+        self.idle_next = Some(now + self.config.idle_push_poll);
+        if self.busy() {
+            self.idle_poke = Some(self.idle_poke.unwrap_or(false) || changed);
+            return;
+        }
+        self.idle_look(changed);
+        self.step();
     }
 
     fn buffered_bytes(&self) -> usize {
