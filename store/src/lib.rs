@@ -29,6 +29,7 @@ pub mod transfer;
 pub mod uidlist;
 pub mod users;
 pub mod vacation;
+pub mod watch;
 
 pub use fs::{FileSystem, RealFs};
 pub use sieve_scripts::{active_script, user_data_dir};
