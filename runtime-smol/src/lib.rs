@@ -324,6 +324,36 @@ enum Woke {
     Read(io::Result<usize>),
     Deadline,
     Shutdown,
+    /// The watched folder changed; the subscription's new generation.
+    FolderChanged(u64),
+}
+
+/// A connection's watch of the folder its IMAP session waits on in IDLE. Small (10,000
+/// idling connections hold one each): the folder is remembered by a hash of its name.
+#[derive(Default)]
+struct FolderWatch {
+    /// A hash of whose folder and which the watch is for (kept also when none could be set up,
+    /// so a folder that cannot be watched is not tried again on every read).
+    key: Option<u64>,
+    sub: Option<petrel_store::watch::Subscription>,
+    /// The subscription's generation the session has been told about.
+    seen: u64,
+}
+
+impl FolderWatch {
+    fn key(wanted: Option<(&petrel_core::UserId, &str)>) -> Option<u64> {
+        use std::hash::{Hash, Hasher};
+        wanted.map(|(user, folder)| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (&user.0, folder).hash(&mut h);
+            h.finish()
+        })
+    }
+
+    /// Whether the watch no longer fits the folder the session waits on (or the watch ended).
+    fn is_stale(&self, wanted: Option<(&petrel_core::UserId, &str)>) -> bool {
+        self.sub.as_ref().is_some_and(|s| s.is_broken()) || Self::key(wanted) != self.key
+    }
 }
 
 /// Drives one connection to its end.
@@ -361,6 +391,8 @@ async fn serve(
     let mut told_shutdown = false;
     // An action the blocking pool already took from the pump (see the store arm below).
     let mut next: Option<Action> = None;
+    // The folder an IMAP session in IDLE waits on, watched instead of polled.
+    let mut watch = FolderWatch::default();
     let reason = loop {
         match next.take().unwrap_or_else(|| pump.next_action()) {
             Action::Write => {
@@ -376,19 +408,6 @@ async fn serve(
             }
             Action::Execute(req, petrel_core::Effect::Scan { conn, op }) => {
                 let completion = scanners.execute(id, conn, op).await;
-                pump.complete(Instant::now(), req, completion);
-            }
-            // IDLE's poll is two stats of directories in the dentry cache, microseconds: answered
-            // on the executor it saves two thread switches per poll, which were nearly all of
-            // the CPU that idle sessions cost (each polls twice a second).
-            Action::Execute(
-                req,
-                effect @ petrel_core::Effect::Imap {
-                    request: petrel_core::imap::request::ImapRequest::Changed { .. },
-                    ..
-                },
-            ) => {
-                let completion = shared.store.execute(effect);
                 pump.complete(Instant::now(), req, completion);
             }
             // Store requests go to the blocking pool, and the pump goes with them: the requests
@@ -431,6 +450,28 @@ async fn serve(
                 }
             }
             Action::Read { deadline } => {
+                // IMAP IDLE: watch the session's folder (inotify, store::watch) and tell the
+                // session when it changes; the session then polls only as a safety net, so an
+                // idle session costs nothing. Setting up a watch looks up paths: the blocking
+                // pool does it. A folder that cannot be watched is polled by the session.
+                if watch.is_stale(pump.watched_folder()) {
+                    watch.sub = None;
+                    watch.key = FolderWatch::key(pump.watched_folder());
+                    if let Some((user, folder)) = pump
+                        .watched_folder()
+                        .map(|(user, folder)| (user.clone(), folder.to_string()))
+                    {
+                        let store = shared.store.clone();
+                        watch.sub =
+                            blocking::unblock(move || store.watch_imap_folder(&user, &folder))
+                                .await;
+                        if let Some(sub) = &watch.sub {
+                            watch.seen = sub.generation();
+                            pump.folder_changed(Instant::now(), false);
+                            continue;
+                        }
+                    }
+                }
                 let read = async {
                     // A plain connection is read without waiting; when nothing is there the pump
                     // drops its buffers before the wait, so idle connections hold none.
@@ -466,13 +507,23 @@ async fn serve(
                     shared.stopped().await;
                     Woke::Shutdown
                 };
-                match read.or(timer).or(stop).await {
+                let changed = async {
+                    match &watch.sub {
+                        Some(sub) => Woke::FolderChanged(sub.changed(watch.seen).await),
+                        None => future::pending().await,
+                    }
+                };
+                match read.or(timer).or(stop).or(changed).await {
                     Woke::Read(Ok(0)) | Woke::Read(Err(_)) => pump.eof(Instant::now()),
                     Woke::Read(Ok(n)) => pump.received(Instant::now(), n),
                     Woke::Deadline => pump.timeout(Instant::now()),
                     Woke::Shutdown => {
                         told_shutdown = true;
                         pump.shutdown(Instant::now());
+                    }
+                    Woke::FolderChanged(generation) => {
+                        watch.seen = generation;
+                        pump.folder_changed(Instant::now(), true);
                     }
                 }
             }

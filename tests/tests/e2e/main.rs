@@ -45,6 +45,7 @@ mod fetch;
 mod filter;
 mod filter_faults;
 mod imap;
+mod imap_idle;
 mod inbound;
 mod limits;
 mod lmtp;
