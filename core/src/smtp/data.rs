@@ -64,20 +64,24 @@ impl DataReceiver {
                 // Inside a line every byte up to the next CR (bare LF included) is copied as it
                 // is: one slice copy instead of the state machine per byte (callgrind: this loop
                 // was three quarters of the instructions spent on a 100 KiB message).
+                // The run is copied through the first CR, which leaves the state at `Cr` as the
+                // byte-wise path would. `read_until` on a slice finds the CR with the C
+                // library's vectorised memchr (no IO happens: the reader is the slice itself);
+                // callgrind: a scalar `position` cost 4 instructions per byte, this well under 1.
                 let end = input.len().min(i.saturating_add(limit - out.len()));
-                let run = input[i..end]
-                    .iter()
-                    .position(|&b| b == b'\r')
-                    .unwrap_or(end - i);
-                if run > 0 {
-                    out.extend_from_slice(&input[i..i + run]);
-                    i += run;
-                    self.line_len += run;
-                    if self.line_len > MAX_TEXT_LINE + 2 {
-                        self.long_line = true;
-                    }
-                    continue;
+                let mut run = &input[i..end];
+                let Ok(n) = std::io::BufRead::read_until(&mut run, b'\r', out) else {
+                    unreachable!("reading from a slice cannot fail")
+                };
+                i += n;
+                self.line_len += n;
+                if self.line_len > MAX_TEXT_LINE + 2 {
+                    self.long_line = true;
                 }
+                if out.last() == Some(&b'\r') {
+                    self.state = State::Cr;
+                }
+                continue;
             }
             let b = input[i];
             i += 1;

@@ -33,6 +33,9 @@ const MAX_COMMAND_LINE: usize = 512;
 /// Output the session buffers before it stops consuming input (pipelined replies).
 const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 
+/// Buffer first given to a message's bytes when MAIL FROM declared no SIZE: most mail fits.
+const FIRST_CHUNK: usize = 16 * 1024;
+
 /// Where the session is in the conversation.
 #[derive(Debug)]
 enum Phase {
@@ -83,6 +86,8 @@ enum Pending {
 struct Body {
     tx: Option<TxId>,
     chunk: Vec<u8>,
+    /// The size MAIL FROM declared (RFC 1870), to size the first chunk's buffer.
+    size_hint: Option<u64>,
     size: u64,
     ended: bool,
     too_big: bool,
@@ -401,6 +406,7 @@ impl SmtpSession {
             accepted: Vec::new(),
             body: Body {
                 strip: self.header_filter(),
+                size_hint: size,
                 ..Body::default()
             },
         });
@@ -707,6 +713,16 @@ impl SmtpSession {
             return input.len();
         };
         let body = &mut tx.body;
+        if body.chunk.capacity() == 0 && !input.is_empty() {
+            // One allocation for the usual message instead of a doubling from 8 bytes
+            // (callgrind: six reallocs, each copying the body so far, per 4 KiB message).
+            let want = body.size_hint.map_or(FIRST_CHUNK, |s| {
+                usize::try_from(s)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(1024)
+            });
+            body.chunk.reserve(want.min(chunk_size));
+        }
         let before = body.chunk.len();
         let consumed = match &mut self.phase {
             Phase::Data(rx) => {
@@ -804,8 +820,13 @@ impl SmtpSession {
             if !scan_ready {
                 return;
             }
-            let bytes =
-                std::mem::replace(&mut body.chunk, Vec::with_capacity(chunk_size.min(8192)));
+            // A message that goes on fills whole chunks; one that ended needs no buffer more.
+            let next = if body.ended {
+                Vec::new()
+            } else {
+                Vec::with_capacity(chunk_size)
+            };
+            let bytes = std::mem::replace(&mut body.chunk, next);
             if let Some(scan) = &mut body.scan {
                 scan.body(&bytes);
             }
