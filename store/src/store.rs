@@ -26,7 +26,7 @@ use petrel_core::{
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Where and as whom the store writes.
@@ -89,11 +89,70 @@ fn crlf_line_ends<'a>(bytes: &'a [u8], last_cr: &mut bool) -> std::borrow::Cow<'
     result
 }
 
-/// A message being received.
+/// Most message octets one transaction holds in memory before its file is created: a typical
+/// message is written with one `write` at commit, and needs no trip to a blocking thread
+/// before it (see [`Store::execute_inline`]).
+const TX_BUFFER_MAX: usize = 64 * 1024;
+
+/// Most message octets all transactions together hold in memory; beyond it they write to
+/// their files as they receive.
+const TX_BUFFER_TOTAL: usize = 16 * 1024 * 1024;
+
+/// Message octets held in memory while the transaction has no file, counted against the
+/// store-wide budget ([`TX_BUFFER_TOTAL`]) for as long as they are held.
+struct Pending {
+    bytes: Vec<u8>,
+    budget: Arc<AtomicUsize>,
+}
+
+impl Pending {
+    /// Adds `more` if the transaction stays within [`TX_BUFFER_MAX`] and the store within its
+    /// budget; false (and nothing added) otherwise.
+    fn try_extend(&mut self, more: &[u8]) -> bool {
+        if self.bytes.len() + more.len() > TX_BUFFER_MAX {
+            return false;
+        }
+        let before = self.budget.fetch_add(more.len(), Ordering::Relaxed);
+        if before + more.len() > TX_BUFFER_TOTAL {
+            self.budget.fetch_sub(more.len(), Ordering::Relaxed);
+            return false;
+        }
+        self.bytes.extend_from_slice(more);
+        true
+    }
+
+    /// Inserts `more` at `at` whatever the limits (small: Return-Path, trace and prepended
+    /// header fields).
+    fn insert(&mut self, at: usize, more: &[u8]) {
+        self.budget.fetch_add(more.len(), Ordering::Relaxed);
+        self.bytes.splice(at..at, more.iter().copied());
+    }
+
+    /// The held octets, released from the budget.
+    fn take(&mut self) -> Vec<u8> {
+        let bytes = std::mem::take(&mut self.bytes);
+        self.budget.fetch_sub(bytes.len(), Ordering::Relaxed);
+        bytes
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.budget.fetch_sub(self.bytes.len(), Ordering::Relaxed);
+    }
+}
+
+/// A message being received. Its file in `tmp/` is created lazily: the first octets wait in
+/// `pending` until the message outgrows [`TX_BUFFER_MAX`] or is committed, so a transaction
+/// that is aborted early, or a crash before commit, leaves no file at all.
 struct OpenTx {
     envelope: Envelope,
+    /// The file's name in `tmp/` (it exists only once `file` is `Some`).
     path: PathBuf,
-    file: Box<dyn WriteFile>,
+    /// The open file, once created; until then the message is all in `pending`.
+    file: Option<Box<dyn WriteFile>>,
+    /// Octets not written yet (the whole message so far while `file` is `None`).
+    pending: Pending,
     size: u64,
     /// Length of the Return-Path line at the start of the file.
     return_path_len: usize,
@@ -108,6 +167,8 @@ pub struct Store {
     users: UserDb,
     pub(crate) sync: GroupSync,
     open: Mutex<HashMap<u64, Arc<Mutex<OpenTx>>>>,
+    /// Message octets all open transactions hold in memory (see [`Pending`]).
+    buffered: Arc<AtomicUsize>,
     pub(crate) counter: AtomicU64,
     pub(crate) folders: FolderLocks,
     maildrops: MaildropLocks,
@@ -166,6 +227,7 @@ impl Store {
             fs,
             sync: GroupSync::new(),
             open: Mutex::new(HashMap::new()),
+            buffered: Arc::new(AtomicUsize::new(0)),
             counter: AtomicU64::new(0),
             folders: FolderLocks::default(),
             maildrops: MaildropLocks::default(),
@@ -248,9 +310,10 @@ impl Store {
                     other => other,
                 },
             ),
-            Effect::LookupRecipient { address } => {
-                Completion::Recipient(self.users.lookup_recipient(&address))
-            }
+            Effect::LookupRecipient { address } => Completion::Recipient(
+                self.users
+                    .lookup_recipient_checked(&address, self.config.clock.unix_seconds()),
+            ),
             Effect::BeginMessage { envelope, trace } => self.begin(envelope, &trace),
             Effect::AppendChunk { tx, bytes } => match self.imap_append_chunk(tx, &bytes) {
                 Some(done) => done,
@@ -333,6 +396,59 @@ impl Store {
         }
     }
 
+    /// Answers `effect` from memory when that needs no file IO, so an async runtime can answer
+    /// it on its event loop instead of handing it to a blocking thread and back; otherwise
+    /// gives the effect back, to be passed to [`Store::execute`] off the event loop.
+    ///
+    /// Answered here: a recipient lookup for a known user when the user database was checked
+    /// within the current second; the start of a message (its file is created later); a chunk
+    /// that fits in the transaction's memory buffer; the abort of a transaction that has no
+    /// file yet. The answers are those [`Store::execute`] would give; nothing is acknowledged
+    /// as durable here.
+    // The effect comes back by value, as it went in: boxing it would cost an allocation on
+    // every request to spare a move of a couple hundred bytes.
+    #[allow(clippy::result_large_err)]
+    pub fn execute_inline(&self, effect: Effect) -> Result<Completion, Effect> {
+        match effect {
+            Effect::LookupRecipient { ref address } => {
+                match self
+                    .users
+                    .lookup_recipient_cached(address, self.config.clock.unix_seconds())
+                {
+                    Some(outcome) => Ok(Completion::Recipient(outcome)),
+                    None => Err(effect),
+                }
+            }
+            Effect::BeginMessage { envelope, trace } => Ok(self.begin(envelope, &trace)),
+            Effect::AppendChunk { tx, ref bytes } => match self.get(tx) {
+                Some(open) => {
+                    let mut open = open.lock().unwrap_or_else(PoisonError::into_inner);
+                    if self.buffer(&mut open, bytes) {
+                        Ok(Completion::Appended)
+                    } else {
+                        Err(effect)
+                    }
+                }
+                None => Err(effect),
+            },
+            Effect::Abort { tx } => {
+                let without_file = self.get(tx).is_some_and(|open| {
+                    open.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .file
+                        .is_none()
+                });
+                if without_file {
+                    self.abort(tx);
+                    Ok(Completion::Aborted)
+                } else {
+                    Err(effect)
+                }
+            }
+            other => Err(other),
+        }
+    }
+
     pub(crate) fn next_unique(&self, size: u64) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let random =
@@ -347,30 +463,24 @@ impl Store {
         )
     }
 
+    /// Starts a message: Return-Path and trace wait in memory; the file is created later.
     fn begin(&self, envelope: Envelope, trace: &[u8]) -> Completion {
         let path = self.config.data_dir.join("tmp").join(self.next_unique(0));
         let return_path = format!("Return-Path: <{}>\r\n", envelope.sender);
-        let result = (|| {
-            let mut file = self.fs.create_new(&path)?;
-            file.write_all(return_path.as_bytes())?;
-            file.write_all(trace)?;
-            Ok::<_, io::Error>(file)
-        })();
-        let file = match result {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = self.fs.remove_file(&path);
-                tracing::error!(session = %envelope.session, error = %e, "cannot create message file");
-                return temp(e.to_string());
-            }
+        let mut pending = Pending {
+            bytes: Vec::with_capacity(return_path.len() + trace.len() + 8192),
+            budget: self.buffered.clone(),
         };
+        pending.insert(0, return_path.as_bytes());
+        pending.insert(return_path.len(), trace);
         let id = self.counter.fetch_add(1, Ordering::Relaxed);
         let tx = OpenTx {
             size: (return_path.len() + trace.len()) as u64,
             return_path_len: return_path.len(),
             envelope,
             path,
-            file,
+            file: None,
+            pending,
             last_cr: false,
         };
         self.open
@@ -378,6 +488,46 @@ impl Store {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id, Arc::new(Mutex::new(tx)));
         Completion::Began(TxId(id))
+    }
+
+    /// Keeps `bytes` (line ends made CRLF) in the transaction's memory if it has no file yet
+    /// and they fit; false, with nothing changed, otherwise.
+    fn buffer(&self, open: &mut OpenTx, bytes: &[u8]) -> bool {
+        if open.file.is_some() {
+            return false;
+        }
+        let mut last_cr = open.last_cr;
+        let bytes = crlf_line_ends(bytes, &mut last_cr);
+        if !open.pending.try_extend(&bytes) {
+            return false;
+        }
+        open.last_cr = last_cr;
+        open.size += bytes.len() as u64;
+        true
+    }
+
+    /// Creates the transaction's file in `tmp/` if it has none yet, and writes what waited in
+    /// memory. On failure no file is left behind.
+    fn materialize(&self, open: &mut OpenTx) -> io::Result<()> {
+        if open.file.is_some() {
+            return Ok(());
+        }
+        let result = (|| {
+            let mut file = self.fs.create_new(&open.path)?;
+            file.write_all(&open.pending.take())?;
+            Ok::<_, io::Error>(file)
+        })();
+        match result {
+            Ok(file) => {
+                open.file = Some(file);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.fs.remove_file(&open.path);
+                tracing::error!(session = %open.envelope.session, error = %e, "cannot create message file");
+                Err(e)
+            }
+        }
     }
 
     fn get(&self, tx: TxId) -> Option<Arc<Mutex<OpenTx>>> {
@@ -405,12 +555,23 @@ impl Store {
             return temp("unknown transaction");
         };
         let mut open = open.lock().unwrap_or_else(PoisonError::into_inner);
-        let bytes = crlf_line_ends(bytes, &mut open.last_cr);
-        match open.file.write_all(&bytes) {
-            Ok(()) => {
-                open.size += bytes.len() as u64;
-                Completion::Appended
-            }
+        if self.buffer(&mut open, bytes) {
+            return Completion::Appended;
+        }
+        let written = self.materialize(&mut open).and_then(|()| {
+            let mut last_cr = open.last_cr;
+            let bytes = crlf_line_ends(bytes, &mut last_cr);
+            let file = open
+                .file
+                .as_mut()
+                .ok_or_else(|| io::Error::other("no file"))?;
+            file.write_all(&bytes)?;
+            open.last_cr = last_cr;
+            open.size += bytes.len() as u64;
+            Ok(())
+        });
+        match written {
+            Ok(()) => Completion::Appended,
             Err(e) => {
                 tracing::error!(session = %open.envelope.session, error = %e, "cannot write message");
                 temp(e.to_string())
@@ -420,8 +581,10 @@ impl Store {
 
     fn abort(&self, tx: TxId) {
         if let Some(open) = self.take(tx) {
-            drop(open.file);
-            let _ = self.fs.remove_file(&open.path);
+            if let Some(file) = open.file {
+                drop(file);
+                let _ = self.fs.remove_file(&open.path);
+            }
             tracing::info!(session = %open.envelope.session, id = %open.envelope.id, "transaction aborted");
         }
     }
@@ -438,7 +601,9 @@ impl Store {
             return temp("unknown transaction");
         };
         let result = self.make_durable(&mut open, prepend, edits, refusals, junk);
-        let _ = self.fs.remove_file(&open.path);
+        if open.file.is_some() {
+            let _ = self.fs.remove_file(&open.path);
+        }
         match result {
             Ok((refused, notices)) => {
                 let env = &open.envelope;
@@ -485,13 +650,28 @@ impl Store {
         refusals: Refusals,
         junk: bool,
     ) -> io::Result<(Vec<Refusal>, Vec<Notice>)> {
-        open.file.flush()?;
-        if !edits.is_empty() {
-            self.rewrite_with_edits(open, prepend, edits)?;
-        } else if !prepend.is_empty() {
-            self.rewrite_with_prepend(open, prepend)?;
+        if open.file.is_none() && edits.is_empty() {
+            // Still all in memory: the prepended fields go in place, no rewrite.
+            open.pending.insert(open.return_path_len, prepend);
+            open.size += prepend.len() as u64;
+            self.materialize(open)?;
+        } else {
+            self.materialize(open)?;
+            if let Some(file) = open.file.as_mut() {
+                file.flush()?;
+            }
+            if !edits.is_empty() {
+                self.rewrite_with_edits(open, prepend, edits)?;
+            } else if !prepend.is_empty() {
+                self.rewrite_with_prepend(open, prepend)?;
+            }
         }
-        open.file.sync()?;
+        let file = open
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("no file"))?;
+        file.flush()?;
+        file.sync()?;
         let size = open.size;
         let sender = open.envelope.sender.to_string();
         let skip = open.return_path_len;
@@ -911,7 +1091,7 @@ impl Store {
         io::copy(&mut input, &mut out)?;
         let _ = self.fs.remove_file(&open.path);
         open.path = path;
-        open.file = out;
+        open.file = Some(out);
         open.size = open.size + prepend.len() as u64 + edited.len() as u64 - header.len() as u64;
         Ok(())
     }
@@ -928,7 +1108,7 @@ impl Store {
         io::copy(&mut input, &mut out)?;
         let _ = self.fs.remove_file(&open.path);
         open.path = path;
-        open.file = out;
+        open.file = Some(out);
         open.size += prepend.len() as u64;
         Ok(())
     }

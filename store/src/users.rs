@@ -9,6 +9,7 @@ use petrel_core::smtp::address::Address;
 use petrel_core::{AuthOutcome, RecipientOutcome, UserId};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 /// Subaddress separator: `user+tag@domain` is delivered to `user@domain` (RFC 5233).
@@ -41,12 +42,29 @@ impl From<io::Error> for UserError {
     }
 }
 
+/// The user `address` names in `file`: the whole local part first, then the part before
+/// [`RECIPIENT_DELIMITER`].
+fn resolve(file: &PasswdFile, address: &Address) -> RecipientOutcome {
+    let domain = address.domain.to_string();
+    let local = address.local.to_lowercase();
+    let base = local.split_once(RECIPIENT_DELIMITER).map(|(b, _)| b);
+    for candidate in std::iter::once(local.as_str()).chain(base) {
+        if let Some(entry) = file.get(&format!("{candidate}@{domain}")) {
+            return RecipientOutcome::Local(UserId(entry.address.to_lowercase()));
+        }
+    }
+    RecipientOutcome::Unknown
+}
+
 /// The users of one data directory.
 #[derive(Debug)]
 pub struct UserDb {
     fs: Arc<dyn FileSystem>,
     data_dir: PathBuf,
     cache: Mutex<Option<(Option<Stamp>, Arc<PasswdFile>)>>,
+    /// The second (the caller's clock) in which [`UserDb::lookup_recipient_checked`] last
+    /// compared the file's stamp with the cache; `i64::MIN` before the first check.
+    checked: AtomicI64,
 }
 
 /// Folders made for every new user, with their SPECIAL-USE attributes implied by the name.
@@ -59,6 +77,7 @@ impl UserDb {
             fs,
             data_dir: data_dir.to_path_buf(),
             cache: Mutex::new(None),
+            checked: AtomicI64::new(i64::MIN),
         }
     }
 
@@ -124,15 +143,39 @@ impl UserDb {
                 return RecipientOutcome::TempFail;
             }
         };
-        let domain = address.domain.to_string();
-        let local = address.local.to_lowercase();
-        let base = local.split_once(RECIPIENT_DELIMITER).map(|(b, _)| b);
-        for candidate in std::iter::once(local.as_str()).chain(base) {
-            if let Some(entry) = file.get(&format!("{candidate}@{domain}")) {
-                return RecipientOutcome::Local(UserId(entry.address.to_lowercase()));
-            }
+        resolve(&file, address)
+    }
+
+    /// [`UserDb::lookup_recipient`], remembering that the file was checked in second `now`
+    /// (Unix seconds, read before the call) for [`UserDb::lookup_recipient_cached`].
+    pub fn lookup_recipient_checked(&self, address: &Address, now: i64) -> RecipientOutcome {
+        let outcome = self.lookup_recipient(address);
+        if outcome != RecipientOutcome::TempFail {
+            self.checked.fetch_max(now, Ordering::Relaxed);
         }
-        RecipientOutcome::Unknown
+        outcome
+    }
+
+    /// A local recipient's user, answered from memory without touching the disk, when the
+    /// file was checked in this same second `now` (so the answer is less than a second
+    /// stale). `None` when the cache is older or the address is not a known user: an unknown
+    /// address is always checked against the file, so a user added a moment ago is never
+    /// refused from a stale cache.
+    pub fn lookup_recipient_cached(&self, address: &Address, now: i64) -> Option<RecipientOutcome> {
+        if self.checked.load(Ordering::Relaxed) != now {
+            return None;
+        }
+        let file = self
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()?
+            .1
+            .clone();
+        match resolve(&file, address) {
+            local @ RecipientOutcome::Local(_) => Some(local),
+            _ => None,
+        }
     }
 
     /// Adds a user with an Argon2id hash of `password` and creates their Maildir. The caller

@@ -173,14 +173,15 @@ fn abort_and_restart_leave_nothing_behind() {
         Completion::Aborted
     ));
     assert!(files(&tmp.path().join("tmp")).is_empty());
-    // A crash mid-transaction leaves a file in tmp/; the next start removes it.
+    // A crash mid-transaction leaves a file in tmp/ (once the message outgrew its memory
+    // buffer); the next start removes it.
     let tx = began(s.execute(Effect::BeginMessage {
         envelope: env,
         trace: vec![],
     }));
     let _ = s.execute(Effect::AppendChunk {
         tx,
-        bytes: b"half".to_vec(),
+        bytes: vec![b'h'; 100_000],
     });
     drop(s);
     assert_eq!(files(&tmp.path().join("tmp")).len(), 1);
