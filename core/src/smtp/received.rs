@@ -24,7 +24,7 @@ pub struct Trace<'a> {
     /// The transaction id.
     pub id: &'a str,
     /// The recipient, named only when there is exactly one (privacy of Bcc recipients).
-    pub single_rcpt: Option<String>,
+    pub single_rcpt: Option<&'a dyn std::fmt::Display>,
     /// Unix seconds of receipt.
     pub unix: i64,
     /// Leave out where the message came from (submission privacy): no `from` clause.
@@ -34,50 +34,50 @@ pub struct Trace<'a> {
 impl Trace<'_> {
     /// The RFC 3848 `with` keyword: SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA, or UTF8SMTP*.
     pub fn protocol(&self) -> String {
-        let mut p = String::from(match (self.lmtp, self.utf8, self.esmtp) {
-            (true, _, _) => "LMTP",
-            (false, true, _) => "UTF8SMTP",
-            (false, false, true) => "ESMTP",
-            (false, false, false) => "SMTP",
-        });
-        if self.tls.is_some() {
-            p.push('S');
-        }
-        if self.authenticated {
-            p.push('A');
-        }
-        p
+        let mut p = Vec::with_capacity(10);
+        self.write_protocol(&mut p);
+        p.into_iter().map(char::from).collect()
     }
 
-    /// Appends the header, folded, CRLF-terminated.
+    fn write_protocol(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(match (self.lmtp, self.utf8, self.esmtp) {
+            (true, _, _) => b"LMTP",
+            (false, true, _) => b"UTF8SMTP",
+            (false, false, true) => b"ESMTP",
+            (false, false, false) => b"SMTP",
+        });
+        if self.tls.is_some() {
+            out.push(b'S');
+        }
+        if self.authenticated {
+            out.push(b'A');
+        }
+    }
+
+    /// Appends the header, folded, CRLF-terminated. Written straight into `out`, with no
+    /// temporary strings (callgrind: the pieces once cost a dozen allocations per message).
     pub fn write(&self, out: &mut Vec<u8>) {
-        let ip = if self.ip.contains(':') {
-            format!("IPv6:{}", self.ip)
-        } else {
-            self.ip.to_string()
-        };
-        let mut h = if self.private {
-            String::from("Received: ")
-        } else {
-            format!("Received: from {} ([{}])\r\n\t", self.helo, ip)
-        };
+        use std::io::Write as _;
+        // Writing into a Vec cannot fail; the results only satisfy `write!`.
+        out.extend_from_slice(b"Received: ");
+        if !self.private {
+            let v6 = if self.ip.contains(':') { "IPv6:" } else { "" };
+            let _ = write!(out, "from {} ([{v6}{}])\r\n\t", self.helo, self.ip);
+        }
         if let Some(tls) = self.tls {
-            h.push_str(&format!(
+            let _ = write!(
+                out,
                 "(using {} with cipher {})\r\n\t",
                 tls.version, tls.cipher
-            ));
+            );
         }
-        h.push_str(&format!(
-            "by {} (Petrel) with {} id {}",
-            self.hostname,
-            self.protocol(),
-            self.id
-        ));
+        let _ = write!(out, "by {} (Petrel) with ", self.hostname);
+        self.write_protocol(out);
+        let _ = write!(out, " id {}", self.id);
         if let Some(rcpt) = &self.single_rcpt {
-            h.push_str(&format!("\r\n\tfor <{rcpt}>"));
+            let _ = write!(out, "\r\n\tfor <{rcpt}>");
         }
-        h.push_str(&format!(";\r\n\t{}\r\n", rfc5322_date(self.unix)));
-        out.extend_from_slice(h.as_bytes());
+        let _ = write!(out, ";\r\n\t{}\r\n", rfc5322_date(self.unix));
     }
 }
 
@@ -101,7 +101,7 @@ mod tests {
             utf8: false,
             lmtp: false,
             id: "ABC01",
-            single_rcpt: Some("a@example.com".into()),
+            single_rcpt: Some(&"a@example.com"),
             unix: 0,
             private: false,
         };

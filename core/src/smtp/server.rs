@@ -528,7 +528,7 @@ impl SmtpSession {
     fn begin_message(&mut self, _now: Instant, bdat: Option<(u64, bool)>) {
         let Some(tx) = &self.tx else { return };
         let (helo, esmtp) = self.helo.clone().unwrap_or_default();
-        let single = (tx.recipients.len() == 1).then(|| tx.recipients[0].address.to_string());
+        let single = (tx.recipients.len() == 1).then(|| &tx.recipients[0].address as _);
         let mut trace = Vec::with_capacity(320);
         Trace {
             helo: &helo,
