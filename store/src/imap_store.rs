@@ -316,74 +316,29 @@ impl Store {
         Ok(ix)
     }
 
+    /// The folder as a session sees it. Made from the index each time: copying a kept
+    /// snapshot would cost as much as making it.
     fn snapshot(&self, dir: &Path) -> io::Result<FolderSnapshot> {
         let ix = self.imap_index(dir)?;
-        let last = self.read_cache.snapshot(dir);
-        if let Some(last) = &last
-            && Arc::ptr_eq(&last.index, &ix)
-        {
-            return Ok((*last.snap).clone());
-        }
-        // INTERNALDATE is the file's mtime, which flag renames keep: each file is read once,
-        // then its date taken from the last snapshot (same UIDVALIDITY, same UID).
-        let mut previous = last
-            .as_ref()
-            .filter(|l| l.snap.uidvalidity == ix.uidvalidity)
-            .map(|l| {
-                l.snap
-                    .messages
-                    .iter()
-                    .filter(|m| !l.guessed.contains(&m.uid))
-                    .map(|m| (m.uid, m.internal_date))
-            })
-            .into_iter()
-            .flatten()
-            .peekable();
-        let mut guessed = Vec::new();
-        let mut messages = Vec::with_capacity(ix.messages.len());
-        for m in &ix.messages {
-            while previous.next_if(|&(uid, _)| uid < m.uid).is_some() {}
-            let internal_date = match previous.next_if(|&(uid, _)| uid == m.uid) {
-                Some((_, date)) => date,
-                None => match self.fs.stamp(&dir.join(m.subdir).join(&m.name)) {
-                    Ok(Some(s)) => {
-                        i64::try_from(s.modified_ns.div_euclid(1_000_000_000)).unwrap_or(0)
-                    }
-                    // Renamed or removed under us: the time its name starts with, for now.
-                    _ => {
-                        guessed.push(m.uid);
-                        m.name
-                            .split('.')
-                            .next()
-                            .and_then(|s| s.parse::<i64>().ok())
-                            .unwrap_or(0)
-                    }
-                },
-            };
-            messages.push(MessageMeta {
+        // INTERNALDATE (the file's mtime) is in the index: looked up once per file by the
+        // sync that found it, on several threads for a big folder, then carried.
+        let messages: Vec<MessageMeta> = ix
+            .messages
+            .iter()
+            .map(|m| MessageMeta {
                 uid: m.uid,
                 flags: m.flags.clone(),
                 modseq: m.modseq,
                 size: m.size,
-                internal_date,
-            });
-        }
-        drop(previous);
-        let snap = FolderSnapshot {
+                internal_date: m.internal_date,
+            })
+            .collect();
+        Ok(FolderSnapshot {
             uidvalidity: ix.uidvalidity,
             next_uid: ix.next_uid,
             highest_modseq: ix.highest_modseq,
             messages,
-        };
-        self.read_cache.set_snapshot(
-            dir,
-            crate::read_cache::Snapshot {
-                index: ix,
-                snap: Arc::new(snap.clone()),
-                guessed,
-            },
-        );
-        Ok(snap)
+        })
     }
 
     fn read_message(

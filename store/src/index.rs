@@ -25,7 +25,7 @@
 
 use crate::folder::{KEYWORDS_FILE, read_keywords};
 use crate::fs::{FileSystem, Stamp};
-use crate::mailbox::{self, FolderLocks, FolderView, MAX_CACHED_FOLDERS};
+use crate::mailbox::{self, Date, FolderLocks, FolderView, Known, MAX_CACHED_FOLDERS};
 use crate::uidlist;
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -57,6 +57,12 @@ pub struct IndexedMessage {
     pub flags: Vec<String>,
     /// When its flags last changed (or it arrived).
     pub modseq: u64,
+    /// INTERNALDATE (Unix seconds): the file's mtime, as Dovecot takes it (a flag rename keeps
+    /// it; an APPEND with a date sets it).
+    pub internal_date: i64,
+    /// Whether `internal_date` is only the time the name starts with (the file went before
+    /// it could be looked at); the next sync looks again.
+    pub(crate) date_guessed: bool,
 }
 
 /// A folder's IMAP state after a sync.
@@ -280,6 +286,7 @@ fn write_index(fs: &dyn FileSystem, path: &Path, bytes: &[u8]) -> io::Result<Opt
 fn from_stored(
     stored: Option<Stored>,
     view: FolderView,
+    dates: &[Date],
     keywords: &[String],
     now_secs: i64,
 ) -> (FolderIndex, bool) {
@@ -299,7 +306,7 @@ fn from_stored(
     });
     let mut changed = rebuilt;
     let mut messages = Vec::with_capacity(view.messages.len());
-    for m in view.messages {
+    for (m, date) in view.messages.into_iter().zip(dates) {
         let letters = name_flags(&m.name);
         let modseq = match stored.messages.remove(&m.uid) {
             Some((modseq, old)) if old == letters => modseq,
@@ -316,6 +323,8 @@ fn from_stored(
             name: m.name,
             size: m.size,
             modseq,
+            internal_date: date.unix,
+            date_guessed: date.guessed,
         });
     }
     // What is left of the stored messages has been expunged (by us or another program).
@@ -336,13 +345,18 @@ fn from_stored(
 /// The index for `view` from the index made of the same folder before (which is what
 /// `petrel-modseq` holds): the same as [`from_stored`] on the file, without reading it. A
 /// message whose file kept its name keeps its flags and MODSEQ.
-fn carry(old: &FolderIndex, view: FolderView, keywords: &[String]) -> (FolderIndex, bool) {
+fn carry(
+    old: &FolderIndex,
+    view: FolderView,
+    dates: &[Date],
+    keywords: &[String],
+) -> (FolderIndex, bool) {
     let mut highest = old.highest_modseq;
     let mut changed = false;
     let mut previous = old.messages.iter().peekable();
     let mut gone = Vec::new();
     let mut messages = Vec::with_capacity(view.messages.len());
-    for m in view.messages {
+    for (m, date) in view.messages.into_iter().zip(dates) {
         while let Some(p) = previous.next_if(|p| p.uid < m.uid) {
             gone.push(p.uid);
         }
@@ -369,6 +383,8 @@ fn carry(old: &FolderIndex, view: FolderView, keywords: &[String]) -> (FolderInd
             size: m.size,
             flags,
             modseq,
+            internal_date: date.unix,
+            date_guessed: date.guessed,
         });
     }
     gone.extend(previous.map(|p| p.uid));
@@ -455,8 +471,23 @@ pub fn sync_shared(
         }
         files = Some(scanned);
     }
-    let synced = mailbox::sync_locked(fs, locks, dir, now_secs, files)?;
-    let view = synced.view;
+    // What the index in memory knows of each message (size, INTERNALDATE) is not looked up
+    // again while the message keeps its UID and file.
+    let known: Vec<Known<'_>> = cached.as_ref().map_or_else(Vec::new, |c| {
+        c.index
+            .messages
+            .iter()
+            .map(|m| Known {
+                uid: m.uid,
+                name: &m.name,
+                size: m.size,
+                date: (!m.date_guessed).then_some(m.internal_date),
+            })
+            .collect()
+    });
+    let synced = mailbox::sync_locked(fs, locks, dir, now_secs, files, &known, true)?;
+    drop(known);
+    let (view, dates) = (synced.view, synced.dates);
     let mut after = before;
     if let Some(written) = synced.list_written {
         after[2] = written;
@@ -472,7 +503,7 @@ pub fn sync_shared(
             && c.stamps[3..] == before[3..]
     });
     let (index, changed) = match carried {
-        Some(c) => carry(&c.index, view, &keywords),
+        Some(c) => carry(&c.index, view, &dates, &keywords),
         None => {
             let stored = match fs.read(&path) {
                 Ok(bytes) => parse(&String::from_utf8_lossy(&bytes)),
@@ -480,7 +511,7 @@ pub fn sync_shared(
                 Err(e) => return Err(e),
             }
             .filter(|s| s.uidvalidity == view.uidvalidity);
-            from_stored(stored, view, &keywords, now_secs)
+            from_stored(stored, view, &dates, &keywords, now_secs)
         }
     };
     if changed {

@@ -50,11 +50,14 @@ pub struct FolderLocks {
     durable: Mutex<std::collections::HashSet<PathBuf>>,
     /// CRLF sizes of files whose names do not tell it (see [`size_from_name`]), by folder
     /// directory and base name, so each such file is read once per process, not every sync.
-    sizes: Mutex<HashMap<PathBuf, u64>>,
+    sizes: Mutex<RememberedSizes>,
     /// The IMAP index of the folders synced last ([`crate::index`]), with what it was read
     /// from, so an unchanged folder is not read again; at most [`MAX_CACHED_FOLDERS`].
     pub(crate) indexes: Mutex<HashMap<PathBuf, Arc<crate::index::Cached>>>,
 }
+
+/// CRLF sizes read from files, by folder directory and base name, and how many in all.
+type RememberedSizes = (HashMap<PathBuf, HashMap<String, u64>>, usize);
 
 /// Most folders whose index is kept in memory; beyond it the memory is cleared.
 pub const MAX_CACHED_FOLDERS: usize = 16;
@@ -77,30 +80,28 @@ impl FolderLocks {
             .contains(dir)
     }
 
-    /// The CRLF size of a file whose name does not tell it: read once, then remembered.
-    fn crlf_size(
-        &self,
-        fs: &dyn FileSystem,
-        dir: &Path,
-        subdir: &str,
-        name: &str,
-    ) -> io::Result<u64> {
-        let key = dir.join(uidlist::base_name(name));
-        if let Some(&size) = self
-            .sizes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-        {
-            return Ok(size);
-        }
-        let size = crlf_size(fs, &dir.join(subdir).join(name))?;
+    /// The CRLF size this process read before for a file whose name does not tell it.
+    fn remembered_size(&self, dir: &Path, name: &str) -> Option<u64> {
+        let sizes = self.sizes.lock().unwrap_or_else(PoisonError::into_inner);
+        sizes.0.get(dir)?.get(uidlist::base_name(name)).copied()
+    }
+
+    /// Remembers a CRLF size read from a file (see [`FolderLocks::remembered_size`]).
+    fn remember_size(&self, dir: &Path, name: &str, size: u64) {
         let mut sizes = self.sizes.lock().unwrap_or_else(PoisonError::into_inner);
-        if sizes.len() >= MAX_REMEMBERED_SIZES {
-            sizes.clear();
+        if sizes.1 >= MAX_REMEMBERED_SIZES {
+            *sizes = Default::default();
         }
-        sizes.insert(key, size);
-        Ok(size)
+        let folder = match sizes.0.get_mut(dir) {
+            Some(f) => f,
+            None => sizes.0.entry(dir.to_path_buf()).or_default(),
+        };
+        if folder
+            .insert(uidlist::base_name(name).to_string(), size)
+            .is_none()
+        {
+            sizes.1 += 1;
+        }
     }
 
     fn set_durable(&self, dir: &Path, durable: bool) {
@@ -154,12 +155,26 @@ fn petrel_name(base: &str) -> bool {
 /// The size of a message with bare LFs counted as CRLF.
 fn crlf_size(fs: &dyn FileSystem, path: &Path) -> io::Result<u64> {
     let bytes = fs.read(path)?;
-    let bare_lf = bytes
-        .iter()
-        .enumerate()
-        .filter(|&(i, &b)| b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'))
-        .count();
-    Ok((bytes.len() + bare_lf) as u64)
+    Ok((bytes.len() + bare_lfs(&bytes)) as u64)
+}
+
+/// The LFs of `bytes` not preceded by CR, counted in blocks of 255 with byte counters so the
+/// compiler makes vector code of it (a byte at a time with a look-back was a tenth of a big
+/// folder's first sync).
+fn bare_lfs(bytes: &[u8]) -> usize {
+    let Some((&first, rest)) = bytes.split_first() else {
+        return 0;
+    };
+    let mut total = usize::from(first == b'\n');
+    let before = &bytes[..bytes.len() - 1];
+    for (prev, this) in before.chunks(255).zip(rest.chunks(255)) {
+        let mut n: u8 = 0;
+        for (&p, &b) in prev.iter().zip(this) {
+            n += u8::from((b == b'\n') & (p != b'\r'));
+        }
+        total += usize::from(n);
+    }
+    total
 }
 
 /// The message files of a folder: (`new` or `cur`, name), those of `new/` first, dot files
@@ -199,7 +214,7 @@ struct Merged {
     forgotten: bool,
 }
 
-fn merge(stored: Option<UidList>, files: &[(&'static str, String)], now_secs: i64) -> Merged {
+fn merge(stored: Option<UidList>, mut files: Files, now_secs: i64) -> Merged {
     // By base name; a base in both `new/` and `cur/` (a move cut short) is taken from `cur/`.
     let mut present: HashMap<&str, usize> = HashMap::with_capacity(files.len());
     for (i, (_, name)) in files.iter().enumerate() {
@@ -210,23 +225,19 @@ fn merge(stored: Option<UidList>, files: &[(&'static str, String)], now_secs: i6
         let validity = u32::try_from(now_secs).unwrap_or(1).max(1);
         UidList::new(validity, format!("{validity:08x}{:024x}", 0))
     });
-    let mut messages = Vec::with_capacity(present.len());
+    // (UID, index into `files`) in UID order; the names are moved, not copied, at the end.
+    let mut order: Vec<(u32, usize)> = Vec::with_capacity(present.len());
     let mut kept = Vec::with_capacity(list.entries.len());
     let mut forgotten = false;
-    for entry in list.entries.drain(..) {
+    for mut entry in list.entries.drain(..) {
         match present.remove(uidlist::base_name(&entry.name)) {
             Some(i) => {
-                let (subdir, name) = &files[i];
-                messages.push((entry.uid, *subdir, name.clone()));
-                if *name == entry.name {
-                    kept.push(entry);
-                } else {
+                order.push((entry.uid, i));
+                if files[i].1 != entry.name {
                     changed = true;
-                    kept.push(UidEntry {
-                        name: name.clone(),
-                        ..entry
-                    });
+                    entry.name.clone_from(&files[i].1);
                 }
+                kept.push(entry);
             }
             None => {
                 changed = true;
@@ -239,26 +250,33 @@ fn merge(stored: Option<UidList>, files: &[(&'static str, String)], now_secs: i6
     // (`Q10` after `Q9`), so new messages get UIDs in the order they were delivered.
     // The runs of each name are found once, not at every comparison (a first sync of a big
     // folder sorts every name).
-    let mut keyed: Vec<(Vec<(bool, &str)>, usize)> = new
+    // The leading number (the delivery second) of each name is parsed once: where two names'
+    // differ, it alone decides, as it would in [`natural_cmp`]; otherwise the whole names do.
+    let mut keyed: Vec<(Option<u64>, usize)> = new
         .into_iter()
-        .map(|i| (name_runs(&files[i].1).collect(), i))
+        .map(|i| (leading_number(&files[i].1), i))
         .collect();
-    keyed.sort_by(|(x, a), (y, b)| {
-        runs_cmp(x.iter().copied(), y.iter().copied()).then_with(|| files[*a].1.cmp(&files[*b].1))
+    keyed.sort_unstable_by(|&(x, a), &(y, b)| match (x, y) {
+        (Some(x), Some(y)) if x != y => x.cmp(&y),
+        _ => natural_cmp(&files[a].1, &files[b].1),
     });
-    let new = keyed.into_iter().map(|(_, i)| i);
-    for (subdir, name) in new.map(|i| files[i].clone()) {
+    let new: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
+    for i in new {
         let uid = list.next_uid;
         list.next_uid = list.next_uid.saturating_add(1);
-        messages.push((uid, subdir, name.clone()));
+        order.push((uid, i));
         kept.push(UidEntry {
             uid,
             ext: String::new(),
-            name,
+            name: files[i].1.clone(),
         });
         changed = true;
     }
     list.entries = kept;
+    let messages = order
+        .into_iter()
+        .map(|(uid, i)| (uid, files[i].0, std::mem::take(&mut files[i].1)))
+        .collect();
     Merged {
         list,
         messages,
@@ -364,25 +382,31 @@ pub fn sync(
 ) -> io::Result<FolderView> {
     let lock = locks.get(dir);
     let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
-    Ok(sync_locked(fs, locks, dir, now_secs, None)?.view)
+    Ok(sync_locked(fs, locks, dir, now_secs, None, &[], false)?.view)
 }
 
 /// What [`sync_locked`] found and did.
 pub(crate) struct Synced {
     /// The folder.
     pub(crate) view: FolderView,
+    /// With `want_dates`: each message's INTERNALDATE, in the order of `view.messages`.
+    pub(crate) dates: Vec<Date>,
     /// `Some` if the UID list was written: the written list's stamp, if it could be taken.
     pub(crate) list_written: Option<Option<Stamp>>,
 }
 
 /// [`sync`], with the folder's lock (`locks.get(dir)`) held by the caller, and the folder's
-/// files if the caller has just read them ([`scan`]).
+/// files if the caller has just read them ([`scan`]); what is `known` of the messages from
+/// the last sync is not looked up again, and with `want_dates` each message's INTERNALDATE
+/// (its file's mtime) is found too.
 pub(crate) fn sync_locked(
     fs: &dyn FileSystem,
     locks: &FolderLocks,
     dir: &Path,
     now_secs: i64,
     files: Option<Files>,
+    known: &[Known<'_>],
+    want_dates: bool,
 ) -> io::Result<Synced> {
     maildir::ensure(fs, dir)?;
     // A list this process has not seen made durable (a failed write, another process, a crash
@@ -397,8 +421,7 @@ pub(crate) fn sync_locked(
         None => scan(fs, dir)?,
     };
     let list_stamp = fs.stamp(&list_path)?;
-    let mut merged = merge(read_list(fs, &list_path)?, &files, now_secs);
-    drop(files);
+    let mut merged = merge(read_list(fs, &list_path)?, files, now_secs);
     let mut list_written = None;
     if merged.changed {
         let dotlock = UidListLock::acquire(fs, dir, now_secs)?;
@@ -406,7 +429,7 @@ pub(crate) fn sync_locked(
         // and the folder are read again. Files that came or went since they were listed are
         // seen at the next sync, which keeps the UIDs handed out here.
         if fs.stamp(&list_path)? != list_stamp {
-            merged = merge(read_list(fs, &list_path)?, &scan(fs, dir)?, now_secs);
+            merged = merge(read_list(fs, &list_path)?, scan(fs, dir)?, now_secs);
         }
         if merged.changed {
             if merged.forgotten {
@@ -421,27 +444,200 @@ pub(crate) fn sync_locked(
             locks.set_durable(dir, true);
         }
     }
-    let mut infos = Vec::with_capacity(merged.messages.len());
-    for (uid, subdir, name) in merged.messages {
-        let size = match size_from_name(&name) {
-            Some(s) => s,
-            None => locks.crlf_size(fs, dir, subdir, &name)?,
-        };
-        infos.push(MessageInfo {
-            uid,
-            subdir,
-            name,
-            size,
-        });
-    }
+    let (infos, dates) = learn_facts(fs, locks, dir, merged.messages, known, want_dates)?;
     Ok(Synced {
         view: FolderView {
             uidvalidity: merged.list.uidvalidity,
             next_uid: merged.list.next_uid,
             messages: infos,
         },
+        dates,
         list_written,
     })
+}
+
+/// What the last sync learned of one message, to be carried into the next sync as long as the
+/// message keeps its UID and base name (a Maildir file's content never changes; flag renames
+/// keep its mtime): its CRLF size and INTERNALDATE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Known<'a> {
+    /// The UID.
+    pub(crate) uid: u32,
+    /// Its file name then.
+    pub(crate) name: &'a str,
+    /// Its CRLF size.
+    pub(crate) size: u64,
+    /// Its INTERNALDATE (Unix seconds), `None` if not known for sure.
+    pub(crate) date: Option<i64>,
+}
+
+/// A message's INTERNALDATE from a sync: the file's mtime, or (`guessed`) the time its name
+/// starts with when the file vanished before it could be looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Date {
+    /// Unix seconds.
+    pub(crate) unix: i64,
+    /// Whether it is the name's time, to be looked up again at the next sync.
+    pub(crate) guessed: bool,
+}
+
+/// Files at or above which the per-file work of a sync is shared among threads.
+const PARALLEL_FILES: usize = 2_000;
+/// Most threads a sync uses for its per-file work.
+const MAX_THREADS: usize = 4;
+
+/// One file's work: (index into the messages, read its size?, stat its date?).
+type Job = (usize, bool, bool);
+
+/// The sizes (and, with `want_dates`, INTERNALDATEs) of the merged messages: carried from
+/// `known` (ascending UIDs) where the UID kept its base name, taken from the name where it
+/// tells the size, otherwise read from the files, many files on several threads. A file gone
+/// before it could be read (renamed or removed by another program) gets the size its name
+/// tells (or 0) and a guessed date; the next sync looks again.
+fn learn_facts(
+    fs: &dyn FileSystem,
+    locks: &FolderLocks,
+    dir: &Path,
+    messages: Vec<(u32, &'static str, String)>,
+    known: &[Known<'_>],
+    want_dates: bool,
+) -> io::Result<(Vec<MessageInfo>, Vec<Date>)> {
+    let mut infos = Vec::with_capacity(messages.len());
+    let mut dates = Vec::with_capacity(if want_dates { messages.len() } else { 0 });
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut known = known.iter().peekable();
+    for (i, (uid, subdir, name)) in messages.into_iter().enumerate() {
+        while known.next_if(|k| k.uid < uid).is_some() {}
+        let carried = known
+            .next_if(|k| k.uid == uid)
+            .filter(|k| uidlist::base_name(k.name) == uidlist::base_name(&name));
+        let size = match carried {
+            Some(k) => Some(k.size),
+            None => size_from_name(&name).or_else(|| locks.remembered_size(dir, &name)),
+        };
+        let date = carried.and_then(|k| k.date);
+        if want_dates {
+            dates.push(Date {
+                unix: date.unwrap_or(0),
+                guessed: false,
+            });
+        }
+        if size.is_none() || (want_dates && date.is_none()) {
+            jobs.push((i, size.is_none(), want_dates && date.is_none()));
+        }
+        infos.push(MessageInfo {
+            uid,
+            subdir,
+            name,
+            size: size.unwrap_or(0),
+        });
+    }
+    let threads = if jobs.len() >= PARALLEL_FILES {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, MAX_THREADS)
+    } else {
+        1
+    };
+    let results = if threads > 1 {
+        let chunk = jobs.len().div_ceil(threads);
+        let infos = &infos;
+        std::thread::scope(|s| {
+            let parts: Vec<_> = jobs
+                .chunks(chunk)
+                .map(|part| s.spawn(move || look_at(fs, dir, infos, part)))
+                .collect();
+            let mut all = Vec::with_capacity(jobs.len());
+            for part in parts {
+                all.extend(
+                    part.join()
+                        .map_err(|_| io::Error::other("file worker panicked"))??,
+                );
+            }
+            Ok::<_, io::Error>(all)
+        })?
+    } else {
+        look_at(fs, dir, &infos, &jobs)?
+    };
+    for (&(i, _, _), (size, date)) in jobs.iter().zip(results) {
+        let m = &mut infos[i];
+        if let Some(size) = size {
+            match size {
+                Some(size) => {
+                    locks.remember_size(dir, &m.name, size);
+                    m.size = size;
+                }
+                None => m.size = name_size(&m.name).unwrap_or(0),
+            }
+        }
+        if let Some(date) = date {
+            dates[i] = match date {
+                Some(unix) => Date {
+                    unix,
+                    guessed: false,
+                },
+                None => Date {
+                    unix: name_time(&m.name),
+                    guessed: true,
+                },
+            };
+        }
+    }
+    Ok((infos, dates))
+}
+
+/// What a file told for each job: `Some(Some(size))` if its size was asked and read,
+/// `Some(None)` if it was asked but the file is gone; the same for its date (mtime).
+type Looked = (Option<Option<u64>>, Option<Option<i64>>);
+
+fn look_at(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    infos: &[MessageInfo],
+    jobs: &[Job],
+) -> io::Result<Vec<Looked>> {
+    let gone = |r: io::Result<u64>| match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    };
+    let mut out = Vec::with_capacity(jobs.len());
+    for &(i, size, date) in jobs {
+        let m = &infos[i];
+        let path = dir.join(m.subdir).join(&m.name);
+        let date = if date {
+            Some(
+                fs.stamp(&path)?
+                    .map(|st| i64::try_from(st.modified_ns.div_euclid(1_000_000_000)).unwrap_or(0)),
+            )
+        } else {
+            None
+        };
+        let size = if size {
+            Some(gone(crlf_size(fs, &path))?)
+        } else {
+            None
+        };
+        out.push((size, date));
+    }
+    Ok(out)
+}
+
+/// The `S=` of a name (the file's length as its writer saw it), for a file gone before it
+/// could be read.
+fn name_size(name: &str) -> Option<u64> {
+    uidlist::base_name(name)
+        .split(',')
+        .skip(1)
+        .find_map(|f| f.strip_prefix("S=")?.parse().ok())
+}
+
+/// The time a Maildir name starts with (its delivery), 0 if none.
+fn name_time(name: &str) -> i64 {
+    name.split('.')
+        .next()
+        .and_then(|s| s.parse::<i64>().ok())
+        .unwrap_or(0)
 }
 
 /// Finds a message's current file by its base name (flags may have renamed it).
@@ -543,6 +739,112 @@ mod tests {
         assert_eq!(sync(&fs, &locks, &dir, 1000).unwrap().messages[0].size, 11);
     }
 
+    /// A big folder's per-file work (sizes of foreign files, INTERNALDATEs) is shared among
+    /// threads and gives what one file at a time gives; what the last sync learned is
+    /// carried, not looked up again; a file gone between listing and looking gets the size
+    /// its name tells and the time its name starts with, marked as guessed.
+    #[test]
+    fn facts_of_a_big_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("box");
+        let (fs, locks) = (RealFs, FolderLocks::default());
+        sync(&fs, &locks, &dir, 1000).unwrap();
+        let n = PARALLEL_FILES + 500;
+        for i in 0..n {
+            // Every other file is a Courier-style LF-only delivery whose `S=` is not trusted.
+            let (name, body) = if i % 2 == 0 {
+                (
+                    format!("{}.M{i}P1.courier,S=6", 1_600_000_000 + i),
+                    "ab\ncd\n",
+                )
+            } else {
+                (
+                    format!("{}.M{i}P1.other,W=8", 1_600_000_000 + i),
+                    "a\r\nbc\r\n",
+                )
+            };
+            let path = dir.join("cur").join(format!("{name}:2,S"));
+            std::fs::write(&path, body).unwrap();
+            let t =
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_500_000_000 + i as u64);
+            std::fs::File::open(&path).unwrap().set_modified(t).unwrap();
+        }
+        let lock = locks.get(&dir);
+        let _guard = lock.lock().unwrap();
+        let a = sync_locked(&fs, &locks, &dir, 2000, None, &[], true).unwrap();
+        assert_eq!(a.view.messages.len(), n);
+        for (i, (m, d)) in a.view.messages.iter().zip(&a.dates).enumerate() {
+            assert_eq!(m.uid as usize, i + 1, "arrival order");
+            assert_eq!(m.size, 8, "{}", m.name);
+            assert_eq!(
+                *d,
+                Date {
+                    unix: 1_500_000_000 + i as i64,
+                    guessed: false
+                }
+            );
+        }
+        // Carried: a known date is not looked up again (the file's mtime changed meanwhile).
+        let first = &a.view.messages[0];
+        std::fs::File::open(dir.join("cur").join(&first.name))
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH)
+            .unwrap();
+        let known: Vec<Known<'_>> = a
+            .view
+            .messages
+            .iter()
+            .zip(&a.dates)
+            .map(|(m, d)| Known {
+                uid: m.uid,
+                name: &m.name,
+                size: 99,
+                date: Some(d.unix + 1),
+            })
+            .collect();
+        let b = sync_locked(&fs, &locks, &dir, 3000, None, &known, true).unwrap();
+        assert!(b.view.messages.iter().all(|m| m.size == 99));
+        assert_eq!(b.dates[0].unix, 1_500_000_001);
+        // Listed, then gone before it was looked at.
+        let mut files = scan(&fs, &dir).unwrap();
+        files.push(("new", "1700000000.M9P9.gone,S=42".to_string()));
+        let c = sync_locked(&fs, &locks, &dir, 4000, Some(files), &known, true).unwrap();
+        let gone = c.view.messages.last().unwrap();
+        assert_eq!((gone.uid as usize, gone.size), (n + 1, 42));
+        assert_eq!(
+            *c.dates.last().unwrap(),
+            Date {
+                unix: 1_700_000_000,
+                guessed: true
+            }
+        );
+        // The next sync forgets it.
+        let d = sync_locked(&fs, &locks, &dir, 5000, None, &known, true).unwrap();
+        assert_eq!(d.view.messages.len(), n);
+    }
+
+    #[test]
+    fn bare_lfs_are_counted() {
+        let slow = |b: &[u8]| {
+            (0..b.len())
+                .filter(|&i| b[i] == b'\n' && (i == 0 || b[i - 1] != b'\r'))
+                .count()
+        };
+        for text in [&b""[..], b"\n", b"\r\n", b"a\nb\r\n\n\r\r\n\n", b"\r"] {
+            assert_eq!(bare_lfs(text), slow(text), "{text:?}");
+        }
+        // Across the 255-byte blocks, and more than 255 in one block's counter.
+        let long: Vec<u8> = (0..5000u32)
+            .map(|i| match i % 7 {
+                0 => b'\r',
+                1 | 3 => b'\n',
+                _ => b'x',
+            })
+            .collect();
+        assert_eq!(bare_lfs(&long), slow(&long));
+        assert_eq!(bare_lfs(&[b'\n'; 1000]), 1000);
+    }
+
     #[test]
     fn assigns_keeps_and_forgets_uids() {
         let tmp = tempfile::tempdir().unwrap();
@@ -583,6 +885,15 @@ mod tests {
         let text = std::fs::read_to_string(dir.join(uidlist::FILE_NAME)).unwrap();
         assert!(text.starts_with("3 V1000 N4 G"), "{text}");
     }
+}
+
+/// The run of digits a name starts with, as a number (`None`: none, or too long).
+fn leading_number(name: &str) -> Option<u64> {
+    let digits = name.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 || digits > 19 {
+        return None;
+    }
+    name[..digits].parse().ok()
 }
 
 /// Compares names with runs of digits taken as numbers: `1.Q9.h` < `1.Q10.h`.

@@ -3,7 +3,6 @@
 //! seeks, and skipping to the offset each time made a 50 MB message cost gigabytes of reading.
 
 use crate::index::FolderIndex;
-use petrel_core::imap::request::FolderSnapshot;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -40,21 +39,6 @@ pub(crate) struct ReadCache {
     /// Per folder directory: the index of the last sync, so reading a message does not sync
     /// the whole folder again (a FETCH of N bodies would cost N folder scans).
     locations: Mutex<HashMap<PathBuf, Arc<FolderIndex>>>,
-    /// Per folder directory: the last snapshot and the index it was made from, so an
-    /// unchanged folder's snapshot is not made again, and a changed folder's INTERNALDATEs
-    /// (the files' mtimes, which flag renames keep) are not read again.
-    snapshots: Mutex<HashMap<PathBuf, Snapshot>>,
-}
-
-/// A snapshot made of a folder's index.
-#[derive(Debug, Clone)]
-pub(crate) struct Snapshot {
-    /// The index it was made from.
-    pub(crate) index: Arc<FolderIndex>,
-    /// The snapshot.
-    pub(crate) snap: Arc<FolderSnapshot>,
-    /// UIDs whose INTERNALDATE was guessed from the file name (the file could not be read).
-    pub(crate) guessed: Vec<u32>,
 }
 
 impl std::fmt::Debug for ReadCache {
@@ -74,27 +58,6 @@ impl ReadCache {
             all.clear();
         }
         all.insert(dir.to_path_buf(), index);
-    }
-
-    /// The snapshot last made of `dir`.
-    pub(crate) fn snapshot(&self, dir: &Path) -> Option<Snapshot> {
-        let all = self
-            .snapshots
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        all.get(dir).cloned()
-    }
-
-    /// Remembers the snapshot made of `dir`.
-    pub(crate) fn set_snapshot(&self, dir: &Path, snapshot: Snapshot) {
-        let mut all = self
-            .snapshots
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if all.len() >= MAX_LOCATED_FOLDERS && !all.contains_key(dir) {
-            all.clear();
-        }
-        all.insert(dir.to_path_buf(), snapshot);
     }
 
     /// Where message `uid` of `dir` was at the last sync (it may have been renamed or removed
