@@ -375,7 +375,10 @@ async fn serve(
             .tls
             .as_ref()
             .ok_or_else(|| io::Error::other("no TLS configured"))?;
-        let (c, info) = limited(limits.handshake_timeout, conn.into_tls(config)).await?;
+        // Boxed, like every rare and large wait of a connection (TLS handshake 2.6 KB, DNS
+        // 1.3 KB, scanner 0.7 KB): a connection's task is as large as its largest wait, and
+        // 10,000 idle IMAP connections would each carry these bytes (3.5 KB instead of 1.1).
+        let (c, info) = Box::pin(limited(limits.handshake_timeout, conn.into_tls(config))).await?;
         conn = c;
         tls = Some(info);
     }
@@ -403,11 +406,11 @@ async fn serve(
                 }
             }
             Action::Execute(req, petrel_core::Effect::Resolve { queries }) => {
-                let completion = resolve_all(shared, &queries).await;
+                let completion = Box::pin(resolve_all(shared, &queries)).await;
                 pump.complete(Instant::now(), req, completion);
             }
             Action::Execute(req, petrel_core::Effect::Scan { conn, op }) => {
-                let completion = scanners.execute(id, conn, op).await;
+                let completion = Box::pin(scanners.execute(id, conn, op)).await;
                 pump.complete(Instant::now(), req, completion);
             }
             // Store requests go to the blocking pool, and the pump goes with them: the requests
@@ -448,7 +451,7 @@ async fn serve(
                     .as_ref()
                     .ok_or_else(|| io::Error::other("no TLS configured"))?;
                 let plain = std::mem::replace(&mut conn, Conn::Gone);
-                match limited(limits.handshake_timeout, plain.into_tls(config)).await {
+                match Box::pin(limited(limits.handshake_timeout, plain.into_tls(config))).await {
                     Ok((c, info)) => {
                         conn = c;
                         pump.tls_established(Instant::now(), info);
