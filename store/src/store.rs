@@ -650,6 +650,8 @@ impl Store {
         refusals: Refusals,
         junk: bool,
     ) -> io::Result<(Vec<Refusal>, Vec<Notice>)> {
+        // On the way to the directory fsyncs: a flush starting meanwhile may wait for us.
+        let coming = self.sync.coming();
         if open.file.is_none() && edits.is_empty() {
             // Still all in memory: the prepended fields go in place, no rewrite.
             open.pending.insert(open.return_path_len, prepend);
@@ -841,7 +843,7 @@ impl Store {
                     &mut dirs,
                 )?;
             }
-            self.sync.sync_dirs(&*self.fs, &dirs)?;
+            self.sync.sync_dirs_arriving(&*self.fs, &dirs, coming)?;
             for (path, flags) in &mbox_jobs {
                 self.append_mbox(path, &sender, flags, &open.path, skip)?;
             }
