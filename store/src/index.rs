@@ -233,19 +233,33 @@ pub(crate) struct Cached {
     /// [`digest`] of the message files the index was made from.
     files: (usize, u128),
     index: Arc<FolderIndex>,
+    /// The names in `cur/` as listed for this index, kept when `cur/`'s mtime had settled by
+    /// `checked_at`: while `cur/` keeps that stamp, a delivery into `new/` lists only `new/`
+    /// (`cur/` of a big folder is where the time goes).
+    cur: Option<Arc<Vec<String>>>,
+}
+
+/// Whether a directory's stamp shows an mtime at least [`SETTLE_SECS`] older than `at`.
+fn settled_at(st: &Option<Stamp>, at: i64) -> bool {
+    st.is_some_and(|st| {
+        st.modified_ns > 0
+            && st.modified_ns + i128::from(SETTLE_SECS) * 1_000_000_000
+                <= i128::from(at) * 1_000_000_000
+    })
 }
 
 impl Cached {
+    /// The names in `cur/` if they are still what it holds: its stamp is the same and its
+    /// mtime had settled when it was listed (and the clock has not gone back since).
+    fn cur_listing(&self, now: &Stamps, now_secs: i64) -> Option<&[String]> {
+        let same = self.stamps[1] == now[1] && now_secs >= self.checked_at;
+        self.cur.as_deref().map(Vec::as_slice).filter(|_| same)
+    }
+
     /// Whether nothing can have changed since: the same stamps, and the directories' mtimes
     /// were settled when they were taken (and the clock has not gone back since).
     fn unchanged(&self, now: &Stamps, now_secs: i64) -> bool {
-        let settled = |st: &Option<Stamp>| {
-            st.is_some_and(|st| {
-                st.modified_ns > 0
-                    && st.modified_ns + i128::from(SETTLE_SECS) * 1_000_000_000
-                        <= i128::from(self.checked_at) * 1_000_000_000
-            })
-        };
+        let settled = |st: &Option<Stamp>| settled_at(st, self.checked_at);
         self.stamps == *now && now_secs >= self.checked_at && settled(&now[0]) && settled(&now[1])
     }
 }
@@ -453,8 +467,13 @@ pub fn sync_shared(
             return Ok(c.index.clone());
         }
         // The same files and the same list, index and keywords: the same index.
-        let scanned = mailbox::scan(fs, dir)?;
+        let reused = c.cur_listing(&before, now_secs);
+        let scanned = mailbox::scan_reusing(fs, dir, reused)?;
         let digest = digest(scanned.iter().map(|(s, n)| (*s, n.as_str())));
+        let cur = match reused {
+            Some(_) => c.cur.clone(),
+            None => keep_cur(&scanned, &before, now_secs),
+        };
         if c.stamps[2..] == before[2..] && c.files == digest {
             let index = c.index.clone();
             remember(
@@ -465,12 +484,24 @@ pub fn sync_shared(
                     checked_at: now_secs,
                     files: digest,
                     index: index.clone(),
+                    cur,
                 },
             );
             return Ok(index);
         }
-        files = Some(scanned);
+        files = Some((scanned, cur));
     }
+    let (files, cur) = match files {
+        Some((files, cur)) => (files, cur),
+        None if before[0].is_some() && before[1].is_some() => {
+            let scanned = mailbox::scan(fs, dir)?;
+            let cur = keep_cur(&scanned, &before, now_secs);
+            (scanned, cur)
+        }
+        // Not a complete Maildir yet: the sync makes it and lists it.
+        None => (Vec::new(), None),
+    };
+    let files = (before[0].is_some() && before[1].is_some()).then_some(files);
     // What the index in memory knows of each message (size, INTERNALDATE) is not looked up
     // again while the message keeps its UID and file.
     let known: Vec<Known<'_>> = cached.as_ref().map_or_else(Vec::new, |c| {
@@ -526,9 +557,24 @@ pub fn sync_shared(
             checked_at: now_secs,
             files,
             index: index.clone(),
+            cur,
         },
     );
     Ok(index)
+}
+
+/// The names in `cur/` of a listing, to keep with the index if `cur/` had settled when its
+/// stamp was taken (see [`Cached::cur_listing`]).
+fn keep_cur(files: &mailbox::Files, before: &Stamps, now_secs: i64) -> Option<Arc<Vec<String>>> {
+    settled_at(&before[1], now_secs).then(|| {
+        Arc::new(
+            files
+                .iter()
+                .filter(|(sub, _)| *sub == "cur")
+                .map(|(_, n)| n.clone())
+                .collect(),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -656,6 +702,42 @@ mod tests {
         // A new process (no memory) agrees with the one that remembered.
         let h = sync(&fs, &FolderLocks::default(), dir, t + 40).unwrap();
         assert_eq!(h, *g);
+    }
+
+    /// A delivery into `new/` while `cur/` keeps its settled stamp lists only `new/`: what
+    /// `cur/` held is taken from memory (shown here by a file slipped into `cur/` with its
+    /// stamp put back, which only a listing of `cur/` would find); once `cur/` changes, it is
+    /// listed again.
+    #[test]
+    fn a_settled_cur_is_not_listed_again_for_a_delivery() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let (fs, locks) = (RealFs, FolderLocks::default());
+        crate::maildir::ensure(&fs, dir).unwrap();
+        put(dir, "cur", "1.P1Q1.h:2,S");
+        let t = 1_700_000_000;
+        set_mtime(&dir.join("cur"), t);
+        set_mtime(&dir.join("new"), t);
+        let a = sync_shared(&fs, &locks, dir, t + 5).unwrap();
+        assert_eq!(a.messages.len(), 1);
+        let cur_stamp = fs.stamp(&dir.join("cur")).unwrap();
+        put(dir, "cur", "1.P1Q2.h:2,S");
+        set_mtime(&dir.join("cur"), t);
+        if fs.stamp(&dir.join("cur")).unwrap() != cur_stamp {
+            return; // this filesystem changed the directory's size or identity: not shown here
+        }
+        put(dir, "new", "1.P1Q3.h");
+        let b = sync_shared(&fs, &locks, dir, t + 6).unwrap();
+        let names: Vec<&str> = b.messages.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["1.P1Q1.h:2,S", "1.P1Q3.h"],
+            "cur/ taken from memory"
+        );
+        set_mtime(&dir.join("cur"), t + 1);
+        let c = sync_shared(&fs, &locks, dir, t + 7).unwrap();
+        assert_eq!(c.messages.len(), 3, "a changed cur/ is listed");
+        assert_eq!(c.messages[2].name, "1.P1Q2.h:2,S");
     }
 
     #[test]

@@ -197,6 +197,27 @@ pub(crate) fn scan(fs: &dyn FileSystem, dir: &Path) -> io::Result<Files> {
     Ok(files)
 }
 
+/// [`scan`], with the names of `cur/` as listed before if they are known to be unchanged.
+pub(crate) fn scan_reusing(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    cur: Option<&[String]>,
+) -> io::Result<Files> {
+    let Some(cur) = cur else {
+        return scan(fs, dir);
+    };
+    let names = fs.read_dir(&dir.join("new"))?;
+    let mut files = Vec::with_capacity(names.len() + cur.len());
+    files.extend(
+        names
+            .into_iter()
+            .filter(|n| !n.starts_with('.'))
+            .map(|n| ("new", n)),
+    );
+    files.extend(cur.iter().map(|n| ("cur", n.clone())));
+    Ok(files)
+}
+
 fn read_list(fs: &dyn FileSystem, path: &Path) -> io::Result<Option<UidList>> {
     match fs.read(path) {
         Ok(bytes) => Ok(UidList::parse(&String::from_utf8_lossy(&bytes))),
