@@ -136,7 +136,16 @@ fn body(raw: &[u8]) -> &[u8] {
 fn any_header_value(raw: &[u8], name: &str, mut f: impl FnMut(&[u8]) -> bool) -> bool {
     let name = name.as_bytes();
     let mut current: Option<std::borrow::Cow<'_, [u8]>> = None;
-    for line in raw.split(|&b| b == b'\n') {
+    let mut rest = raw;
+    loop {
+        // The next line (empty at the end): `skip_until` on a slice finds the LF with std's
+        // word-at-a-time memchr, no IO involved.
+        let start = rest;
+        let Ok(n) = std::io::BufRead::skip_until(&mut rest, b'\n') else {
+            unreachable!("reading from a slice cannot fail")
+        };
+        let line = &start[..n];
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
             if let Some(v) = &mut current {
@@ -169,7 +178,6 @@ fn any_header_value(raw: &[u8], name: &str, mut f: impl FnMut(&[u8]) -> bool) ->
             ));
         }
     }
-    current.is_some_and(|v| f(&v))
 }
 
 /// RFC 9051: `HEADER name ""` matches every message with that field.

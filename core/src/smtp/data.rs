@@ -60,6 +60,11 @@ impl DataReceiver {
             if out.len() >= limit {
                 return (i, false);
             }
+            if self.state == State::LineStart && input[i] != b'.' {
+                // A line that does not start with a dot is an ordinary line from its first
+                // byte on (a CR or LF there is handled by the run below as the match would).
+                self.state = State::Mid;
+            }
             if self.state == State::Mid {
                 // Inside a line every byte up to the next CR (bare LF included) is copied as it
                 // is: one slice copy instead of the state machine per byte (callgrind: this loop

@@ -527,11 +527,14 @@ impl SmtpSession {
 
     fn begin_message(&mut self, _now: Instant, bdat: Option<(u64, bool)>) {
         let Some(tx) = &self.tx else { return };
-        let (helo, esmtp) = self.helo.clone().unwrap_or_default();
+        let (helo, esmtp) = self
+            .helo
+            .as_ref()
+            .map_or(("", false), |(h, e)| (h.as_str(), *e));
         let single = (tx.recipients.len() == 1).then(|| &tx.recipients[0].address as _);
         let mut trace = Vec::with_capacity(320);
         Trace {
-            helo: &helo,
+            helo,
             ip: &self.peer.ip,
             hostname: &self.config.hostname,
             esmtp,
@@ -551,7 +554,7 @@ impl SmtpSession {
                     &self.config.hostname,
                     policy,
                     ip,
-                    &helo,
+                    helo,
                     &tx.sender.to_string(),
                     self.config.clock.unix_seconds(),
                 ))
@@ -572,7 +575,7 @@ impl SmtpSession {
                 client_ip: self.peer.ip.clone(),
                 client_port: 0,
                 client_name: None,
-                helo: helo.clone(),
+                helo: helo.to_string(),
                 sender: tx.sender.to_string(),
                 recipients: tx
                     .recipients
