@@ -2392,11 +2392,12 @@ impl ImapSession {
             return;
         }
         // A change reported while a request was outstanding is looked at now.
-        if !self.busy()
-            && matches!(self.phase, Phase::Idle(_))
-            && let Some(changed) = self.idle_poke.take()
-        {
-            self.idle_look(changed);
+        if !self.busy() && matches!(self.phase, Phase::Idle(_)) {
+            match self.idle_poke.take() {
+                Some(changed) => self.idle_look(changed),
+                // Quiet until the next change: hold no memory for requests meanwhile.
+                None => self.outbox.release_events(),
+            }
         }
     }
 
