@@ -92,7 +92,7 @@ fn crlf_line_ends<'a>(bytes: &'a [u8], last_cr: &mut bool) -> std::borrow::Cow<'
 /// Most message octets one transaction holds in memory before its file is created: a typical
 /// message is written with one `write` at commit, and needs no trip to a blocking thread
 /// before it (see [`Store::execute_inline`]).
-const TX_BUFFER_MAX: usize = 64 * 1024;
+const TX_BUFFER_MAX: usize = 256 * 1024;
 
 /// Most message octets all transactions together hold in memory; beyond it they write to
 /// their files as they receive.

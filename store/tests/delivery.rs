@@ -181,7 +181,7 @@ fn abort_and_restart_leave_nothing_behind() {
     }));
     let _ = s.execute(Effect::AppendChunk {
         tx,
-        bytes: vec![b'h'; 100_000],
+        bytes: vec![b'h'; 300_000],
     });
     drop(s);
     assert_eq!(files(&tmp.path().join("tmp")).len(), 1);
