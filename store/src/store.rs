@@ -99,7 +99,8 @@ const TX_BUFFER_MAX: usize = 256 * 1024;
 const TX_BUFFER_TOTAL: usize = 16 * 1024 * 1024;
 
 /// Message octets held in memory while the transaction has no file, counted against the
-/// store-wide budget ([`TX_BUFFER_TOTAL`]) for as long as they are held.
+/// store-wide budget ([`TX_BUFFER_TOTAL`]) for as long as they are held. The count is of
+/// octets held; the allocations behind them may be up to twice that (vectors grow by doubling).
 struct Pending {
     bytes: Vec<u8>,
     budget: Arc<AtomicUsize>,
@@ -468,7 +469,7 @@ impl Store {
         let path = self.config.data_dir.join("tmp").join(self.next_unique(0));
         let return_path = format!("Return-Path: <{}>\r\n", envelope.sender);
         let mut pending = Pending {
-            bytes: Vec::with_capacity(return_path.len() + trace.len() + 8192),
+            bytes: Vec::with_capacity(return_path.len() + trace.len()),
             budget: self.buffered.clone(),
         };
         pending.insert(0, return_path.as_bytes());
