@@ -78,6 +78,22 @@ pub fn create_dir_all(fs: &dyn FileSystem, path: &Path) -> io::Result<()> {
     }
 }
 
+/// How old a temporary or unreferenced file must be before a cleanup takes it for a crash's
+/// leftover. Another process (`petrel deliver`, `petrel sendmail`, a server starting beside them)
+/// may be writing a younger one right now; a real leftover merely waits for a later cleanup.
+pub const LEFTOVER_AGE_SECS: i64 = 15 * 60;
+
+/// Whether `path` was last modified more than [`LEFTOVER_AGE_SECS`] before `now` (Unix
+/// seconds). A file that vanished meanwhile is not stale (there is nothing to remove).
+pub fn is_leftover(fs: &dyn FileSystem, path: &Path, now: i64) -> io::Result<bool> {
+    Ok(match fs.stamp(path)? {
+        Some(st) => {
+            st.modified_ns / 1_000_000_000 + i128::from(LEFTOVER_AGE_SECS) < i128::from(now)
+        }
+        None => false,
+    })
+}
+
 /// Makes the entry of `path` and of each of its ancestors below `root` durable, whether this
 /// process created them or found them: a directory found on disk may have been created by a
 /// run whose parent fsync failed or never happened, and would vanish at the next crash.

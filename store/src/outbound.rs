@@ -97,20 +97,30 @@ impl Store {
     }
 
     /// Removes message files without an envelope and half-written envelopes: what a crash
-    /// left of messages that were never acknowledged. Returns how many were removed.
+    /// left of messages that were never acknowledged. Returns how many were removed. Only
+    /// files older than [`crate::fs::LEFTOVER_AGE_SECS`] count: a younger one may be a message
+    /// another process (`petrel sendmail`, a session) is queueing right now, whose message file
+    /// is linked in before its envelope.
     pub fn queue_remove_orphans(&self) -> io::Result<usize> {
         let env_dir = self.config.data_dir.join(ENV_DIR);
         let msg_dir = self.config.data_dir.join(MSG_DIR);
+        let now = self.config.clock.unix_seconds();
         let envs = self.fs.read_dir(&env_dir)?;
         let mut removed = 0;
         for name in &envs {
-            if name.starts_with('.') && name.ends_with(".tmp") {
-                self.fs.remove_file(&env_dir.join(name))?;
+            let path = env_dir.join(name);
+            if name.starts_with('.')
+                && name.ends_with(".tmp")
+                && crate::fs::is_leftover(&*self.fs, &path, now)?
+            {
+                self.fs.remove_file(&path)?;
                 removed += 1;
             }
         }
         for name in self.fs.read_dir(&msg_dir)? {
-            if !envs.contains(&name) {
+            if !envs.contains(&name)
+                && crate::fs::is_leftover(&*self.fs, &msg_dir.join(&name), now)?
+            {
                 self.fs.remove_file(&msg_dir.join(&name))?;
                 removed += 1;
             }

@@ -208,7 +208,8 @@ pub(crate) fn temp(message: impl Into<String>) -> Completion {
 
 impl Store {
     /// Opens the data directory, creating its layout, and removes what a crash left half-done
-    /// in `tmp/` (never acknowledged, so nothing is lost).
+    /// in `tmp/` (never acknowledged, so nothing is lost), once it is older than
+    /// [`crate::fs::LEFTOVER_AGE_SECS`]: a younger file may be another process's transaction.
     pub fn open(fs: Arc<dyn FileSystem>, config: StoreConfig) -> io::Result<Store> {
         let store = Self::attach(fs, config)?;
         store.remove_leftovers()?;
@@ -246,8 +247,13 @@ impl Store {
 
     fn remove_leftovers(&self) -> io::Result<()> {
         let (fs, dir) = (&self.fs, &self.config.data_dir);
+        let now = self.config.clock.unix_seconds();
         for name in fs.read_dir(&dir.join("tmp"))? {
             let path = dir.join("tmp").join(&name);
+            // A young file may be a `petrel deliver` or `sendmail` transaction in progress.
+            if !crate::fs::is_leftover(&**fs, &path, now)? {
+                continue;
+            }
             if let Err(e) = fs.remove_file(&path) {
                 tracing::warn!(file = %path.display(), error = %e, "cannot remove leftover temporary file");
             }

@@ -232,7 +232,7 @@ fn delay_warning_once_then_expiry_bounces() {
 
 #[test]
 fn no_bounce_to_the_null_sender_and_leftovers_are_cleaned() {
-    let (tmp, _clock, store) = setup();
+    let (tmp, clock, store) = setup();
     submit(&store, "");
     let name = store.queue_entries().unwrap()[0].name.clone();
     store
@@ -261,9 +261,35 @@ fn no_bounce_to_the_null_sender_and_leftovers_are_cleaned() {
         store.queue_entries().unwrap().is_empty(),
         "nothing queued for the null sender"
     );
-    // A message file without envelope (crash before the envelope was renamed in) is removed.
-    std::fs::write(tmp.path().join("queue/msg/orphan"), b"x").unwrap();
-    std::fs::write(tmp.path().join("queue/env/.orphan.tmp"), b"x").unwrap();
+    // A message file without envelope (crash before the envelope was renamed in) is removed
+    // once it is old; a young one may be another process queueing a message right now.
+    let set_age = |path: &std::path::Path, secs_before_now: i64| {
+        let at = std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(
+                (clock.0.load(Ordering::SeqCst) - secs_before_now) as u64,
+            );
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(at)
+            .unwrap();
+    };
+    let orphan = tmp.path().join("queue/msg/orphan");
+    let half_env = tmp.path().join("queue/env/.orphan.tmp");
+    std::fs::write(&orphan, b"x").unwrap();
+    std::fs::write(&half_env, b"x").unwrap();
+    set_age(&orphan, 60);
+    set_age(&half_env, 60);
+    assert_eq!(
+        store.queue_remove_orphans().unwrap(),
+        0,
+        "young files are left alone"
+    );
+    assert!(orphan.exists() && half_env.exists());
+    set_age(&orphan, 16 * 60);
+    set_age(&half_env, 16 * 60);
     assert_eq!(store.queue_remove_orphans().unwrap(), 2);
+    assert!(!orphan.exists() && !half_env.exists());
     assert_eq!(store.queue_flush().unwrap(), 0);
 }
