@@ -264,9 +264,15 @@ impl Cached {
     }
 }
 
+/// Most messages the remembered indexes hold together (about 100-200 bytes each): beyond it,
+/// the other folders are forgotten.
+const MAX_CACHED_MESSAGES: usize = 500_000;
+
 fn remember(locks: &FolderLocks, dir: &Path, cached: Cached) {
     let mut all = locks.indexes.lock().unwrap_or_else(PoisonError::into_inner);
-    if all.len() >= MAX_CACHED_FOLDERS && !all.contains_key(dir) {
+    all.remove(dir);
+    let held: usize = all.values().map(|c| c.index.messages.len()).sum();
+    if all.len() >= MAX_CACHED_FOLDERS || held + cached.index.messages.len() > MAX_CACHED_MESSAGES {
         all.clear();
     }
     all.insert(dir.to_path_buf(), Arc::new(cached));

@@ -59,8 +59,11 @@ pub struct FolderLocks {
 /// CRLF sizes read from files, by folder directory and base name, and how many in all.
 type RememberedSizes = (HashMap<PathBuf, HashMap<String, u64>>, usize);
 
-/// Most folders whose index is kept in memory; beyond it the memory is cleared.
-pub const MAX_CACHED_FOLDERS: usize = 16;
+/// Most folders whose index is kept in memory; beyond it the memory is cleared. Each busy
+/// user's INBOX is one: with fewer than the users working at once, every SELECT read its
+/// folder again (the 50-client IMAP benchmark spent most of its CPU there). The memory is
+/// bounded by messages as well (`index::MAX_CACHED_MESSAGES`).
+pub const MAX_CACHED_FOLDERS: usize = 1024;
 
 /// Most remembered CRLF sizes; beyond it the memory is cleared (and sizes are read again).
 const MAX_REMEMBERED_SIZES: usize = 1_000_000;

@@ -1385,46 +1385,67 @@ impl ImapSession {
         self.job = Some(job);
     }
 
+    /// One `* N FETCH (...)` line, written straight into one buffer (a `FETCH 1:* (FLAGS UID)`
+    /// of a big folder makes one line per message: no temporaries per item).
     fn fetch_line(&mut self, j: &mut FetchJob, i: usize, raw: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
         let Some(sel) = &self.selected else {
             return Vec::new();
         };
         let m = &sel.snap.messages[i];
-        let mut out = format!("* {} FETCH (", i + 1).into_bytes();
-        let mut parts: Vec<Vec<u8>> = Vec::new();
+        let mut out = Vec::with_capacity(64);
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "* {} FETCH (", i + 1);
+        let first = out.len();
+        let sep = |out: &mut Vec<u8>| {
+            if out.len() > first {
+                out.push(b' ');
+            }
+        };
+        let flags = |out: &mut Vec<u8>| {
+            out.extend_from_slice(b"FLAGS (");
+            for (k, f) in m.flags.iter().enumerate() {
+                if k > 0 {
+                    out.push(b' ');
+                }
+                out.extend_from_slice(f.as_bytes());
+            }
+            out.push(b')');
+        };
         if j.uid && !j.items.contains(&FetchItem::Uid) {
-            parts.push(format!("UID {}", m.uid).into_bytes());
+            let _ = write!(out, "UID {}", m.uid);
         }
         for item in &j.items {
             if j.stream.as_ref() == Some(item) {
                 continue;
             }
-            let mut p = Vec::new();
+            let mark = out.len();
+            sep(&mut out);
             match item {
-                FetchItem::Flags => {
-                    p.extend_from_slice(format!("FLAGS {}", flag_list(&m.flags)).as_bytes())
+                FetchItem::Flags => flags(&mut out),
+                FetchItem::Uid => {
+                    let _ = write!(out, "UID {}", m.uid);
                 }
-                FetchItem::Uid => p.extend_from_slice(format!("UID {}", m.uid).as_bytes()),
-                FetchItem::InternalDate => p.extend_from_slice(
-                    format!("INTERNALDATE {}", internal_date(m.internal_date)).as_bytes(),
-                ),
+                FetchItem::InternalDate => {
+                    let _ = write!(out, "INTERNALDATE {}", internal_date(m.internal_date));
+                }
                 FetchItem::Rfc822Size => {
-                    p.extend_from_slice(format!("RFC822.SIZE {}", m.size).as_bytes())
+                    let _ = write!(out, "RFC822.SIZE {}", m.size);
                 }
                 FetchItem::ModSeq => {
-                    p.extend_from_slice(format!("MODSEQ ({})", m.modseq).as_bytes())
+                    let _ = write!(out, "MODSEQ ({})", m.modseq);
                 }
                 FetchItem::Envelope => {
-                    p.extend_from_slice(b"ENVELOPE ");
-                    p.extend_from_slice(structure::envelope(raw).as_bytes());
+                    out.extend_from_slice(b"ENVELOPE ");
+                    out.extend_from_slice(structure::envelope(raw).as_bytes());
                 }
                 FetchItem::Body => {
-                    p.extend_from_slice(b"BODY ");
-                    p.extend_from_slice(structure::body_structure(raw, false).as_bytes());
+                    out.extend_from_slice(b"BODY ");
+                    out.extend_from_slice(structure::body_structure(raw, false).as_bytes());
                 }
                 FetchItem::BodyStructure => {
-                    p.extend_from_slice(b"BODYSTRUCTURE ");
-                    p.extend_from_slice(structure::body_structure(raw, true).as_bytes());
+                    out.extend_from_slice(b"BODYSTRUCTURE ");
+                    out.extend_from_slice(structure::body_structure(raw, true).as_bytes());
                 }
                 FetchItem::Rfc822 | FetchItem::Rfc822Header | FetchItem::Rfc822Text => {
                     let (name, text) = match item {
@@ -1441,55 +1462,55 @@ impl ImapSession {
                             text,
                         },
                     );
-                    p.extend_from_slice(name.as_bytes());
-                    p.push(b' ');
-                    response::literal(&mut p, &data);
+                    out.extend_from_slice(name.as_bytes());
+                    out.push(b' ');
+                    response::literal(&mut out, &data);
                 }
                 FetchItem::BodySection {
                     section, partial, ..
                 } => {
                     let data = structure::section(raw, &section_spec(section));
-                    p.extend_from_slice(format!("BODY[{}]", section_name(section)).as_bytes());
-                    let data = slice_partial(&data, *partial, &mut p);
-                    p.push(b' ');
-                    response::literal(&mut p, data);
+                    let _ = write!(out, "BODY[{}]", section_name(section));
+                    let data = slice_partial(&data, *partial, &mut out);
+                    out.push(b' ');
+                    response::literal(&mut out, data);
                 }
                 FetchItem::Binary { part, partial, .. } => match structure::binary(raw, part) {
                     Ok(data) => {
-                        p.extend_from_slice(format!("BINARY[{}]", part_name(part)).as_bytes());
-                        let data = slice_partial(&data, *partial, &mut p);
-                        p.push(b' ');
-                        response::literal(&mut p, data);
+                        let _ = write!(out, "BINARY[{}]", part_name(part));
+                        let data = slice_partial(&data, *partial, &mut out);
+                        out.push(b' ');
+                        response::literal(&mut out, data);
                     }
                     Err(_) => {
                         j.failed = Some("[UNKNOWN-CTE] Unknown Content-Transfer-Encoding.");
-                        continue;
+                        out.truncate(mark);
                     }
                 },
                 FetchItem::BinarySize { part } => match structure::binary_size(raw, part) {
-                    Ok(n) => p.extend_from_slice(
-                        format!("BINARY.SIZE[{}] {n}", part_name(part)).as_bytes(),
-                    ),
+                    Ok(n) => {
+                        let _ = write!(out, "BINARY.SIZE[{}] {n}", part_name(part));
+                    }
                     Err(_) => {
                         j.failed = Some("[UNKNOWN-CTE] Unknown Content-Transfer-Encoding.");
-                        continue;
+                        out.truncate(mark);
                     }
                 },
             }
-            parts.push(p);
         }
         if j.flags_changed.contains(&m.uid) && !j.items.contains(&FetchItem::Flags) {
-            parts.push(format!("FLAGS {}", flag_list(&m.flags)).into_bytes());
+            sep(&mut out);
+            flags(&mut out);
         }
         if (self.condstore || j.changed_since.is_some()) && !j.items.contains(&FetchItem::ModSeq) {
-            parts.push(format!("MODSEQ ({})", m.modseq).into_bytes());
+            sep(&mut out);
+            let _ = write!(out, "MODSEQ ({})", m.modseq);
         }
         // A FETCH response names at least one item; when the only one failed (UNKNOWN-CTE),
         // the UID stands in, as in Dovecot.
-        if parts.is_empty() && j.failed.is_some() {
-            parts.push(format!("UID {}", m.uid).into_bytes());
+        if out.len() == first && j.failed.is_some() {
+            let _ = write!(out, "UID {}", m.uid);
         }
-        out.extend_from_slice(&parts.join(&b' '));
         out.extend_from_slice(b")\r\n");
         out
     }
