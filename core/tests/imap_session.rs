@@ -271,7 +271,7 @@ impl FakeStore {
                     if unchanged_since.is_some_and(|u| m.meta.modseq > u) {
                         continue;
                     }
-                    let mut set: Vec<String> = m.meta.flags.clone();
+                    let mut set: Vec<String> = m.meta.flags.to_vec();
                     match mode {
                         FlagMode::Add => {
                             for x in &flags {
@@ -283,12 +283,12 @@ impl FakeStore {
                         FlagMode::Remove => set.retain(|x| !flags.contains(x)),
                         FlagMode::Replace => set = flags.clone(),
                     }
-                    if set != m.meta.flags {
+                    if *set != *m.meta.flags {
                         f.modseq += 1;
                         m.meta.modseq = f.modseq;
-                        m.meta.flags = set;
+                        m.meta.flags = set.into();
                     }
-                    out.push((m.meta.uid, m.meta.flags.clone(), m.meta.modseq));
+                    out.push((m.meta.uid, m.meta.flags.to_vec(), m.meta.modseq));
                 }
                 ImapAnswer::Stored(out)
             }
@@ -878,7 +878,11 @@ fn other_session_changes(store: &mut FakeStore, n: u32) {
         let inbox = store.folders.get_mut("INBOX").unwrap();
         inbox.messages.remove(0);
         inbox.modseq += 1;
-        inbox.messages[0].meta.flags.push("\\Answered".into());
+        {
+            let mut f = inbox.messages[0].meta.flags.to_vec();
+            f.push("\\Answered".into());
+            inbox.messages[0].meta.flags = f.into();
+        }
         inbox.messages[0].meta.modseq = inbox.modseq;
         inbox.add(b"Subject: new\r\n\r\nx\r\n", &[], 900_000_000);
     }
@@ -1358,9 +1362,9 @@ fn multiappend_appends_all_or_nothing() {
     let inbox = &store.folders["INBOX"].messages;
     assert_eq!(inbox.len(), 6, "a2 and a3 appended nothing");
     assert_eq!(inbox[3].bytes, m1);
-    assert_eq!(inbox[3].meta.flags, ["\\Seen"]);
+    assert_eq!(*inbox[3].meta.flags, ["\\Seen"]);
     assert_eq!(inbox[4].bytes, m2);
-    assert_eq!(inbox[4].meta.flags, ["\\Flagged"]);
+    assert_eq!(*inbox[4].meta.flags, ["\\Flagged"]);
     assert_eq!(inbox[5].bytes, m1);
     assert!(
         store.txs.is_empty(),

@@ -322,12 +322,25 @@ impl Store {
         let ix = self.imap_index(dir)?;
         // INTERNALDATE (the file's mtime) is in the index: looked up once per file by the
         // sync that found it, on several threads for a big folder, then carried.
+        // Messages share their flag list with others that have the same flags (a few
+        // distinct sets per folder): one allocation per set, not per message.
+        let mut sets: Vec<Arc<[String]>> = Vec::new();
+        let mut shared = |flags: &[String]| -> Arc<[String]> {
+            if let Some(set) = sets.iter().find(|s| ***s == *flags) {
+                return set.clone();
+            }
+            let set: Arc<[String]> = flags.into();
+            if sets.len() < 64 {
+                sets.push(set.clone());
+            }
+            set
+        };
         let messages: Vec<MessageMeta> = ix
             .messages
             .iter()
             .map(|m| MessageMeta {
                 uid: m.uid,
-                flags: m.flags.clone(),
+                flags: shared(&m.flags),
                 modseq: m.modseq,
                 size: m.size,
                 internal_date: m.internal_date,

@@ -173,7 +173,7 @@ fn append_then_select_shows_uid_flags_size_and_date() {
     assert!(snap.messages[0].flags.is_empty());
     assert_eq!(snap.messages[0].size, msg.len() as u64);
     assert_eq!(snap.messages[0].internal_date, 1_700_000_000);
-    assert_eq!(snap.messages[1].flags, strs(&["\\Seen", "$Forwarded"]));
+    assert_eq!(*snap.messages[1].flags, *strs(&["\\Seen", "$Forwarded"]));
     assert!(snap.messages[1].internal_date > 1_700_000_000);
     assert_eq!(read_all(&s, "INBOX", 1, 7), msg);
     let st = status(&s, "INBOX");
@@ -309,7 +309,7 @@ fn store_flags_round_trip_through_file_names() {
         ImapAnswer::Stored(vec![])
     );
     let snap = select(&s, "INBOX");
-    assert_eq!(snap.messages[0].flags, strs(&["\\Flagged", "\\Deleted"]));
+    assert_eq!(*snap.messages[0].flags, *strs(&["\\Flagged", "\\Deleted"]));
     assert_eq!(snap.messages[0].modseq, modseq);
     assert_eq!(snap.messages[1].uid, uid2);
     assert_eq!(
@@ -383,7 +383,7 @@ fn copy_and_move_keep_flags_and_give_uid_pairs() {
         }
     );
     let snap = select(&s, "Archive");
-    assert_eq!(snap.messages[0].flags, strs(&["\\Seen", "$Label"]));
+    assert_eq!(*snap.messages[0].flags, *strs(&["\\Seen", "$Label"]));
     assert_eq!(snap.messages[1].size, 3);
     assert_eq!(read_all(&s, "Archive", 2, 100), b"b\r\n");
     // MOVE.
@@ -397,7 +397,7 @@ fn copy_and_move_keep_flags_and_give_uid_pairs() {
     assert!(select(&s, "INBOX").messages.is_empty());
     let snap = select(&s, "Archive");
     assert_eq!(snap.messages.len(), 4);
-    assert_eq!(snap.messages[2].flags, strs(&["\\Seen", "$Label"]));
+    assert_eq!(*snap.messages[2].flags, *strs(&["\\Seen", "$Label"]));
 }
 
 fn list(s: &Store, pattern: &str, subscribed_only: bool) -> Vec<FolderInfo> {
@@ -573,7 +573,7 @@ fn rename_folders_and_inbox() {
     );
     let snap = select(&s, "Z/B");
     assert_eq!(snap.messages[0].uid, uid);
-    assert_eq!(snap.messages[0].flags, strs(&["\\Flagged"]));
+    assert_eq!(*snap.messages[0].flags, *strs(&["\\Flagged"]));
 
     // INBOX: its messages move to the new folder, INBOX stays (empty).
     append(&s, "INBOX", &[], None, &[b"1\r\n"]);
@@ -582,7 +582,7 @@ fn rename_folders_and_inbox() {
     assert!(select(&s, "INBOX").messages.is_empty());
     let old = select(&s, "Old");
     assert_eq!(old.messages.len(), 2);
-    assert!(old.messages.iter().any(|m| m.flags == strs(&["\\Seen"])));
+    assert!(old.messages.iter().any(|m| *m.flags == *strs(&["\\Seen"])));
     assert_eq!(read_all(&s, "Old", old.messages[0].uid, 100), b"1\r\n");
     assert!(is_no(&ren("INBOX", "Old"), "[ALREADYEXISTS]"));
     assert!(is_no(&ren("C", "inbox"), "[ALREADYEXISTS]"));

@@ -2857,7 +2857,7 @@ impl ImapFolder {
         self.messages.push(ImapMsg {
             meta: petrel_core::imap::request::MessageMeta {
                 uid,
-                flags,
+                flags: flags.into(),
                 modseq: self.modseq,
                 size: bytes.len() as u64,
                 internal_date: date,
@@ -3032,7 +3032,7 @@ impl FakeFolders {
                     if unchanged_since.is_some_and(|u| m.meta.modseq > u) {
                         continue;
                     }
-                    let mut set = m.meta.flags.clone();
+                    let mut set = m.meta.flags.to_vec();
                     match mode {
                         FlagMode::Add => {
                             for x in &flags {
@@ -3044,12 +3044,12 @@ impl FakeFolders {
                         FlagMode::Remove => set.retain(|x| !flags.contains(x)),
                         FlagMode::Replace => set = flags.clone(),
                     }
-                    if set != m.meta.flags {
+                    if *set != *m.meta.flags {
                         f.modseq += 1;
                         m.meta.modseq = f.modseq;
-                        m.meta.flags = set;
+                        m.meta.flags = set.into();
                     }
-                    out.push((m.meta.uid, m.meta.flags.clone(), m.meta.modseq));
+                    out.push((m.meta.uid, m.meta.flags.to_vec(), m.meta.modseq));
                 }
                 ImapAnswer::Stored(out)
             }
@@ -3090,7 +3090,7 @@ impl FakeFolders {
                 let pairs: Vec<(u32, u32)> = src
                     .iter()
                     .map(|m| {
-                        let new = dst.add(&m.bytes, m.meta.flags.clone(), m.meta.internal_date);
+                        let new = dst.add(&m.bytes, m.meta.flags.to_vec(), m.meta.internal_date);
                         (m.meta.uid, new)
                     })
                     .collect();

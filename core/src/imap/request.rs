@@ -187,8 +187,9 @@ pub struct FolderStatus {
 pub struct MessageMeta {
     /// UID.
     pub uid: u32,
-    /// Flags.
-    pub flags: Vec<String>,
+    /// Flags. Shared: a big folder's messages have a handful of distinct flag sets, so a
+    /// snapshot of 100,000 messages need not allocate 100,000 lists.
+    pub flags: std::sync::Arc<[String]>,
     /// MODSEQ.
     pub modseq: u64,
     /// RFC822.SIZE.

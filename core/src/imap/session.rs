@@ -1988,7 +1988,7 @@ impl ImapSession {
                 if let (Some(sel), Some(Job::Fetch(j))) = (&mut self.selected, &mut self.job) {
                     for (uid, flags, modseq) in changed {
                         if let Some(i) = sel.index_of(uid) {
-                            sel.snap.messages[i].flags = flags;
+                            sel.snap.messages[i].flags = flags.into();
                             sel.snap.messages[i].modseq = modseq;
                             j.flags_changed.insert(uid);
                         }
@@ -2048,7 +2048,7 @@ impl ImapSession {
                     for (u, flags, modseq) in changed {
                         done.insert(u);
                         let Some(i) = sel.index_of(u) else { continue };
-                        sel.snap.messages[i].flags = flags.clone();
+                        sel.snap.messages[i].flags = flags.as_slice().into();
                         sel.snap.messages[i].modseq = modseq;
                         if !silent || unchanged_since.is_some() {
                             let mut l = format!("* {} FETCH (", i + 1);
