@@ -10,10 +10,9 @@ use crate::outbound::ClientConn;
 use async_io::{Async, Timer};
 use futures_lite::FutureExt;
 use petrel_core::fetch::{
-    FetchAccount, FetchAnswer, FetchConfig, FetchRequest, ImapFetch, Pop3Fetch, Protocol, Security,
-    backoff,
+    FetchAnswer, FetchConfig, FetchRequest, ImapFetch, Pop3Fetch, Protocol, backoff,
 };
-use petrel_core::{Action, Completion, Effect, Pump, Secret, Session, UserId};
+use petrel_core::{Action, Completion, Effect, Pump, Session, UserId};
 use petrel_store::Store;
 use petrel_store::fetch_accounts::{self, Account};
 use smol::Executor;
@@ -64,27 +63,6 @@ fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
-}
-
-fn session_account(user: &UserId, a: &Account) -> FetchAccount {
-    FetchAccount {
-        user: user.clone(),
-        id: a.id,
-        token: a.token.clone(),
-        protocol: a.url.protocol,
-        security: if a.url.implicit_tls {
-            Security::Implicit
-        } else {
-            Security::StartTls {
-                required: !a.url.is_loopback(),
-            }
-        },
-        host: a.url.host.clone(),
-        login: a.url.login.clone(),
-        password: Secret::new(a.password.clone()),
-        folder: a.url.folder.clone(),
-        keep: a.keep,
-    }
 }
 
 /// Stops a running [`FetchRunner`].
@@ -337,7 +315,7 @@ impl FetchRunner {
                 Err(e) => return Err(Failure::Setup(format!("TLS with {target} failed: {e}"))),
             };
         }
-        let fetch_account = Arc::new(session_account(user, account));
+        let fetch_account = Arc::new(account.session_account(user));
         let config = self.settings.session.clone();
         let now = Instant::now();
         let session: Box<dyn Session + Send> = match url.protocol {

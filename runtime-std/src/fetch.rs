@@ -7,10 +7,8 @@
 //! exponential backoff (the error is in `petrel fetch list` meanwhile).
 
 use crate::outbound::ClientConn;
-use petrel_core::fetch::{
-    FetchAccount, FetchConfig, FetchRequest, ImapFetch, Pop3Fetch, Protocol, Security,
-};
-use petrel_core::{Action, Completion, Effect, Pump, Secret, Session, UserId};
+use petrel_core::fetch::{FetchConfig, FetchRequest, ImapFetch, Pop3Fetch, Protocol};
+use petrel_core::{Action, Completion, Effect, Pump, Session, UserId};
 use petrel_store::Store;
 use petrel_store::fetch_accounts::{self, Account};
 use std::collections::BTreeMap;
@@ -58,28 +56,6 @@ fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
-}
-
-/// The session's view of a stored account.
-pub fn session_account(user: &UserId, a: &Account) -> FetchAccount {
-    FetchAccount {
-        user: user.clone(),
-        id: a.id,
-        token: a.token.clone(),
-        protocol: a.url.protocol,
-        security: if a.url.implicit_tls {
-            Security::Implicit
-        } else {
-            Security::StartTls {
-                required: !a.url.is_loopback(),
-            }
-        },
-        host: a.url.host.clone(),
-        login: a.url.login.clone(),
-        password: Secret::new(a.password.clone()),
-        folder: a.url.folder.clone(),
-        keep: a.keep,
-    }
 }
 
 /// Runs one session for the account (the caller holds its lock): connects, fetches, and returns
@@ -150,7 +126,7 @@ fn run_session(
             Err(e) => return Err(Setup(format!("TLS with {target} failed: {e}"))),
         };
     }
-    let fetch_account = Arc::new(session_account(user, account));
+    let fetch_account = Arc::new(account.session_account(user));
     let now = Instant::now();
     let session: Box<dyn Session + Send> = match url.protocol {
         Protocol::Pop3 => Box::new(Pop3Fetch::new(fetch_account, settings.session.clone(), now)),

@@ -34,9 +34,10 @@
 //! change and its time are kept in `N.status` and shown by `petrel fetch list`.
 
 use petrel_core::fetch::{
-    FetchAnswer, FetchRequest, FetchState, FetchUrl, MARKER_FIELD, Protocol, marker_line,
+    FetchAccount, FetchAnswer, FetchRequest, FetchState, FetchUrl, MARKER_FIELD, Protocol,
+    Security, marker_line,
 };
-use petrel_core::{Completion, ErrorClass, StoreError, UserId};
+use petrel_core::{Completion, ErrorClass, Secret, StoreError, UserId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, Read, Write};
@@ -58,6 +59,31 @@ pub struct Account {
     pub token: String,
     /// The remote password.
     pub password: String,
+}
+
+impl Account {
+    /// What a fetch session of `user` needs to know of this account. STARTTLS/STLS is
+    /// required unless the remote is on loopback: the password never goes out in clear.
+    pub fn session_account(&self, user: &UserId) -> FetchAccount {
+        FetchAccount {
+            user: user.clone(),
+            id: self.id,
+            token: self.token.clone(),
+            protocol: self.url.protocol,
+            security: if self.url.implicit_tls {
+                Security::Implicit
+            } else {
+                Security::StartTls {
+                    required: !self.url.is_loopback(),
+                }
+            },
+            host: self.url.host.clone(),
+            login: self.url.login.clone(),
+            password: Secret::new(self.password.clone()),
+            folder: self.url.folder.clone(),
+            keep: self.keep,
+        }
+    }
 }
 
 /// What `N.status` holds.
