@@ -123,13 +123,16 @@ impl FolderLocks {
 /// other programs (Courier, procmail, Postfix's local, which write LF-only files) do not, so
 /// their `S=` says nothing about the CRLF size and the file must be read.
 fn size_from_name(name: &str) -> Option<u64> {
-    let base = uidlist::base_name(name);
-    let get = |key: &str| {
-        base.split(',')
-            .skip(1)
-            .find_map(|f| f.strip_prefix(key)?.parse().ok())
-    };
-    get("W=").or_else(|| get("S=").filter(|_| petrel_name(base)))
+    name_field(name, "W=")
+        .or_else(|| name_field(name, "S=").filter(|_| petrel_name(uidlist::base_name(name))))
+}
+
+/// A numeric `KEY=` field of a Maildir name (`S=`, `W=`), after the unique part.
+fn name_field(name: &str, key: &str) -> Option<u64> {
+    uidlist::base_name(name)
+        .split(',')
+        .skip(1)
+        .find_map(|f| f.strip_prefix(key)?.parse().ok())
 }
 
 /// Whether a base name is one of [`maildir::unique_name`]'s: `SECS.P<pid>Q<n>R<8 hex>.HOST,...`.
@@ -591,7 +594,8 @@ fn learn_facts(
                     locks.remember_size(dir, &m.name, size);
                     m.size = size;
                 }
-                None => m.size = name_size(&m.name).unwrap_or(0),
+                // Gone before it could be read: the length its writer gave in `S=`.
+                None => m.size = name_field(&m.name, "S=").unwrap_or(0),
             }
         }
         if let Some(date) = date {
@@ -645,15 +649,6 @@ fn look_at(
         out.push((size, date));
     }
     Ok(out)
-}
-
-/// The `S=` of a name (the file's length as its writer saw it), for a file gone before it
-/// could be read.
-fn name_size(name: &str) -> Option<u64> {
-    uidlist::base_name(name)
-        .split(',')
-        .skip(1)
-        .find_map(|f| f.strip_prefix("S=")?.parse().ok())
 }
 
 /// The time a Maildir name starts with (its delivery), 0 if none.

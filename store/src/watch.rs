@@ -304,33 +304,35 @@ impl Subscription {
     /// Runtime-agnostic (no timer, no IO): cancel it by dropping it.
     pub async fn changed(&self, seen: u64) -> u64 {
         loop {
-            let g = self.generation();
-            if g != seen {
-                return g;
+            match self.changed_or_listen(seen) {
+                Ok(g) => return g,
+                Err(listener) => listener.await,
             }
-            let listener = self.folder.event.listen();
-            let g = self.generation();
-            if g != seen {
-                return g;
-            }
-            listener.await;
         }
     }
 
     /// Blocks until [`Subscription::generation`] differs from `seen` or `timeout` passes;
-    /// returns the generation then.
+    /// returns the generation then (for blocking waiters).
     pub fn wait_changed(&self, seen: u64, timeout: std::time::Duration) -> u64 {
+        match self.changed_or_listen(seen) {
+            Ok(g) => g,
+            Err(listener) => {
+                let _ = event_listener::Listener::wait_timeout(listener, timeout);
+                self.generation()
+            }
+        }
+    }
+
+    /// The generation if it differs from `seen`; otherwise a listener registered before the
+    /// second look, so a change between the look and the wait is not missed.
+    fn changed_or_listen(&self, seen: u64) -> Result<u64, event_listener::EventListener> {
         let g = self.generation();
         if g != seen {
-            return g;
+            return Ok(g);
         }
         let listener = self.folder.event.listen();
         let g = self.generation();
-        if g != seen {
-            return g;
-        }
-        let _ = event_listener::Listener::wait_timeout(listener, timeout);
-        self.generation()
+        if g != seen { Ok(g) } else { Err(listener) }
     }
 }
 

@@ -33,7 +33,21 @@ pub fn literal(out: &mut Vec<u8>, s: &[u8]) {
 
 /// `(\Seen $Forwarded)`.
 pub fn flag_list(flags: &[String]) -> String {
-    format!("({})", flags.join(" "))
+    let mut out = Vec::new();
+    push_flag_list(&mut out, flags);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`flag_list`] appended to `out`, without a temporary (a FETCH line per message).
+pub fn push_flag_list(out: &mut Vec<u8>, flags: &[String]) {
+    out.push(b'(');
+    for (i, f) in flags.iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        out.extend_from_slice(f.as_bytes());
+    }
+    out.push(b')');
 }
 
 const MONTHS: [&str; 12] = [

@@ -1403,14 +1403,8 @@ impl ImapSession {
             }
         };
         let flags = |out: &mut Vec<u8>| {
-            out.extend_from_slice(b"FLAGS (");
-            for (k, f) in m.flags.iter().enumerate() {
-                if k > 0 {
-                    out.push(b' ');
-                }
-                out.extend_from_slice(f.as_bytes());
-            }
-            out.push(b')');
+            out.extend_from_slice(b"FLAGS ");
+            response::push_flag_list(out, &m.flags);
         };
         if j.uid && !j.items.contains(&FetchItem::Uid) {
             let _ = write!(out, "UID {}", m.uid);
